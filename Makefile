@@ -1,0 +1,56 @@
+# gppf_dist — `make help` lists the targets. `make demo` and `make test` need nothing else.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+SHARDS ?= shards
+export DS_ACCELERATOR ?= cpu
+export WANDB_SILENT := true
+export OMP_NUM_THREADS ?= 1
+
+.PHONY: help setup demo test test-unit test-dist test-integration lint fmt shards clean
+
+help: ## Show this help
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt torch==2.13.0
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install the package with pinned dependencies
+
+$(SHARDS)/manifest.json: | $(STAMP)
+	$(VENV)/bin/gppf-shards synth --out $(SHARDS)
+
+shards: $(SHARDS)/manifest.json ## Generate the synthetic 8-task corpus into shards/ (if absent)
+
+demo: $(STAMP) $(SHARDS)/manifest.json ## Pre-train tiny GPPF with SIMT on 2 CPU workers; resumes if interrupted
+	$(VENV)/bin/gppf-train experiment=demo
+
+test: $(STAMP) ## Run the whole test suite (unit, distributed, integration)
+	$(VENV)/bin/pytest -q tests
+
+test-unit: $(STAMP) ## Unit tests only (no process groups)
+	$(VENV)/bin/pytest -q tests/unit
+
+test-dist: $(STAMP) ## Distributed tests (real gloo process groups)
+	$(VENV)/bin/pytest -q tests/dist
+
+test-integration: $(STAMP) ## End-to-end CLI tests
+	$(VENV)/bin/pytest -q tests/integration
+
+lint: $(STAMP) ## ruff check and format check
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+fmt: $(STAMP) ## Format and auto-fix with ruff
+	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests
+
+clean: ## Remove runs and generated shards (keeps .venv)
+	rm -rf runs outputs $(SHARDS)/manifest.json $(SHARDS)/*/

@@ -1,0 +1,71 @@
+"""`gppf-train`: compose and validate the config once, save it, start the workers, report.
+
+    gppf-train experiment=demo                     # 2 local workers (torch elastic agent)
+    gppf-train experiment=demo launcher.nproc=1 trainer.max_steps=20
+    torchrun --nproc-per-node 8 -m gppf_dist.cli.train launcher=none ...   # under a launcher
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from gppf_dist.config.load import save_run_config, to_run_config
+from gppf_dist.config.schema import RunConfig
+from gppf_dist.config.store import register_schema
+
+CONF_DIR = Path(os.environ.get("GPPF_CONF_DIR", Path(__file__).resolve().parents[3] / "conf"))
+
+
+def prepare(cfg: RunConfig) -> Path:
+    """Validate (raising ValueError naming key and value) and write `<run.dir>/config.yaml`."""
+    from gppf_dist.engine.validate import planned_world_size, validate_run
+
+    env_world = int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else None
+    validate_run(cfg, planned_world_size(cfg, env_world))
+    config_path = Path(cfg.run.dir) / "config.yaml"
+    if int(os.environ.get("RANK", "0")) == 0:
+        save_run_config(cfg, config_path)
+    return config_path
+
+
+def train(cfg: RunConfig, config_path: Path) -> None:
+    """Run the workers through the chosen launcher, then print the per-task table."""
+    from gppf_dist.engine.report import summary_table
+
+    run_dir = Path(cfg.run.dir)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if cfg.launcher.name == "local":
+        from gppf_dist.launch.local import launch_local
+
+        launch_local(cfg.launcher, config_path)
+    else:
+        from gppf_dist.engine.worker import run_worker
+
+        run_worker(cfg)
+    if is_main and not cfg.simt.dry_run:
+        print(summary_table(run_dir), flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_main(dcfg: DictConfig) -> None:
+    try:
+        cfg = to_run_config(dcfg)
+        config_path = prepare(cfg)
+    except ValueError as err:
+        print(f"gppf-train: configuration error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    train(cfg, config_path)
+
+
+def main() -> None:
+    register_schema()
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

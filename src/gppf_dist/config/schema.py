@@ -1,0 +1,185 @@
+"""Typed configuration schema: the single source of truth behind the Hydra YAML in `conf/`.
+
+Each section is a dataclass registered as a Hydra structured config (see `store.py`), so a
+misspelled key or a value of the wrong type fails at composition time, before any worker starts.
+`__post_init__` checks single-field rules; cross-field rules (world size, tasks vs. the shard
+manifest) live in `validate.py`. Below the CLI layer, code only ever sees these dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gppf_dist.config.model import ModelConfig
+
+
+def _check(ok: bool, key: str, value: object, rule: str) -> None:
+    if not ok:
+        raise ValueError(f"`{key}`={value!r}: {rule}")
+
+
+@dataclass(kw_only=True)
+class RunSection:
+    name: str = "default"
+    """Run name; W&B display name and default run directory leaf."""
+    dir: str = "runs/default"
+    """Run directory: config.yaml, metrics.jsonl, checkpoints/, wandb/, eval.json. Keep it
+    deterministic (no timestamps) so a restarted or requeued job finds its checkpoints."""
+
+
+@dataclass(kw_only=True)
+class TrainerSection:
+    max_steps: int = 100
+    seed: int = 0
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_steps: int = 10
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (0 disables)."""
+    log_every: int = 1
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    eval_at_start: bool = True
+    """Evaluate before the first step too, so eval.json shows what training changed."""
+    eval_batch_size: int = 32
+    progress: bool = True
+    device: str = "auto"
+    """`auto` picks CUDA when available, else CPU."""
+
+    def __post_init__(self) -> None:
+        _check(self.max_steps >= 0, "trainer.max_steps", self.max_steps, "must be >= 0")
+        _check(self.lr > 0, "trainer.lr", self.lr, "must be > 0")
+        _check(self.log_every >= 1, "trainer.log_every", self.log_every, "must be >= 1")
+        _check(
+            self.checkpoint_every >= 1,
+            "trainer.checkpoint_every",
+            self.checkpoint_every,
+            "must be >= 1",
+        )
+        _check(
+            self.keep_checkpoints >= 1, "trainer.keep_checkpoints", self.keep_checkpoints, ">= 1"
+        )
+        _check(
+            self.device in ("auto", "cpu", "cuda"),
+            "trainer.device",
+            self.device,
+            "must be auto, cpu or cuda",
+        )
+
+
+@dataclass(kw_only=True)
+class TaskSection:
+    """One pre-training task of the SIMT mix."""
+
+    type: str
+    """Task type: a key of `gppf_dist.tasks.registry.TASK_TYPES`."""
+    weight: float = 1.0
+    """w_t in the objective J = sum_t w_t * mean loss of task t over its global batch."""
+    batch_size: int = 16
+    """Global per-iteration batch B_t, split over the task's canonical streams."""
+    input_size: list[int] = field(default_factory=lambda: [64, 64])
+    """[height, width] fed to the backbone."""
+
+
+@dataclass(kw_only=True)
+class DataSection:
+    root: str = "shards"
+    """Directory holding manifest.json and the per-task shards."""
+    streams_per_task: int = 4
+    """Canonical streams per task (world-size independent); B_t must be a multiple of it."""
+
+    def __post_init__(self) -> None:
+        _check(self.streams_per_task >= 1, "data.streams_per_task", self.streams_per_task, ">= 1")
+
+
+@dataclass(kw_only=True)
+class SimtSection:
+    tasks: dict[str, TaskSection] = field(default_factory=dict)
+    """All known tasks, keyed by name (the shard directory name)."""
+    only: list[str] = field(default_factory=list)
+    """If non-empty, train only these tasks (names from `simt.tasks`)."""
+    dry_run: bool = False
+    """Print the task-to-rank plan and exit without training."""
+
+    def active_tasks(self) -> dict[str, TaskSection]:
+        """The tasks this run trains, in a fixed (sorted) order shared by all ranks."""
+        names = self.only or list(self.tasks)
+        return {name: self.tasks[name] for name in sorted(names)}
+
+
+@dataclass(kw_only=True)
+class ParallelSection:
+    ep_size: int = 1
+    """Expert-parallel degree for lego units; must divide the world size."""
+    zero_stage: int = 0
+    """DeepSpeed ZeRO stage (0, 1 or 2)."""
+    backend: str = "auto"
+    """torch.distributed backend: auto (nccl on CUDA, gloo on CPU), nccl or gloo."""
+    timeout_s: int = 600
+
+    def __post_init__(self) -> None:
+        _check(self.ep_size >= 1, "parallel.ep_size", self.ep_size, "must be >= 1")
+        _check(self.zero_stage in (0, 1, 2), "parallel.zero_stage", self.zero_stage, "0, 1 or 2")
+        _check(
+            self.backend in ("auto", "nccl", "gloo"),
+            "parallel.backend",
+            self.backend,
+            "must be auto, nccl or gloo",
+        )
+
+
+@dataclass(kw_only=True)
+class LauncherSection:
+    name: str = "local"
+    """local: torch elastic agent starting `nproc` workers; none: run one worker in this process
+    (under torchrun/srun, which set RANK/WORLD_SIZE)."""
+    nproc: int = 2
+    nnodes: int = 1
+    max_restarts: int = 0
+    master_port: int = 0
+    """Rendezvous port for launcher=local; 0 picks a free one."""
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("local", "none"), "launcher", self.name, "must be local or none")
+        _check(self.nproc >= 1, "launcher.nproc", self.nproc, "must be >= 1")
+        _check(self.nnodes >= 1, "launcher.nnodes", self.nnodes, "must be >= 1")
+        _check(self.max_restarts >= 0, "launcher.max_restarts", self.max_restarts, ">= 0")
+
+
+@dataclass(kw_only=True)
+class LoggerSection:
+    name: str = "wandb"
+    """wandb (from rank 0) or none; metrics.jsonl is always written."""
+    mode: str = "offline"
+    """W&B mode: offline (default; `wandb sync` later), online or disabled."""
+    project: str = "gppf_dist"
+    entity: str | None = None
+    heatmap_every: int = 50
+
+    def __post_init__(self) -> None:
+        _check(self.name in ("wandb", "none"), "logger", self.name, "must be wandb or none")
+        _check(
+            self.mode in ("offline", "online", "disabled"),
+            "logger.mode",
+            self.mode,
+            "must be offline, online or disabled",
+        )
+
+
+@dataclass(kw_only=True)
+class RunConfig:
+    """The whole run. `gppf-train` composes it once; workers read the resolved YAML."""
+
+    experiment: str | None = None
+    """Name of the selected `conf/experiment/` delta (informational)."""
+    resume: str = "auto"
+    """auto: continue from the newest complete checkpoint in run.dir if any; never: start over
+    (refuses a run.dir that already has checkpoints); or a checkpoint tag to load."""
+    run: RunSection = field(default_factory=RunSection)
+    trainer: TrainerSection = field(default_factory=TrainerSection)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataSection = field(default_factory=DataSection)
+    simt: SimtSection = field(default_factory=SimtSection)
+    parallel: ParallelSection = field(default_factory=ParallelSection)
+    launcher: LauncherSection = field(default_factory=LauncherSection)
+    logger: LoggerSection = field(default_factory=LoggerSection)

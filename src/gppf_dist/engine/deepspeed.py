@@ -1,0 +1,95 @@
+"""The only module that imports DeepSpeed: config generation, engine creation, checkpoint I/O.
+
+The DeepSpeed JSON is generated from the typed config, never hand-written. SIMT feeds the engine
+its own batches (DeepSpeed's data loader is unused), so the batch-size fields are nominal: one
+micro-batch per rank per iteration and no DeepSpeed-managed accumulation; a rank that runs several
+tasks accumulates them with `accumulate()` and reduces once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gppf_dist.config.schema import RunConfig
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+import deepspeed  # noqa: E402  (DS_ACCELERATOR must be set first)
+
+
+def deepspeed_config(cfg: RunConfig, world_size: int, device: torch.device) -> dict[str, Any]:
+    """DeepSpeed's JSON from our typed config."""
+    config: dict[str, Any] = {
+        "train_micro_batch_size_per_gpu": 1,
+        "gradient_accumulation_steps": 1,
+        "train_batch_size": world_size,
+        "gradient_clipping": cfg.trainer.grad_clip,
+        "zero_optimization": {"stage": cfg.parallel.zero_stage},
+        # We pass a plain torch optimizer (AdamW/SGD); ZeRO 1/2 shard its state correctly.
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 10**9,
+        "wall_clock_breakdown": False,
+        "dump_state": False,
+    }
+    if device.type == "cuda":
+        config["bf16"] = {"enabled": False}
+    return config
+
+
+def create_engine(
+    cfg: RunConfig,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    world_size: int,
+    device: torch.device,
+) -> Any:
+    """Wrap the model with `deepspeed.initialize` (the process group must already exist)."""
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=deepspeed_config(cfg, world_size, device),
+        dist_init_required=False,
+    )
+    return engine
+
+
+@contextlib.contextmanager
+def accumulate(engine: Any, num_backwards: int) -> Iterator[list[contextlib.AbstractContextManager]]:
+    """Contexts for `num_backwards` engine.backward calls that reduce gradients exactly once.
+
+    ZeRO 0 reduces in the last backward (the earlier ones run under `no_sync`); ZeRO 1/2 coalesce
+    all of them into one reduction when the block exits. Every rank reduces once per iteration,
+    whatever number of tasks it ran, so collectives stay symmetric.
+    """
+    if engine.zero_optimization_stage() == 0:
+        yield [
+            engine.no_sync() if i < num_backwards - 1 else contextlib.nullcontext()
+            for i in range(num_backwards)
+        ]
+    else:
+        with engine.coalesce_grad_reduction():
+            yield [contextlib.nullcontext() for _ in range(num_backwards)]
+
+
+def save_checkpoint(engine: Any, directory: Path, tag: str, client_state: dict[str, Any]) -> None:
+    """Collective: every rank must call it (DeepSpeed writes per-rank optimizer shards)."""
+    engine.save_checkpoint(str(directory), tag=tag, client_state=client_state, save_latest=False)
+
+
+def load_checkpoint(engine: Any, directory: Path, tag: str) -> dict[str, Any]:
+    path, client_state = engine.load_checkpoint(
+        str(directory), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+    )
+    if path is None:
+        raise ValueError(f"checkpoint {tag!r} in {str(directory)!r} could not be loaded")
+    return dict(client_state or {})

@@ -1,0 +1,69 @@
+"""Saving and restoring a run: DeepSpeed state + SIMT client state (step, data positions, W&B id).
+
+Data positions are kept per (task, canonical stream), not per rank, so a run resumes exactly at
+another world size: the new plan simply hands the streams to different ranks.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+from gppf_dist.checkpoint.manager import find_latest, mark_complete, prune, tag_for_step
+from gppf_dist.engine.deepspeed import load_checkpoint, save_checkpoint
+
+Positions = dict[str, dict[int, Any]]
+
+
+def gather_positions(local: Positions, world_size: int) -> Positions:
+    """Merge every rank's per-stream positions (collective)."""
+    parts: list[Positions | None] = [None] * world_size
+    dist.all_gather_object(parts, local)
+    merged: Positions = {}
+    for part in parts:
+        assert part is not None
+        for task, streams in part.items():
+            merged.setdefault(task, {}).update(streams)
+    return merged
+
+
+def save(
+    engine: Any,
+    run_dir: Path,
+    step: int,
+    positions: Positions,
+    wandb_id: str,
+    world_size: int,
+    keep: int,
+    is_main: bool,
+) -> None:
+    """Collective checkpoint of step `step` (i.e. after `step` completed iterations)."""
+    ckpt_dir = run_dir / "checkpoints"
+    tag = tag_for_step(step)
+    client_state = {
+        "step": step,
+        "data_positions": positions,
+        "wandb_run_id": wandb_id,
+        "world_size": world_size,
+    }
+    save_checkpoint(engine, ckpt_dir, tag, client_state)
+    dist.barrier()
+    if is_main:
+        mark_complete(ckpt_dir, tag, {"step": step, "world_size": world_size})
+        prune(ckpt_dir, keep)
+    dist.barrier()
+
+
+def restore(engine: Any, run_dir: Path, resume: str) -> dict[str, Any] | None:
+    """Load the checkpoint chosen by `resume` (auto/never/tag); rank 0 picks, all ranks load."""
+    ckpt_dir = run_dir / "checkpoints"
+    choice: list[str | None] = [None]
+    if dist.get_rank() == 0:
+        choice[0] = None if resume == "never" else (find_latest(ckpt_dir) if resume == "auto" else resume)
+    dist.broadcast_object_list(choice, src=0)
+    tag = choice[0]
+    if tag is None:
+        return None
+    return load_checkpoint(engine, ckpt_dir, tag)

@@ -1,0 +1,110 @@
+"""Cross-field checks that must pass before any worker starts (DESIGN.md §5.7).
+
+Single-field rules live in the schema's `__post_init__`; here we check what needs several
+sections, the world size or the shard manifest. Every error names the key and the value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gppf_dist.checkpoint.manager import find_latest, step_of_tag
+from gppf_dist.config.schema import RunConfig
+from gppf_dist.data.manifest import load_manifest
+from gppf_dist.tasks.registry import TASK_TYPES
+
+
+def planned_world_size(cfg: RunConfig, env_world_size: int | None) -> int:
+    """launcher=local starts nproc x nnodes workers; launcher=none joins the launcher's world."""
+    if cfg.launcher.name == "local":
+        return cfg.launcher.nproc * cfg.launcher.nnodes
+    return env_world_size or 1
+
+
+def validate_run(cfg: RunConfig, world_size: int) -> None:
+    _validate_tasks(cfg)
+    _validate_parallel(cfg, world_size)
+    _validate_data(cfg)
+    _validate_resume(cfg)
+
+
+def _validate_tasks(cfg: RunConfig) -> None:
+    tasks = cfg.simt.tasks
+    if not tasks:
+        raise ValueError("`simt.tasks` is empty: declare at least one task")
+    for name in cfg.simt.only:
+        if name not in tasks:
+            raise ValueError(f"`simt.only` names unknown task {name!r}; known tasks: {sorted(tasks)}")
+    for name, task in cfg.simt.active_tasks().items():
+        key = f"simt.tasks.{name}"
+        if task.type not in TASK_TYPES:
+            raise ValueError(
+                f"`{key}.type`={task.type!r} is not a task type; known: {sorted(TASK_TYPES)}"
+            )
+        if task.weight < 0:
+            raise ValueError(f"`{key}.weight`={task.weight} must be >= 0")
+        streams = cfg.data.streams_per_task
+        if task.batch_size <= 0 or task.batch_size % streams:
+            raise ValueError(
+                f"`{key}.batch_size`={task.batch_size} must be a positive multiple of "
+                f"`data.streams_per_task`={streams}"
+            )
+        if len(task.input_size) != 2 or min(task.input_size) < 16:
+            raise ValueError(f"`{key}.input_size`={list(task.input_size)} must be [h, w], each >= 16")
+
+
+def _validate_parallel(cfg: RunConfig, world_size: int) -> None:
+    ep = cfg.parallel.ep_size
+    if world_size % ep:
+        raise ValueError(
+            f"`parallel.ep_size`={ep} must divide the world size {world_size} "
+            f"(launcher.nproc={cfg.launcher.nproc} x launcher.nnodes={cfg.launcher.nnodes})"
+        )
+    if cfg.model.num_legos % ep:
+        raise ValueError(
+            f"`parallel.ep_size`={ep} must divide `model.num_legos`={cfg.model.num_legos}"
+        )
+
+
+def _validate_data(cfg: RunConfig) -> None:
+    root = Path(cfg.data.root)
+    try:
+        manifest = load_manifest(root)
+    except ValueError as err:
+        raise ValueError(
+            f"`data.root`={cfg.data.root!r}: {err}. Create the synthetic corpus with "
+            f"`gppf-shards synth --out {cfg.data.root}` or convert a dataset first."
+        ) from err
+    for name, task in cfg.simt.active_tasks().items():
+        if name not in manifest.tasks:
+            raise ValueError(
+                f"`simt.tasks.{name}`: unknown task {name!r}, not in {root / 'manifest.json'} "
+                f"(which has {sorted(manifest.tasks)})"
+            )
+        entry = manifest.tasks[name]
+        if entry.type != task.type:
+            raise ValueError(
+                f"`simt.tasks.{name}.type`={task.type!r} but the manifest says {entry.type!r}"
+            )
+        shards = entry.splits.get("train", [])
+        if len(shards) < cfg.data.streams_per_task:
+            raise ValueError(
+                f"`data.streams_per_task`={cfg.data.streams_per_task} exceeds the {len(shards)} "
+                f"train shards of task {name!r}"
+            )
+
+
+def _validate_resume(cfg: RunConfig) -> None:
+    ckpt_dir = Path(cfg.run.dir) / "checkpoints"
+    if cfg.resume == "auto":
+        return
+    if cfg.resume == "never":
+        if find_latest(ckpt_dir) is not None:
+            raise ValueError(
+                f"`resume`=never but `run.dir`={cfg.run.dir!r} already holds checkpoints; "
+                "use resume=auto or another run.dir"
+            )
+        return
+    step_of_tag(cfg.resume)
+    if not (ckpt_dir / cfg.resume / "COMPLETE").is_file():
+        raise ValueError(f"`resume`={cfg.resume!r}: no complete checkpoint in {str(ckpt_dir)!r}")

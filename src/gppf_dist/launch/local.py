@@ -1,0 +1,43 @@
+"""launcher=local: the torch elastic agent starts `nproc` worker processes on this machine.
+
+Workers are fresh interpreters running `python -m gppf_dist.cli.worker <config.yaml>`; the agent
+sets RANK/WORLD_SIZE/MASTER_* and restarts all of them (up to `max_restarts`) if one fails, in
+which case they resume from the newest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from pathlib import Path
+
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+from gppf_dist.config.schema import LauncherSection
+from gppf_dist.dist.env import free_port
+
+
+class WorkersFailed(RuntimeError):
+    pass
+
+
+def launch_local(launcher: LauncherSection, config_path: Path) -> None:
+    port = launcher.master_port or free_port()
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=launcher.nproc,
+        run_id=f"gppf-{uuid.uuid4().hex[:8]}",
+        rdzv_backend="c10d",
+        rdzv_endpoint=f"127.0.0.1:{port}",
+        rdzv_configs={"is_host": True},
+        max_restarts=launcher.max_restarts,
+        monitor_interval=0.5,
+    )
+    try:
+        elastic_launch(config, entrypoint=sys.executable)(
+            "-m", "gppf_dist.cli.worker", str(config_path)
+        )
+    except ChildFailedError as err:
+        raise WorkersFailed(f"a worker failed; see the traceback above.\n{err}") from None

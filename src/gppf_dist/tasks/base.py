@@ -1,0 +1,116 @@
+"""The contract every task type fulfils.
+
+A task type (classification, detection, ...) bundles everything that differs between tasks:
+how a decoded shard sample becomes a fixed-size input and a target, how targets collate, the
+head, the per-sample loss and the evaluation metric. The trainer only ever talks to this
+interface, so adding a task type touches no trainer code.
+
+Exactness rule (DESIGN.md §5.1): `loss` returns one value per sample, normalised within that
+sample only. The engine sums these over the task's *global* batch and divides by its size, so the
+objective does not depend on how a batch is split over ranks. Losses that couple samples (e.g. a
+triplet loss) must only couple samples that share a `groups` id: a group is one canonical stream's
+share of a step, which always lives on a single rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+
+@dataclass(kw_only=True)
+class TaskSpec:
+    """What a head needs to know about one task: its type and label space."""
+
+    name: str
+    type: str
+    input_size: tuple[int, int]
+    num_classes: int = 0
+    """Classes (classification, detection, segmentation) or identities (reid, face)."""
+    num_keypoints: int = 0
+    num_attributes: int = 0
+    label_space: dict[str, Any] = field(default_factory=dict)
+    """The manifest's label space for this task (class/keypoint/attribute names)."""
+
+
+@dataclass(kw_only=True)
+class Sample:
+    """One decoded shard sample, as the data layer hands it to a task type."""
+
+    key: str
+    image: np.ndarray
+    """HxWx3 uint8 RGB."""
+    ann: dict[str, Any]
+    """The sample's `json` member (schema per task type, see shards/README.md)."""
+    mask: np.ndarray | None = None
+    """HxW uint8 class ids from the `png` member (segmentation only); 255 = ignore."""
+
+
+@dataclass(kw_only=True)
+class Batch:
+    """A collated batch of one task on one rank."""
+
+    task: str
+    images: torch.Tensor
+    """B x 3 x H x W uint8; normalised on the device by the model."""
+    targets: Any
+    """Task-type specific, produced by `TaskType.collate`; supports `.to(device)` via `move_to`."""
+    groups: torch.Tensor
+    """B int64: the canonical-stream chunk each sample came from (see module docstring)."""
+    keys: list[str]
+
+
+class Metric(Protocol):
+    """Accumulates evaluation state; states from all ranks are merged before `compute`."""
+
+    def update(self, outputs: Any, targets: Any) -> None: ...
+
+    def state(self) -> Any:
+        """Picklable local state (tensors on CPU, lists)."""
+
+    def compute(self, states: list[Any]) -> dict[str, float]:
+        """Merge the states of all ranks and return named values; `primary` names the main one."""
+
+
+class TaskType(Protocol):
+    """One registry entry; see `gppf_dist.tasks.registry`."""
+
+    name: str
+    primary_metric: str
+    higher_is_better: bool
+
+    def prepare(
+        self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, Any]:
+        """Resize/augment to `spec.input_size`, keeping boxes, masks and keypoints consistent.
+
+        Returns a 3xHxW uint8 image and this sample's target. Raises ValueError naming the
+        sample key for annotations that are out of bounds or of the wrong schema.
+        """
+
+    def collate(self, targets: list[Any]) -> Any: ...
+
+    def build_head(self, in_channels: list[int], strides: list[int], spec: TaskSpec) -> nn.Module:
+        """A head reading the backbone's multi-scale features (one entry per level)."""
+
+    def loss(self, outputs: Any, targets: Any, groups: torch.Tensor) -> torch.Tensor:
+        """Per-sample losses, shape [B]."""
+
+    def new_metric(self, spec: TaskSpec) -> Metric: ...
+
+
+def move_to(obj: Any, device: torch.device) -> Any:
+    """Move tensors nested in dicts/lists/tuples to `device`."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, dict):
+        return {k: move_to(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [move_to(v, device) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(move_to(v, device) for v in obj)
+    return obj

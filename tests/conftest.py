@@ -1,0 +1,45 @@
+"""Shared fixtures: the real Hydra config, composed; a small synthetic shard corpus."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from gppf_dist.config.load import to_run_config
+from gppf_dist.config.schema import RunConfig
+from gppf_dist.config.store import register_schema
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def compose_run() -> Callable[..., RunConfig]:
+    """compose_run(*overrides) -> RunConfig, through the real conf/ tree and schema."""
+    register_schema()
+
+    def _compose(*overrides: str) -> RunConfig:
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(version_base="1.3", config_dir=str(CONF)):
+            return to_run_config(compose("train", overrides=list(overrides)))
+
+    return _compose
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All 8 synthetic tasks: 4 train shards of 16 samples and 1 val shard each."""
+    from gppf_dist.data.synth import write_synthetic_corpus
+
+    root = tmp_path_factory.mktemp("shards")
+    write_synthetic_corpus(root, samples_per_task=64, val_per_task=16, seed=0, samples_per_shard=16)
+    return root

@@ -1,0 +1,60 @@
+"""The SIMT planner: pure, deterministic, covers every stream of every task exactly once."""
+
+from __future__ import annotations
+
+import pytest
+
+from gppf_dist.simt.plan import TaskDemand, plan_static
+
+TASKS = ["attr", "cls_object", "cls_scene", "det", "face", "pose", "reid", "seg"]
+
+
+def demands(cost: dict[str, float] | None = None, streams: int = 4) -> list[TaskDemand]:
+    cost = cost or {}
+    return [TaskDemand(t, 16, streams, 1.0, cost.get(t, 1.0)) for t in TASKS]
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 7, 8, 9, 16, 32, 40])
+def test_every_stream_read_by_exactly_one_rank(world: int) -> None:
+    plan = plan_static(demands(), world)
+    seen: dict[str, list[int]] = {t: [] for t in TASKS}
+    for works in plan.per_rank:
+        for w in works:
+            seen[w.task].extend(w.stream_ids)
+            assert w.local_batch == 4 * len(w.stream_ids)
+    for task, streams in seen.items():
+        assert sorted(streams) == [0, 1, 2, 3], task
+
+
+def test_plan_is_deterministic_and_order_independent() -> None:
+    a = plan_static(demands(), 3)
+    b = plan_static(list(reversed(demands())), 3)
+    assert a == b
+
+
+def test_fewer_ranks_than_tasks_packs_whole_tasks_balanced() -> None:
+    plan = plan_static(demands(), 3)
+    counts = sorted(len(w) for w in plan.per_rank)
+    assert counts == [2, 3, 3]
+    assert all(len(w.stream_ids) == 4 for works in plan.per_rank for w in works)
+
+
+def test_more_ranks_than_tasks_gives_costly_tasks_larger_groups() -> None:
+    plan = plan_static(demands({"det": 8.0}), 16)
+    assert len(plan.task_ranks("det")) == 4  # capped by its 4 streams
+    assert all(len(plan.task_ranks(t)) >= 1 for t in TASKS)
+
+
+def test_more_ranks_than_streams_leaves_idle_ranks() -> None:
+    plan = plan_static(demands(streams=1), 10)
+    assert sum(1 for works in plan.per_rank if not works) == 2
+
+
+def test_batch_not_multiple_of_streams_names_the_key() -> None:
+    with pytest.raises(ValueError, match=r"simt.tasks.det.batch_size`=10"):
+        plan_static([TaskDemand("det", 10, 4)], 2)
+
+
+def test_describe_reports_balance() -> None:
+    text = plan_static(demands(), 3).describe(demands())
+    assert "rank 2" in text and "balance efficiency" in text
