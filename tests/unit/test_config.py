@@ -9,7 +9,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from gppf_dist.config.load import load_run_config, save_run_config
-from gppf_dist.config.schema import RunConfig
+from gppf_dist.config.schema import RunConfig, TaskSection
 from gppf_dist.engine.validate import validate_run
 
 Compose = Callable[..., RunConfig]
@@ -62,10 +62,8 @@ def test_unknown_task_names_key_and_value(compose_run: Compose, tiny_shards: Pat
     cfg = compose_run(f"data.root={tiny_shards}", "simt.only=[cls_object,foo]")
     with pytest.raises(ValueError, match=r"`simt.only` names unknown task 'foo'"):
         validate_run(cfg, 2)
-    cfg = compose_run(
-        f"data.root={tiny_shards}",
-        "+simt.tasks.foo={type: classification, batch_size: 8, input_size: [32, 32]}",
-    )
+    cfg = compose_run(f"data.root={tiny_shards}")
+    cfg.simt.tasks["foo"] = TaskSection(type="classification", batch_size=8)
     with pytest.raises(ValueError, match=r"`simt.tasks.foo`: unknown task 'foo'"):
         validate_run(cfg, 2)
 

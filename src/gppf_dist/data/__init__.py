@@ -1,0 +1,29 @@
+"""The data layer: webdataset shards, their manifest, the synthetic corpus and the loaders.
+
+- `manifest`: `Manifest`/`TaskManifest`/`ShardInfo`, `load_manifest`, `save_manifest`
+- `writer`: `ShardWriter` (reproducible tars)
+- `synth`: `write_synthetic_corpus` (all 8 tasks from one procedural world)
+- `streams`: canonical-stream arithmetic (pure), `StreamPosition`
+- `loader`: `TaskLoader` (train, resumable) and `iter_eval_batches` (one eval pass)
+
+The format is documented in shards/README.md.
+"""
+
+from gppf_dist.data.loader import TaskLoader, iter_eval_batches
+from gppf_dist.data.manifest import Manifest, ShardInfo, TaskManifest, load_manifest, save_manifest
+from gppf_dist.data.streams import StreamPosition
+from gppf_dist.data.synth import write_synthetic_corpus
+from gppf_dist.data.writer import ShardWriter
+
+__all__ = [
+    "Manifest",
+    "ShardInfo",
+    "ShardWriter",
+    "StreamPosition",
+    "TaskLoader",
+    "TaskManifest",
+    "iter_eval_batches",
+    "load_manifest",
+    "save_manifest",
+    "write_synthetic_corpus",
+]

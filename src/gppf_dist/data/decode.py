@@ -1,0 +1,185 @@
+"""Safe shard reading and sample decoding.
+
+We read tars ourselves instead of using webdataset's decoders: only whitelisted members (image,
+mask, JSON, class id, text) are ever read, never pickle/torch members, and member names that are
+absolute or contain `..` make their sample unusable. Problems never raise out of this module's
+readers: they become a skip reason that the loaders count (`SkipCounter`) and warn about at a
+limited rate.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from gppf_dist.tasks.base import Sample
+
+log = logging.getLogger(__name__)
+
+ALLOWED_EXTS = frozenset({"jpg", "jpeg", "png", "json", "cls", "txt"})
+"""Members ever read from a shard; anything else is ignored unread."""
+
+_NAME_RE = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+
+
+class SampleError(Exception):
+    """A sample that must be skipped; `reason` is the counter key."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class RawSample:
+    """A sample's undecoded members; `error` is set if reading already disqualified it."""
+
+    key: str
+    members: dict[str, bytes] = field(default_factory=dict)
+    error: SampleError | None = None
+
+
+@dataclass
+class ShardContents:
+    """The samples read from one tar; `error` is set if the tar could not be read to its end."""
+
+    samples: list[RawSample]
+    error: SampleError | None = None
+
+
+def _unsafe(name: str) -> bool:
+    p = PurePosixPath(name)
+    return p.is_absolute() or ".." in p.parts or "\\" in name
+
+
+def read_shard(path: Path) -> ShardContents:
+    """Read the whitelisted members of a tar, grouping contiguous members by key."""
+    samples: list[RawSample] = []
+    current: RawSample | None = None
+    try:
+        fileobj = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        return ShardContents(samples, SampleError("shard_read", f"cannot open {path}: {exc}"))
+    try:
+        with fileobj, tarfile.open(fileobj=fileobj, mode="r|") as tar:
+            for member in tar:
+                match = _NAME_RE.match(member.name)
+                if match is None:
+                    continue
+                key, ext = match.group(1), match.group(2).lower()
+                if current is None or current.key != key:
+                    current = RawSample(key)
+                    samples.append(current)
+                if _unsafe(member.name):
+                    current.error = SampleError(
+                        "unsafe_path", f"{path}: member {member.name!r} has an unsafe path"
+                    )
+                    continue
+                if not member.isfile() or ext not in ALLOWED_EXTS:
+                    continue
+                f = tar.extractfile(member)
+                assert f is not None
+                current.members[ext] = f.read()
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        # The sample being read when the tar broke may be incomplete: drop it.
+        if samples and isinstance(exc, tarfile.ReadError | EOFError):
+            samples.pop()
+        return ShardContents(samples, SampleError("truncated_shard", f"{path}: {exc}"))
+    return ShardContents(samples)
+
+
+def _decode_image(data: bytes, key: str, ext: str) -> Image.Image:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        raise SampleError("decode", f"sample {key!r}: cannot decode {ext}: {exc}") from exc
+    return img
+
+
+def decode_sample(raw: RawSample, *, needs_mask: bool = False) -> Sample:
+    """Decode a raw sample into a `Sample`; raises SampleError(reason) if it must be skipped."""
+    if raw.error is not None:
+        raise raw.error
+    key, m = raw.key, raw.members
+    image_bytes = m.get("jpg", m.get("jpeg"))
+    if image_bytes is None:
+        raise SampleError("missing_member", f"sample {key!r}: no jpg member (has {sorted(m)})")
+    if "json" not in m:
+        raise SampleError("missing_member", f"sample {key!r}: no json member (has {sorted(m)})")
+    if needs_mask and "png" not in m:
+        raise SampleError("missing_member", f"sample {key!r}: no png mask member")
+    try:
+        ann: Any = json.loads(m["json"])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SampleError("decode", f"sample {key!r}: json member is not valid JSON") from exc
+    if not isinstance(ann, dict):
+        raise SampleError("annotation", f"sample {key!r}: json must be an object, got {ann!r:.80}")
+    if "cls" in m and "label" not in ann:
+        try:
+            ann["label"] = int(m["cls"].decode("ascii").strip())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SampleError("decode", f"sample {key!r}: cls {m['cls']!r:.40} not an int") from exc
+    img = _decode_image(image_bytes, key, "jpg")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    image = np.array(img)  # writable: task types may augment in place
+    height, width = image.shape[:2]
+    if ann.get("width", width) != width or ann.get("height", height) != height:
+        raise SampleError(
+            "annotation",
+            f"sample {key!r}: json width/height {ann.get('width')}x{ann.get('height')} "
+            f"!= image {width}x{height}",
+        )
+    mask = None
+    if "png" in m:
+        mimg = _decode_image(m["png"], key, "png")
+        if mimg.mode not in ("L", "P"):
+            raise SampleError(
+                "decode", f"sample {key!r}: png mask mode must be L or P, got {mimg.mode!r}"
+            )
+        mask = np.array(mimg, dtype=np.uint8)
+        if mask.shape != (height, width):
+            raise SampleError(
+                "annotation",
+                f"sample {key!r}: mask shape {mask.shape} != image {(height, width)}",
+            )
+    return Sample(key=key, image=image, ann=ann, mask=mask)
+
+
+class SkipCounter:
+    """Counts skipped samples by reason and warns at most once per reason per `interval_s`."""
+
+    def __init__(self, task: str, interval_s: float = 30.0) -> None:
+        self.task = task
+        self.interval_s = interval_s
+        self.counts: dict[str, int] = {}
+        self._last_warn: dict[str, float] = {}
+        self._unreported: dict[str, int] = {}
+
+    def record(self, reason: str, message: str, n: int = 1) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + n
+        self._unreported[reason] = self._unreported.get(reason, 0) + n
+        now = time.monotonic()
+        last = self._last_warn.get(reason)
+        if last is None or now - last >= self.interval_s:
+            log.warning(
+                "task %s: skipped %d sample(s) [%s] (total %d): %s",
+                self.task,
+                self._unreported[reason],
+                reason,
+                self.counts[reason],
+                message,
+            )
+            self._last_warn[reason] = now
+            self._unreported[reason] = 0

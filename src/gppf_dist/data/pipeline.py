@@ -1,0 +1,93 @@
+"""Per-sample steps shared by the train and eval loaders: read a shard, decode, prepare, collate.
+
+Everything that can go wrong with one sample ends here as a counted skip reason, so the loaders
+above only decide *which* sample comes next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gppf_dist.data.decode import RawSample, SampleError, SkipCounter, decode_sample, read_shard
+from gppf_dist.data.manifest import ShardInfo
+from gppf_dist.data.streams import sample_rng
+from gppf_dist.tasks.base import Batch, TaskSpec, TaskType
+
+PREPARE_ERRORS = (ValueError, KeyError, IndexError, TypeError)
+"""What a task type's `prepare` may raise for a bad annotation (the contract says ValueError;
+the others are what schema mistakes produce in practice)."""
+
+
+@dataclass
+class SampleContext:
+    """What every stream reader of one loader shares."""
+
+    root: Path
+    task: str
+    spec: TaskSpec
+    task_type: TaskType
+    seed: int
+    train: bool
+    needs_mask: bool
+    skips: SkipCounter
+
+
+def load_shard_samples(ctx: SampleContext, shard: ShardInfo) -> list[RawSample | None]:
+    """A shard's raw samples aligned to its manifest count; None where the tar lacks one."""
+    contents = read_shard(ctx.root / shard.path)
+    if contents.error is not None:
+        ctx.skips.record(contents.error.reason, str(contents.error))
+    elif len(contents.samples) < shard.samples:
+        ctx.skips.record(
+            "truncated_shard",
+            f"{shard.path}: {len(contents.samples)} samples, manifest says {shard.samples}",
+        )
+    samples: list[RawSample | None] = list(contents.samples[: shard.samples])
+    if len(contents.samples) > shard.samples:
+        ctx.skips.record(
+            "manifest_mismatch",
+            f"{shard.path}: {len(contents.samples)} samples, manifest says {shard.samples}; "
+            f"extra samples ignored",
+            n=len(contents.samples) - shard.samples,
+        )
+    samples.extend([None] * (shard.samples - len(samples)))
+    return samples
+
+
+def prepare_sample(
+    ctx: SampleContext, raw: RawSample | None, rng_key: tuple[int, int, int], where: str
+) -> tuple[str, torch.Tensor, Any] | None:
+    """Decode + prepare one sample; None (counted) if it must be skipped."""
+    if raw is None:
+        ctx.skips.record("truncated", f"{where}: sample missing from a truncated shard")
+        return None
+    try:
+        sample = decode_sample(raw, needs_mask=ctx.needs_mask)
+    except SampleError as exc:
+        ctx.skips.record(exc.reason, f"{where}: {exc}")
+        return None
+    stream, epoch, index = rng_key
+    rng = sample_rng(ctx.seed, ctx.task, stream, epoch, index)
+    try:
+        image, target = ctx.task_type.prepare(sample, ctx.spec, ctx.train, rng)
+    except PREPARE_ERRORS as exc:
+        ctx.skips.record("annotation", f"{where}: sample {raw.key!r}: {exc!r}")
+        return None
+    return raw.key, image, target
+
+
+def collate(
+    task: str, task_type: TaskType, items: list[tuple[str, torch.Tensor, Any]], groups: list[int]
+) -> Batch:
+    """Stack prepared samples into a `Batch`."""
+    return Batch(
+        task=task,
+        images=torch.stack([img for _, img, _ in items]),
+        targets=task_type.collate([t for _, _, t in items]),
+        groups=torch.tensor(groups, dtype=torch.int64),
+        keys=[k for k, _, _ in items],
+    )
