@@ -38,7 +38,9 @@ class ToyModel(nn.Module):
 
 
 class SquaredError:
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, outputs: torch.Tensor, targets: torch.Tensor, groups: torch.Tensor
+    ) -> torch.Tensor:
         return (outputs - targets) ** 2
 
 
@@ -84,7 +86,9 @@ def simt_step(zero_stage: int) -> dict[str, torch.Tensor]:
     cfg.trainer.grad_clip = 0.0
     cfg.parallel.zero_stage = zero_stage
     engine = create_engine(cfg, model, opt, sched, info.world_size, torch.device("cpu"))
-    plan = plan_static([TaskDemand(t, b, STREAMS, w) for t, (w, b) in TASKS.items()], info.world_size)
+    plan = plan_static(
+        [TaskDemand(t, b, STREAMS, w) for t, (w, b) in TASKS.items()], info.world_size
+    )
     runtimes: dict[str, TaskRuntime] = {}
     for i, (task, (weight, batch)) in enumerate(TASKS.items()):
         runtimes[task] = TaskRuntime(i, SquaredError(), TaskWeights(weight, batch))  # type: ignore[arg-type]

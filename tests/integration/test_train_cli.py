@@ -44,7 +44,9 @@ def losses(run_dir: Path) -> list[float]:
 
 
 @pytest.mark.parametrize("nproc", [1, 2])
-def test_train_completes_and_leaves_a_run_dir(tmp_path: Path, tiny_shards: Path, nproc: int) -> None:
+def test_train_completes_and_leaves_a_run_dir(
+    tmp_path: Path, tiny_shards: Path, nproc: int
+) -> None:
     run_dir = tmp_path / "run"
     proc = run_train(run_dir, tiny_shards, f"launcher.nproc={nproc}", "trainer.max_steps=3")
     records = read_metrics(run_dir / "metrics.jsonl")
@@ -60,8 +62,13 @@ def test_train_completes_and_leaves_a_run_dir(tmp_path: Path, tiny_shards: Path,
 
 def test_world_size_does_not_change_the_losses(tmp_path: Path, tiny_shards: Path) -> None:
     for nproc in (1, 2):
-        run_train(tmp_path / f"n{nproc}", tiny_shards, f"launcher.nproc={nproc}",
-                  "trainer.max_steps=3", "trainer.eval_at_start=false")
+        run_train(
+            tmp_path / f"n{nproc}",
+            tiny_shards,
+            f"launcher.nproc={nproc}",
+            "trainer.max_steps=3",
+            "trainer.eval_at_start=false",
+        )
     one, two = losses(tmp_path / "n1"), losses(tmp_path / "n2")
     assert len(one) == len(two) == 3
     for a, b in zip(one, two, strict=True):
@@ -82,7 +89,9 @@ def test_bad_config_fails_before_any_worker(
     run_dir = tmp_path / "run"
     proc = subprocess.run(
         train_cmd(run_dir, tiny_shards, "launcher.nproc=3", override),
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode != 0
     assert message in proc.stderr + proc.stdout
@@ -91,11 +100,18 @@ def test_bad_config_fails_before_any_worker(
 
 def test_interrupted_run_resumes_from_last_checkpoint(tmp_path: Path, tiny_shards: Path) -> None:
     run_dir = tmp_path / "run"
-    args = ("launcher.nproc=2", "trainer.max_steps=40", "trainer.checkpoint_every=2",
-            "trainer.eval_at_start=false")
+    args = (
+        "launcher.nproc=2",
+        "trainer.max_steps=40",
+        "trainer.checkpoint_every=2",
+        "trainer.eval_at_start=false",
+    )
     proc = subprocess.Popen(
         train_cmd(run_dir, tiny_shards, *args),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     ckpt = run_dir / "checkpoints" / "step_00000004" / "COMPLETE"
     deadline = time.time() + 300

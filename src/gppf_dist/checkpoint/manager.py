@@ -48,7 +48,9 @@ def complete_tags(ckpt_dir: Path) -> list[str]:
     """Complete checkpoints, oldest first."""
     if not ckpt_dir.is_dir():
         return []
-    tags = [p.name for p in ckpt_dir.iterdir() if _TAG.match(p.name) and is_complete(ckpt_dir, p.name)]
+    tags = [
+        p.name for p in ckpt_dir.iterdir() if _TAG.match(p.name) and is_complete(ckpt_dir, p.name)
+    ]
     return sorted(tags, key=step_of_tag)
 
 

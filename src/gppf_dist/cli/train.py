@@ -1,8 +1,8 @@
 """`gppf-train`: compose and validate the config once, save it, start the workers, report.
 
-    gppf-train experiment=demo                     # 2 local workers (torch elastic agent)
-    gppf-train experiment=demo launcher.nproc=1 trainer.max_steps=20
-    torchrun --nproc-per-node 8 -m gppf_dist.cli.train launcher=none ...   # under a launcher
+gppf-train experiment=demo                     # 2 local workers (torch elastic agent)
+gppf-train experiment=demo launcher.nproc=1 trainer.max_steps=20
+torchrun --nproc-per-node 8 -m gppf_dist.cli.train launcher=none ...   # under a launcher
 """
 
 from __future__ import annotations

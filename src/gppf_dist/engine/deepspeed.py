@@ -64,7 +64,9 @@ def create_engine(
 
 
 @contextlib.contextmanager
-def accumulate(engine: Any, num_backwards: int) -> Iterator[list[contextlib.AbstractContextManager]]:
+def accumulate(
+    engine: Any, num_backwards: int
+) -> Iterator[list[contextlib.AbstractContextManager]]:
     """Contexts for `num_backwards` engine.backward calls that reduce gradients exactly once.
 
     ZeRO 0 reduces in the last backward (the earlier ones run under `no_sync`); ZeRO 1/2 coalesce

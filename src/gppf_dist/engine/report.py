@@ -9,17 +9,23 @@ from gppf_dist.logging.metrics import read_metrics
 
 
 def summary_table(run_dir: Path) -> str:
-    records = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
-    evals = json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").is_file() else {}
+    records = (
+        read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
+    )
+    evals = (
+        json.loads((run_dir / "eval.json").read_text()) if (run_dir / "eval.json").is_file() else {}
+    )
     if not records:
         return f"no metrics in {run_dir}"
     first, last = records[0], records[-1]
-    tasks = sorted(k.split("/", 1)[1] for k in last if k.startswith("loss/") and k != "loss/router_reg")
+    tasks = sorted(
+        k.split("/", 1)[1] for k in last if k.startswith("loss/") and k != "loss/router_reg"
+    )
     end_eval, start_eval = evals.get("tasks", {}), evals.get("start") or {}
     lines = [
         f"run {run_dir}: steps {first['step']}..{last['step']}, objective "
         f"{first['loss']:.4f} -> {last['loss']:.4f}",
-        f"{'task':<12} {'loss@' + str(first['step']):>10} {'loss@' + str(last['step']):>10}  metric",
+        f"{'task':<12} {'loss@%d' % first['step']:>10} {'loss@%d' % last['step']:>10}  metric",
     ]
     for task in tasks:
         metric = end_eval.get(task, {})
@@ -28,5 +34,7 @@ def summary_table(run_dir: Path) -> str:
         shown = f"{name} {metric.get(name, float('nan')):.4f}" if name else "-"
         if start_value is not None:
             shown += f" (step 0: {start_value:.4f})"
-        lines.append(f"{task:<12} {first['loss/' + task]:>10.4f} {last['loss/' + task]:>10.4f}  {shown}")
+        lines.append(
+            f"{task:<12} {first['loss/' + task]:>10.4f} {last['loss/' + task]:>10.4f}  {shown}"
+        )
     return "\n".join(lines)

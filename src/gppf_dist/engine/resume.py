@@ -61,7 +61,9 @@ def restore(engine: Any, run_dir: Path, resume: str) -> dict[str, Any] | None:
     ckpt_dir = run_dir / "checkpoints"
     choice: list[str | None] = [None]
     if dist.get_rank() == 0:
-        choice[0] = None if resume == "never" else (find_latest(ckpt_dir) if resume == "auto" else resume)
+        choice[0] = (
+            None if resume == "never" else (find_latest(ckpt_dir) if resume == "auto" else resume)
+        )
     dist.broadcast_object_list(choice, src=0)
     tag = choice[0]
     if tag is None:

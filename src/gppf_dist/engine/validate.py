@@ -34,7 +34,9 @@ def _validate_tasks(cfg: RunConfig) -> None:
         raise ValueError("`simt.tasks` is empty: declare at least one task")
     for name in cfg.simt.only:
         if name not in tasks:
-            raise ValueError(f"`simt.only` names unknown task {name!r}; known tasks: {sorted(tasks)}")
+            raise ValueError(
+                f"`simt.only` names unknown task {name!r}; known tasks: {sorted(tasks)}"
+            )
     for name, task in cfg.simt.active_tasks().items():
         key = f"simt.tasks.{name}"
         if task.type not in TASK_TYPES:
@@ -50,7 +52,9 @@ def _validate_tasks(cfg: RunConfig) -> None:
                 f"`data.streams_per_task`={streams}"
             )
         if len(task.input_size) != 2 or min(task.input_size) < 16:
-            raise ValueError(f"`{key}.input_size`={list(task.input_size)} must be [h, w], each >= 16")
+            raise ValueError(
+                f"`{key}.input_size`={list(task.input_size)} must be [h, w], each >= 16"
+            )
 
 
 def _validate_parallel(cfg: RunConfig, world_size: int) -> None:

@@ -18,7 +18,12 @@ from gppf_dist.config.load import to_container
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.data.loader import TaskLoader
 from gppf_dist.data.manifest import load_manifest
-from gppf_dist.dist.env import init_distributed, pick_device, rank_info_from_env, shutdown_distributed
+from gppf_dist.dist.env import (
+    init_distributed,
+    pick_device,
+    rank_info_from_env,
+    shutdown_distributed,
+)
 from gppf_dist.engine import resume as ckpt
 from gppf_dist.engine.deepspeed import create_engine
 from gppf_dist.engine.evaluate import evaluate
@@ -46,7 +51,9 @@ def run_worker(cfg: RunConfig) -> None:
     info = init_distributed(cfg.parallel.backend, device, cfg.parallel.timeout_s)
     validate_run(cfg, info.world_size)
     if cfg.parallel.ep_size != 1:
-        raise ValueError(f"`parallel.ep_size`={cfg.parallel.ep_size}: expert parallelism is not available yet")
+        raise ValueError(
+            f"`parallel.ep_size`={cfg.parallel.ep_size}: expert parallelism is not available yet"
+        )
     run_dir = Path(cfg.run.dir)
     seed_everything(cfg.trainer.seed)
 
@@ -55,7 +62,9 @@ def run_worker(cfg: RunConfig) -> None:
     root = Path(cfg.data.root)
     manifest = load_manifest(root)
     specs = {
-        name: make_spec(name, t.type, (t.input_size[0], t.input_size[1]), manifest.tasks[name].label_space)
+        name: make_spec(
+            name, t.type, (t.input_size[0], t.input_size[1]), manifest.tasks[name].label_space
+        )
         for name, t in active.items()
     }
     task_types = {name: get_task_type(t.type) for name, t in active.items()}
@@ -64,7 +73,8 @@ def run_worker(cfg: RunConfig) -> None:
     engine = create_engine(cfg, model, optimizer, scheduler, info.world_size, device)
 
     demands = [
-        TaskDemand(name, t.batch_size, cfg.data.streams_per_task, t.weight) for name, t in active.items()
+        TaskDemand(name, t.batch_size, cfg.data.streams_per_task, t.weight)
+        for name, t in active.items()
     ]
     plan = plan_static(demands, info.world_size)
     if cfg.simt.dry_run:
@@ -77,7 +87,10 @@ def run_worker(cfg: RunConfig) -> None:
     state = ckpt.restore(engine, run_dir, cfg.resume) or {}
     start_step = int(state.get("step", 0))
     if state and info.is_main:
-        print(f"resuming from checkpoint at step {start_step} in {run_dir / 'checkpoints'}", flush=True)
+        print(
+            f"resuming from checkpoint at step {start_step} in {run_dir / 'checkpoints'}",
+            flush=True,
+        )
     positions = state.get("data_positions", {})
     tasks: dict[str, TaskRuntime] = {}
     for index, (name, t) in enumerate(active.items()):
@@ -127,7 +140,9 @@ def run_worker(cfg: RunConfig) -> None:
     if start_step == 0 and cfg.trainer.eval_at_start:
         start_eval = run_eval()
         if info.is_main:
-            eval_path.write_text(json.dumps({"step": 0, "tasks": start_eval, "start": start_eval}, indent=2))
+            eval_path.write_text(
+                json.dumps({"step": 0, "tasks": start_eval, "start": start_eval}, indent=2)
+            )
 
     # ---- train ----------------------------------------------------------------------------
     names = list(active)
@@ -189,7 +204,10 @@ def run_worker(cfg: RunConfig) -> None:
         tmp = eval_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(out, indent=2))
         tmp.replace(eval_path)
-        run.log({f"eval/{t}/{k}": v for t, m in final_eval.items() for k, v in m.items()}, cfg.trainer.max_steps)
+        run.log(
+            {f"eval/{t}/{k}": v for t, m in final_eval.items() for k, v in m.items()},
+            cfg.trainer.max_steps,
+        )
     if metrics is not None:
         metrics.close()
     run.finish()

@@ -18,7 +18,7 @@ from gppf_dist.config.schema import LauncherSection
 from gppf_dist.dist.env import free_port
 
 
-class WorkersFailed(RuntimeError):
+class WorkersFailedError(RuntimeError):
     pass
 
 
@@ -40,4 +40,4 @@ def launch_local(launcher: LauncherSection, config_path: Path) -> None:
             "-m", "gppf_dist.cli.worker", str(config_path)
         )
     except ChildFailedError as err:
-        raise WorkersFailed(f"a worker failed; see the traceback above.\n{err}") from None
+        raise WorkersFailedError(f"a worker failed; see the traceback above.\n{err}") from None

@@ -8,6 +8,7 @@ The run id is chosen once per run directory and kept in the checkpoint's client 
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -60,9 +61,7 @@ def _run_id(run_dir: Path, saved_id: str | None) -> str:
         return saved_id
     if id_file.is_file():
         return id_file.read_text().strip()
-    import wandb
-
-    new_id = wandb.util.generate_id()
+    new_id = secrets.token_hex(4)
     id_file.write_text(new_id + "\n")
     return new_id
 

@@ -56,7 +56,9 @@ class Plan:
         return self.per_rank[rank]
 
     def task_ranks(self, task: str) -> tuple[int, ...]:
-        return tuple(r for r, works in enumerate(self.per_rank) if any(w.task == task for w in works))
+        return tuple(
+            r for r, works in enumerate(self.per_rank) if any(w.task == task for w in works)
+        )
 
     def predicted_loads(self, demands: list[TaskDemand]) -> list[float]:
         cost = {d.name: d.cost_per_sample for d in demands}
