@@ -32,7 +32,8 @@ shards: $(SHARDS)/manifest.json ## Generate the synthetic 8-task corpus into sha
 demo: $(STAMP) $(SHARDS)/manifest.json ## Pre-train tiny GPPF with SIMT on 2 CPU workers; resumes if interrupted
 	$(VENV)/bin/gppf-train experiment=demo
 
-test: $(STAMP) ## Run the whole test suite (unit, distributed, integration)
+test: $(STAMP) ## Lint, then run the whole test suite (unit, distributed, integration)
+	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/pytest -q tests
 
 test-unit: $(STAMP) ## Unit tests only (no process groups)

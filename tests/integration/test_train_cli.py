@@ -127,3 +127,16 @@ def test_interrupted_run_resumes_from_last_checkpoint(tmp_path: Path, tiny_shard
     assert "resuming from checkpoint at step" in second.stdout
     steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")]
     assert steps == list(range(1, 41))  # no step lost or repeated
+
+
+def test_launcher_none_under_torchrun(tmp_path: Path, tiny_shards: Path) -> None:
+    """torchrun starts the processes; each runs gppf-train launcher=none in-process."""
+    run_dir = tmp_path / "run"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "gppf_dist.cli.train"]
+    cmd += train_cmd(run_dir, tiny_shards, "launcher=none", "trainer.max_steps=2")[1:]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2]
+    saved = (run_dir / "config.yaml").read_text()
+    assert "name: none" in saved

@@ -25,7 +25,8 @@ def summary_table(run_dir: Path) -> str:
     lines = [
         f"run {run_dir}: steps {first['step']}..{last['step']}, objective "
         f"{first['loss']:.4f} -> {last['loss']:.4f}",
-        f"{'task':<12} {'loss@%d' % first['step']:>10} {'loss@%d' % last['step']:>10}  metric",
+        f"{'task':<12} {'loss@' + str(first['step']):>10} "
+        f"{'loss@' + str(last['step']):>10}  metric",
     ]
     for task in tasks:
         metric = end_eval.get(task, {})

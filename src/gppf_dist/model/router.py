@@ -1,0 +1,178 @@
+"""Task router: learned per-task, per-layer logits choosing each task's top-k legos.
+
+Routing depends on the task only, never on the data: task `t` at layer `l` has logits
+`α_{t,l} ∈ R^N` (one `nn.Parameter` of shape [num_layers, N] per task, so each task's router row
+is a separately identifiable task-specific parameter).
+
+Selection and gates (training):
+- scores `s = (α + a·γ) / τ` where during the Gumbel warm-up `γ` is Gumbel noise, its scale
+  `a = 1 - step/W` and the temperature `τ` anneal linearly from `gumbel_tau` to 1; afterwards
+  (and in eval mode) `s = α`.
+- the top-k of `s` are selected; the forward gate values are the softmax over the selected scores.
+- straight-through: the backward pass uses the softmax over all `N` scores, so unselected logits
+  also learn (if the chosen legos hurt, the others' logits rise relative to them).
+- from `freeze_after` on, the selection is fixed (stored in a buffer, so it checkpoints) and the
+  gates are a plain softmax over the fixed selection.
+
+The Gumbel noise is drawn from a `torch.Generator` seeded from (noise_seed, step, task index,
+layer): identical on every process and independent of the global RNG.
+
+Regularizers (data-independent, router parameters only), on `p_{t,l} = softmax(α_{t,l})`:
+- balance: `N · Σ_i p̄_{l,i}² - 1` with `p̄_l` the mean over tasks; 0 iff usage is uniform.
+- sharing: mean over task pairs of the cosine distance between `p_{t,l}` and `p_{s,l}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gppf_dist.config.model import RouterConfig
+from gppf_dist.model.lego import Route
+
+_MASK64 = (1 << 63) - 1
+
+
+def _mix_seed(*parts: int) -> int:
+    """A deterministic 63-bit seed from integers (splitmix-style mixing)."""
+    h = 0x9E3779B97F4A7C15
+    for p in parts:
+        h = (h ^ (p & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
+        h ^= h >> 31
+    return h & _MASK64
+
+
+class TaskRouter(nn.Module):
+    """Per-task routing over `num_layers` lego layers of `num_legos` legos each."""
+
+    def __init__(
+        self,
+        task_names: list[str],
+        num_layers: int,
+        num_legos: int,
+        top_k: int,
+        cfg: RouterConfig,
+    ) -> None:
+        super().__init__()
+        assert 1 <= top_k <= num_legos and task_names
+        self.task_names = list(task_names)
+        self.num_layers, self.num_legos, self.top_k = num_layers, num_legos, top_k
+        self.cfg = cfg
+        self.step = 0
+        logits = {}
+        for t, name in enumerate(self.task_names):
+            gen = torch.Generator().manual_seed(_mix_seed(cfg.noise_seed, -1, t))
+            logits[name] = nn.Parameter(0.1 * torch.randn(num_layers, num_legos, generator=gen))
+        self.logits = nn.ParameterDict(logits)
+        self.register_buffer(
+            "frozen_index", torch.zeros(len(task_names), num_layers, top_k, dtype=torch.long)
+        )
+        self.register_buffer("is_frozen", torch.zeros((), dtype=torch.bool))
+        self._frozen_lists: list[list[list[int]]] | None = None
+
+    # --- schedule ---------------------------------------------------------------------------
+    def set_step(self, step: int) -> None:
+        """Set the global step (Gumbel schedule); freezes the routes at `freeze_after`."""
+        self.step = step
+        after = self.cfg.freeze_after
+        if after >= 0 and step >= after and self._frozen_lists is None:
+            with torch.no_grad():
+                for t, name in enumerate(self.task_names):
+                    self.frozen_index[t] = self.logits[name].topk(self.top_k, dim=-1).indices
+                self.is_frozen.fill_(True)
+            self._frozen_lists = self.frozen_index.tolist()
+
+    def _noise_schedule(self) -> tuple[float, float]:
+        """(noise scale, temperature) at the current step; (0, 1) outside the warm-up."""
+        warmup = self.cfg.gumbel_warmup_steps
+        if not self.training or self.step >= warmup:
+            return 0.0, 1.0
+        frac = self.step / warmup
+        return 1.0 - frac, self.cfg.gumbel_tau + (1.0 - self.cfg.gumbel_tau) * frac
+
+    def gumbel_noise(self, task_index: int, step: int) -> torch.Tensor:
+        """[num_layers, N] Gumbel noise for (step, task, layer); the same on every process."""
+        rows = []
+        for layer in range(self.num_layers):
+            gen = torch.Generator().manual_seed(
+                _mix_seed(self.cfg.noise_seed, step, task_index, layer)
+            )
+            u = torch.rand(self.num_legos, generator=gen, dtype=torch.float64)
+            rows.append(-torch.log(-torch.log(u.clamp(1e-12, 1 - 1e-12))))
+        return torch.stack(rows).float()
+
+    # --- routing ----------------------------------------------------------------------------
+    def _frozen(self) -> list[list[list[int]]] | None:
+        """Python copy of the frozen selection (None while unfrozen); avoids device syncs."""
+        return self._frozen_lists
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._frozen_lists = self.frozen_index.tolist() if bool(self.is_frozen) else None
+
+    def route(self, task: str) -> Route:
+        """The selected legos and gates of `task` at every lego layer."""
+        t = self.task_names.index(task)
+        logits = self.logits[task]
+        frozen = self._frozen()
+        if frozen is not None:
+            index = self.frozen_index[t].to(logits.device)
+            gates = torch.softmax(logits.gather(-1, index), dim=-1)
+            return Route(indices=frozen[t], gates=gates)
+        scale, tau = self._noise_schedule()
+        scores = logits
+        if scale > 0:
+            scores = logits + scale * self.gumbel_noise(t, self.step).to(logits.device)
+        scores = scores / tau
+        index = scores.detach().topk(self.top_k, dim=-1).indices
+        hard = torch.softmax(scores.gather(-1, index), dim=-1)
+        soft = torch.softmax(scores, dim=-1).gather(-1, index)
+        gates = hard.detach() + soft - soft.detach()
+        return Route(indices=index.tolist(), gates=gates)
+
+    def usage(self) -> torch.Tensor:
+        """[num_tasks, num_layers, N] deterministic gate weights (0 for unselected), detached."""
+        out = torch.zeros(len(self.task_names), self.num_layers, self.num_legos)
+        with torch.no_grad():
+            for t, name in enumerate(self.task_names):
+                logits = self.logits[name].detach().float().cpu()
+                if self._frozen_lists is not None:
+                    index = self.frozen_index[t].cpu()
+                else:
+                    index = logits.topk(self.top_k, dim=-1).indices
+                out[t].scatter_(-1, index, torch.softmax(logits.gather(-1, index), dim=-1))
+        return out
+
+    # --- regularizers -----------------------------------------------------------------------
+    def probabilities(self) -> torch.Tensor:
+        """[num_tasks, num_layers, N] softmax of the logits (differentiable)."""
+        return torch.softmax(torch.stack([self.logits[n] for n in self.task_names]), dim=-1)
+
+    def balance_loss(self) -> torch.Tensor:
+        mean = self.probabilities().mean(dim=0)
+        return (self.num_legos * (mean**2).sum(-1) - 1.0).mean()
+
+    def sharing_loss(self) -> torch.Tensor:
+        p = self.probabilities()
+        num_tasks = p.shape[0]
+        if num_tasks < 2:
+            return p.sum() * 0.0
+        unit = F.normalize(p, dim=-1)
+        cos = torch.einsum("tln,sln->lts", unit, unit)
+        off_diag = ~torch.eye(num_tasks, dtype=torch.bool, device=p.device)
+        return (1.0 - cos[:, off_diag]).mean()
+
+    def regularizer(self) -> torch.Tensor:
+        """Weighted router regularizers: a scalar depending on router parameters only."""
+        cfg = self.cfg
+        total = self.probabilities().sum() * 0.0
+        if cfg.balance_weight:
+            total = total + cfg.balance_weight * self.balance_loss()
+        if cfg.sharing_weight:
+            total = total + cfg.sharing_weight * self.sharing_loss()
+        return total

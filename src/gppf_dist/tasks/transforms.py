@@ -1,0 +1,175 @@
+"""Geometry shared by all task types: crop window + resize + horizontal flip, applied consistently.
+
+A `Geometry` maps source pixels to the task's input: a window `(x0, y0, x1, y1)` of the source
+image (continuous pixel-edge coordinates, may extend past the image for top-down pose crops,
+padded with zeros) is resized to `out_w × out_h`, then optionally flipped. Points map as
+`x' = (x - x0) · out_w / (x1 - x0)` (then `out_w - x'` if flipped), which is exactly how PIL's
+resize with a box maps pixel centres, so boxes, masks and keypoints stay aligned with the image.
+
+Training augmentation draws from the passed `rng` only, always the same number of values per
+sample: a window scale in [`min_scale`, 1] of the base window (aspect kept), its offset, a flip.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from gppf_dist.tasks.base import Sample
+
+MIN_SCALE = 0.8
+"""Smallest side fraction of the train-time random crop window."""
+
+
+@dataclass
+class Geometry:
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    out_w: int
+    out_h: int
+    flip: bool
+
+    @property
+    def sx(self) -> float:
+        return self.out_w / (self.x1 - self.x0)
+
+    @property
+    def sy(self) -> float:
+        return self.out_h / (self.y1 - self.y0)
+
+    def points(self, xy: np.ndarray) -> np.ndarray:
+        """[..., 2] source points → input points."""
+        out = np.empty_like(xy, dtype=np.float32)
+        out[..., 0] = (xy[..., 0] - self.x0) * self.sx
+        out[..., 1] = (xy[..., 1] - self.y0) * self.sy
+        if self.flip:
+            out[..., 0] = self.out_w - out[..., 0]
+        return out
+
+    def boxes(self, boxes: np.ndarray) -> np.ndarray:
+        """[M, 4] xyxy source boxes → input boxes (x1 <= x2 kept under flip), unclipped."""
+        out = np.empty((len(boxes), 4), dtype=np.float32)
+        out[:, :2] = self.points(boxes[:, :2])
+        out[:, 2:] = self.points(boxes[:, 2:])
+        if self.flip:
+            out[:, [0, 2]] = out[:, [2, 0]]
+        return out
+
+
+def plan_geometry(
+    src_w: int,
+    src_h: int,
+    out_hw: tuple[int, int],
+    train: bool,
+    rng: np.random.Generator,
+    window: tuple[float, float, float, float] | None = None,
+    min_scale: float = MIN_SCALE,
+) -> Geometry:
+    """The window (default: whole image), randomly shrunk, shifted and flipped when training."""
+    x0, y0, x1, y1 = window if window is not None else (0.0, 0.0, float(src_w), float(src_h))
+    flip = False
+    if train:
+        scale, ox, oy, f = rng.uniform(min_scale, 1.0), rng.random(), rng.random(), rng.random()
+        w, h = (x1 - x0) * scale, (y1 - y0) * scale
+        x0, y0 = x0 + ox * (x1 - x0 - w), y0 + oy * (y1 - y0 - h)
+        x1, y1 = x0 + w, y0 + h
+        flip = bool(f < 0.5)
+    return Geometry(x0, y0, x1, y1, out_hw[1], out_hw[0], flip)
+
+
+def _warp(pil: Image.Image, geo: Geometry, resample: Image.Resampling) -> Image.Image:
+    ix0, iy0 = math.floor(geo.x0), math.floor(geo.y0)
+    ix1, iy1 = math.ceil(geo.x1), math.ceil(geo.y1)
+    crop = pil.crop((ix0, iy0, ix1, iy1))  # zero-pads outside the image
+    box = (geo.x0 - ix0, geo.y0 - iy0, geo.x1 - ix0, geo.y1 - iy0)
+    out = crop.resize((geo.out_w, geo.out_h), resample, box=box)
+    if geo.flip:
+        out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return out
+
+
+def warp_image(image: np.ndarray, geo: Geometry) -> torch.Tensor:
+    """HxWx3 uint8 → 3 x out_h x out_w uint8 tensor."""
+    out = np.asarray(_warp(Image.fromarray(image), geo, Image.Resampling.BILINEAR))
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+
+
+def warp_mask(mask: np.ndarray, geo: Geometry, fill: int = 255) -> torch.Tensor:
+    """HxW uint8 class ids → out_h x out_w int64 (nearest); outside the image = `fill`."""
+    # Shift ids by one so that PIL's zero padding can be told apart and mapped to `fill`.
+    shifted = mask.astype(np.int32) + 1
+    pil = Image.fromarray(shifted.astype(np.int32))  # 32-bit integer mode "I"
+    out = np.asarray(_warp(pil, geo, Image.Resampling.NEAREST)).astype(np.int64) - 1
+    out[out < 0] = fill
+    return torch.from_numpy(out)
+
+
+def check_image(sample: Sample) -> tuple[int, int]:
+    """Validate the image and the ann's width/height; returns (width, height)."""
+    img, ann = sample.image, sample.ann
+    if not isinstance(ann, dict):
+        raise ValueError(f"sample {sample.key!r}: `ann` must be a dict, got {type(ann).__name__}")
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise ValueError(
+            f"sample {sample.key!r}: `image` must be HxWx3 uint8, got {img.shape} {img.dtype}"
+        )
+    h, w = img.shape[:2]
+    if ann.get("width", w) != w or ann.get("height", h) != h:
+        raise ValueError(
+            f"sample {sample.key!r}: `width`x`height`={ann.get('width')}x{ann.get('height')} "
+            f"does not match the {w}x{h} image"
+        )
+    return w, h
+
+
+def require(sample: Sample, key: str, kind: type | tuple[type, ...]) -> Any:
+    """`sample.ann[key]`, checked to be an instance of `kind` (ValueError naming the key)."""
+    if key not in sample.ann:
+        raise ValueError(f"sample {sample.key!r}: annotation `{key}` is missing")
+    value = sample.ann[key]
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise ValueError(f"sample {sample.key!r}: `{key}`={value!r} has the wrong type")
+    return value
+
+
+def require_array(sample: Sample, key: str, columns: int) -> np.ndarray:
+    """`sample.ann[key]` as a float32 [n, columns] array (ValueError naming the key otherwise)."""
+    value = require(sample, key, list)
+    if not value:
+        return np.zeros((0, columns), dtype=np.float32)
+    try:
+        array = np.asarray(value, dtype=np.float32).reshape(len(value), -1)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or array.shape[1:] != (columns,) or not np.isfinite(array).all():
+        raise ValueError(
+            f"sample {sample.key!r}: `{key}`={value!r} must be a list of {columns}-number rows"
+        )
+    return array
+
+
+def require_int_in(sample: Sample, key: str, high: int | None) -> int:
+    """An int annotation in [0, high) (or >= 0 when `high` is None)."""
+    value = require(sample, key, (int, np.integer))
+    if value < 0 or (high is not None and value >= high):
+        bound = f"[0, {high})" if high is not None else ">= 0"
+        raise ValueError(f"sample {sample.key!r}: `{key}`={value} is out of range {bound}")
+    return int(value)
+
+
+def flip_permutation(names: list[str]) -> list[int]:
+    """Index permutation swapping `left_*` and `right_*` keypoints (identity for the others)."""
+    index = {n: i for i, n in enumerate(names)}
+    perm = list(range(len(names)))
+    for i, n in enumerate(names):
+        for a, b in (("left_", "right_"), ("right_", "left_")):
+            if n.startswith(a) and b + n[len(a) :] in index:
+                perm[i] = index[b + n[len(a) :]]
+    return perm
