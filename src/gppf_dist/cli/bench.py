@@ -1,0 +1,24 @@
+"""`gppf-bench {data,step,ep} [...]`: each benchmark prints a table, or one JSON object with --json."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHES = {
+    "data": "gppf_dist.bench.data",
+    "step": "gppf_dist.bench.step",
+    "ep": "gppf_dist.bench.ep",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in BENCHES:
+        raise SystemExit(f"usage: gppf-bench {{{','.join(BENCHES)}}} [--json] [options]")
+    module = importlib.import_module(BENCHES[args[0]])
+    module.main(args[1:])
+
+
+if __name__ == "__main__":
+    main()
