@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from gppf_dist.simt.plan import TaskDemand, plan_static
+from gppf_dist.simt.plan import (
+    TaskDemand,
+    make_plan,
+    plan_cost_aware,
+    plan_static,
+    present_tasks,
+)
 
 TASKS = ["attr", "cls_object", "cls_scene", "det", "face", "pose", "reid", "seg"]
 
@@ -39,9 +45,10 @@ def test_fewer_ranks_than_tasks_packs_whole_tasks_balanced() -> None:
     assert all(len(w.stream_ids) == 4 for works in plan.per_rank for w in works)
 
 
-def test_more_ranks_than_tasks_gives_costly_tasks_larger_groups() -> None:
-    plan = plan_static(demands({"det": 8.0}), 16)
-    assert len(plan.task_ranks("det")) == 4  # capped by its 4 streams
+def test_static_groups_are_proportional_to_batch_size() -> None:
+    mix = [TaskDemand(t, 64 if t == "det" else 16, 4) for t in TASKS]
+    plan = plan_static(mix, 16)
+    assert len(plan.task_ranks("det")) == 4  # the largest batch, capped by its 4 streams
     assert all(len(plan.task_ranks(t)) >= 1 for t in TASKS)
 
 
@@ -58,3 +65,42 @@ def test_batch_not_multiple_of_streams_names_the_key() -> None:
 def test_describe_reports_balance() -> None:
     text = plan_static(demands(), 3).describe(demands())
     assert "rank 2" in text and "balance efficiency" in text
+
+
+# A 10x cost spread, as between detection/segmentation and classification-size tasks.
+SPREAD = {"det": 10.0, "seg": 6.0, "pose": 2.0}
+
+
+@pytest.mark.parametrize(("world", "streams"), [(3, 4), (4, 4), (8, 4), (16, 8)])
+def test_cost_aware_plan_balances_a_10x_cost_spread(world: int, streams: int) -> None:
+    # A task can use at most S_t ranks, so wide worlds need enough canonical streams.
+    mix = demands(SPREAD, streams=streams)
+    static = plan_static(mix, world).balance_efficiency(mix)
+    cost = plan_cost_aware(mix, world).balance_efficiency(mix)
+    assert cost >= 0.9, cost
+    assert static < 0.9, static
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 5, 8, 13, 16, 40])
+def test_cost_aware_plan_reads_every_stream_once(world: int) -> None:
+    plan = plan_cost_aware(demands(SPREAD), world, overhead=2.0)
+    for task in TASKS:
+        ids = sorted(
+            i for works in plan.per_rank for w in works if w.task == task for i in w.stream_ids
+        )
+        assert ids == [0, 1, 2, 3]
+
+
+def test_overhead_keeps_cheap_tasks_whole() -> None:
+    plan = plan_cost_aware(demands(), 3, overhead=100.0)
+    assert all(len(w.stream_ids) == 4 for works in plan.per_rank for w in works)
+
+
+def test_make_plan_rejects_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="`simt.planner`='fast'"):
+        make_plan("fast", demands(), 2)
+
+
+def test_present_tasks_follow_every() -> None:
+    mix = [TaskDemand("a", 4, 4), TaskDemand("b", 4, 4, every=2)]
+    assert [sorted(present_tasks(mix, s)) for s in range(3)] == [["a", "b"], ["a"], ["a", "b"]]

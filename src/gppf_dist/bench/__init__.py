@@ -1,1 +1,1 @@
-"""Benchmarks behind `gppf-bench`: data (loader vs plain webdataset), step (SIMT vs bare loop), ep."""
+"""Benchmarks behind `gppf-bench`: data (loader vs webdataset), step (SIMT vs bare loop), ep."""

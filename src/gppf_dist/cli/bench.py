@@ -1,4 +1,4 @@
-"""`gppf-bench {data,step,ep} [...]`: each benchmark prints a table, or one JSON object with --json."""
+"""`gppf-bench {data,step,ep} [...]`: each prints a table, or one JSON object with --json."""
 
 from __future__ import annotations
 

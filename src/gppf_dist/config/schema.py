@@ -79,6 +79,10 @@ class TaskSection:
     """Global per-iteration batch B_t, split over the task's canonical streams."""
     input_size: list[int] = field(default_factory=lambda: [64, 64])
     """[height, width] fed to the backbone."""
+    lr_mult: float = 1.0
+    """Learning-rate multiplier for this task's own parameters (head, router row)."""
+    every: int = 1
+    """Run the task on steps where step % every == 0; 1 (SIMT: every step) by default."""
 
 
 @dataclass(kw_only=True)
@@ -99,7 +103,17 @@ class SimtSection:
     only: list[str] = field(default_factory=list)
     """If non-empty, train only these tasks (names from `simt.tasks`)."""
     dry_run: bool = False
-    """Print the task-to-rank plan and exit without training."""
+    """Print the task-to-rank plan and each rank's predicted load, then exit (no workers)."""
+    planner: str = "cost"
+    """static: ranks by batch size; cost: minimise the slowest rank from measured costs."""
+    replan_every: int = 50
+    """Steps between re-plans of the cost-aware planner (all ranks agree; no communication)."""
+    task_overhead_s: float = 0.002
+    """Predicted fixed cost of running a task on a rank once per step (planner input)."""
+
+    def __post_init__(self) -> None:
+        _check(self.planner in ("static", "cost"), "simt.planner", self.planner, "static or cost")
+        _check(self.replan_every >= 1, "simt.replan_every", self.replan_every, "must be >= 1")
 
     def active_tasks(self) -> dict[str, TaskSection]:
         """The tasks this run trains, in a fixed (sorted) order shared by all ranks."""

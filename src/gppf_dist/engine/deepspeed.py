@@ -31,7 +31,8 @@ def deepspeed_config(cfg: RunConfig, world_size: int, device: torch.device) -> d
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": 1,
         "train_batch_size": world_size,
-        "gradient_clipping": cfg.trainer.grad_clip,
+        # ZeRO 0: SIMT reduces and clips itself (simt/reduce.py); DeepSpeed only steps.
+        "gradient_clipping": cfg.trainer.grad_clip if cfg.parallel.zero_stage > 0 else 0.0,
         "zero_optimization": {"stage": cfg.parallel.zero_stage},
         # We pass a plain torch optimizer (AdamW/SGD); ZeRO 1/2 shard its state correctly.
         "zero_allow_untested_optimizer": True,

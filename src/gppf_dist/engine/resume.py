@@ -38,6 +38,7 @@ def save(
     world_size: int,
     keep: int,
     is_main: bool,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Collective checkpoint of step `step` (i.e. after `step` completed iterations)."""
     ckpt_dir = run_dir / "checkpoints"
@@ -47,6 +48,7 @@ def save(
         "data_positions": positions,
         "wandb_run_id": wandb_id,
         "world_size": world_size,
+        **(extra or {}),
     }
     save_checkpoint(engine, ckpt_dir, tag, client_state)
     dist.barrier()

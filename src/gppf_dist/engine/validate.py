@@ -45,6 +45,16 @@ def _validate_tasks(cfg: RunConfig) -> None:
             )
         if task.weight < 0:
             raise ValueError(f"`{key}.weight`={task.weight} must be >= 0")
+        if task.lr_mult < 0:
+            raise ValueError(f"`{key}.lr_mult`={task.lr_mult} must be >= 0")
+        if task.every < 1:
+            raise ValueError(f"`{key}.every`={task.every} must be >= 1")
+        if task.every > 1 and cfg.parallel.zero_stage > 0:
+            raise ValueError(
+                f"`{key}.every`={task.every} needs `parallel.zero_stage`=0: with ZeRO "
+                f"{cfg.parallel.zero_stage} DeepSpeed would update the absent task's parameters "
+                "with zero gradients"
+            )
         streams = cfg.data.streams_per_task
         if task.batch_size <= 0 or task.batch_size % streams:
             raise ValueError(

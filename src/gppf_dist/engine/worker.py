@@ -6,17 +6,13 @@ Started once per rank by the launcher with the resolved config; never runs Hydra
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
 from gppf_dist.config.load import to_container
 from gppf_dist.config.schema import RunConfig
-from gppf_dist.data.loader import TaskLoader
 from gppf_dist.data.manifest import load_manifest
 from gppf_dist.dist.env import (
     init_distributed,
@@ -28,21 +24,26 @@ from gppf_dist.engine import resume as ckpt
 from gppf_dist.engine.deepspeed import create_engine
 from gppf_dist.engine.evaluate import evaluate
 from gppf_dist.engine.optim import build_optimizer
-from gppf_dist.engine.step import TaskRuntime, run_iteration
+from gppf_dist.engine.runtime import (
+    TaskSet,
+    active_legos,
+    build_loaders,
+    close_loaders,
+    plan_from_state,
+    plan_to_state,
+    restore_rng,
+    rng_state,
+    seed_everything,
+    step_record,
+)
+from gppf_dist.engine.step import StepContext, run_iteration
 from gppf_dist.engine.validate import validate_run
 from gppf_dist.logging.heatmap import render_usage
 from gppf_dist.logging.metrics import MetricsFile
 from gppf_dist.logging.wandb_run import open_run
 from gppf_dist.model.build import build_model
-from gppf_dist.simt.objective import TaskWeights, objective, task_means
-from gppf_dist.simt.plan import TaskDemand, plan_static
-from gppf_dist.tasks.registry import get_task_type, make_spec
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+from gppf_dist.simt.costs import CostTable
+from gppf_dist.simt.plan import present_tasks
 
 
 def run_worker(cfg: RunConfig) -> None:
@@ -58,57 +59,43 @@ def run_worker(cfg: RunConfig) -> None:
     seed_everything(cfg.trainer.seed)
 
     # ---- tasks, model, engine -------------------------------------------------------------
-    active = cfg.simt.active_tasks()
-    root = Path(cfg.data.root)
-    manifest = load_manifest(root)
-    specs = {
-        name: make_spec(
-            name, t.type, (t.input_size[0], t.input_size[1]), manifest.tasks[name].label_space
-        )
-        for name, t in active.items()
-    }
-    task_types = {name: get_task_type(t.type) for name, t in active.items()}
-    model = build_model(cfg.model, specs).to(device)
-    optimizer, scheduler = build_optimizer(model, cfg.trainer)
+    manifest = load_manifest(Path(cfg.data.root))
+    taskset = TaskSet.build(cfg, manifest)
+    model = build_model(cfg.model, taskset.specs).to(device)
+    owners = model.param_owners()
+    lr_mults = {name: t.lr_mult for name, t in taskset.active.items()}
+    optimizer, scheduler = build_optimizer(model, cfg.trainer, owners, lr_mults)
     engine = create_engine(cfg, model, optimizer, scheduler, info.world_size, device)
-
-    demands = [
-        TaskDemand(name, t.batch_size, cfg.data.streams_per_task, t.weight)
-        for name, t in active.items()
-    ]
-    plan = plan_static(demands, info.world_size)
-    if cfg.simt.dry_run:
-        if info.is_main:
-            print(plan.describe(demands), flush=True)
-        shutdown_distributed()
-        return
 
     # ---- resume ---------------------------------------------------------------------------
     state = ckpt.restore(engine, run_dir, cfg.resume) or {}
     start_step = int(state.get("step", 0))
-    if state and info.is_main:
-        print(
-            f"resuming from checkpoint at step {start_step} in {run_dir / 'checkpoints'}",
-            flush=True,
-        )
-    positions = state.get("data_positions", {})
-    tasks: dict[str, TaskRuntime] = {}
-    for index, (name, t) in enumerate(active.items()):
-        tasks[name] = TaskRuntime(index, task_types[name], TaskWeights(t.weight, t.batch_size))
-    for work in plan.rank_work(info.rank):
-        tasks[work.task].loader = TaskLoader(
-            root=root,
-            manifest=manifest,
-            task=work.task,
-            spec=specs[work.task],
-            task_type=task_types[work.task],
-            num_streams=cfg.data.streams_per_task,
-            stream_ids=list(work.stream_ids),
-            per_stream_batch=work.local_batch // len(work.stream_ids),
-            seed=cfg.trainer.seed,
-            train=True,
-            start_positions={int(k): v for k, v in positions.get(work.task, {}).items()} or None,
-        )
+    if state:
+        restore_rng(state.get("rng"))
+        if info.is_main:
+            print(
+                f"resuming from checkpoint at step {start_step} in {run_dir / 'checkpoints'}",
+                flush=True,
+            )
+    costs = CostTable.from_state(state.get("costs"))
+    plan = plan_from_state(state.get("plan"), info.world_size) or taskset.plan(
+        costs, info.world_size
+    )
+    runtimes = taskset.runtimes()
+    build_loaders(
+        cfg, taskset, manifest, plan, info.rank, runtimes, state.get("data_positions", {})
+    )
+    ctx = StepContext(
+        engine=engine,
+        tasks=runtimes,
+        world_size=info.world_size,
+        rank=info.rank,
+        device=device,
+        owners=owners,
+        active_legos=lambda task: active_legos(model, task),
+        grad_clip=cfg.trainer.grad_clip,
+        own_reduction=cfg.parallel.zero_stage == 0,
+    )
 
     # ---- logging --------------------------------------------------------------------------
     run = open_run(
@@ -126,10 +113,10 @@ def run_worker(cfg: RunConfig) -> None:
     def run_eval() -> dict[str, dict[str, float]]:
         return evaluate(
             engine.module,
-            root=root,
+            root=Path(cfg.data.root),
             manifest=manifest,
-            specs=specs,
-            task_types=task_types,
+            specs=taskset.specs,
+            task_types=taskset.types,
             batch_size=cfg.trainer.eval_batch_size,
             rank=info.rank,
             world_size=info.world_size,
@@ -145,10 +132,6 @@ def run_worker(cfg: RunConfig) -> None:
             )
 
     # ---- train ----------------------------------------------------------------------------
-    names = list(active)
-    weights = torch.tensor([t.weight for t in active.values()], dtype=torch.float64)
-    batch_sizes = torch.tensor([t.batch_size for t in active.values()], dtype=torch.float64)
-    global_batch = int(batch_sizes.sum())
     bar = tqdm(
         total=cfg.trainer.max_steps,
         initial=start_step,
@@ -157,33 +140,40 @@ def run_worker(cfg: RunConfig) -> None:
         dynamic_ncols=True,
     )
     for step in range(start_step, cfg.trainer.max_steps):
+        if cfg.simt.planner == "cost" and step > start_step and step % cfg.simt.replan_every == 0:
+            new_plan = taskset.plan(costs, info.world_size)
+            if new_plan != plan:
+                local = {
+                    w.task: runtimes[w.task].loader.positions() for w in plan.rank_work(info.rank)
+                }  # type: ignore[union-attr]
+                positions = ckpt.gather_positions(local, info.world_size)
+                close_loaders(runtimes)
+                plan = new_plan
+                build_loaders(cfg, taskset, manifest, plan, info.rank, runtimes, positions)
         engine.module.set_step(step)
+        present = present_tasks(taskset.demands(), step)
         t0 = time.perf_counter()
-        result = run_iteration(engine, plan.rank_work(info.rank), tasks, info.world_size, device)
+        result = run_iteration(ctx, plan.rank_work(info.rank), present)
         step_s = time.perf_counter() - t0
+        for name in present:
+            costs.update(
+                name,
+                float(result.task_seconds[runtimes[name].index]),
+                taskset.active[name].batch_size,
+            )
         done = step + 1
-        means = task_means(result.task_loss_sums, batch_sizes)
-        loss = objective(means, weights) + result.regularizer
+        record = step_record(done, result, taskset, present, step_s, float(engine.get_lr()[0]))
         bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}")
+        bar.set_postfix(loss=f"{record['loss']:.3f}")
         if metrics is not None and done % cfg.trainer.log_every == 0:
-            record = {
-                "step": done,
-                "loss": loss,
-                **{f"loss/{n}": float(means[i]) for i, n in enumerate(names)},
-                "loss/router_reg": result.regularizer,
-                "lr": float(engine.get_lr()[0]),
-                "samples_per_s": global_batch / step_s,
-                "time/step_s": step_s,
-                "time/data_s": result.data_s,
-            }
             metrics.write(record)
             run.log(record, done)
         if info.is_main and done % cfg.logger.heatmap_every == 0:
             usage = engine.module.lego_usage().cpu().numpy()
-            run.log_heatmap("lego_usage", render_usage(usage, names), done)
+            run.log_heatmap("lego_usage", render_usage(usage, taskset.names), done)
         if done % cfg.trainer.checkpoint_every == 0 or done == cfg.trainer.max_steps:
-            local = {w.task: tasks[w.task].loader.positions() for w in plan.rank_work(info.rank)}  # type: ignore[union-attr]
+            local = {w.task: runtimes[w.task].loader.positions() for w in plan.rank_work(info.rank)}  # type: ignore[union-attr]
+            extra = {"costs": costs.state_dict(), "plan": plan_to_state(plan), "rng": rng_state()}
             ckpt.save(
                 engine,
                 run_dir,
@@ -193,8 +183,10 @@ def run_worker(cfg: RunConfig) -> None:
                 info.world_size,
                 cfg.trainer.keep_checkpoints,
                 info.is_main,
+                extra,
             )
     bar.close()
+    close_loaders(runtimes)
 
     # ---- evaluate and close -----------------------------------------------------------------
     final_eval = run_eval()

@@ -1,21 +1,22 @@
-"""SIMT task-to-rank planner: a pure function, identical on every rank, no communication.
+"""SIMT task-to-rank planners: pure functions, identical on every rank, no communication.
 
-Every iteration contains every task. A task's global batch B_t is split evenly over its S_t
-canonical data streams (world-size independent), so the planner only decides which rank reads
-which streams:
+A task's global batch B_t is split evenly over its S_t canonical data streams (world-size
+independent), so a plan only decides which rank reads which streams; the losses do not depend on
+it, only the speed does. A rank with several tasks runs them in turn and accumulates gradients
+before the single optimizer step.
 
-* world_size <= number of tasks: whole tasks are packed onto ranks, largest predicted cost first
-  onto the least-loaded rank (LPT); a rank with several tasks runs them in turn and accumulates
-  gradients before the single optimizer step.
-* world_size > number of tasks: each task gets a group of ranks, sized by its predicted cost
-  (at least one rank, at most S_t), and its streams are dealt round-robin within the group.
+* `plan_static` (the classic proportional scheme): whole tasks packed onto ranks by batch size
+  (LPT) when world_size <= tasks; otherwise rank groups sized in proportion to B_t.
+* `plan_cost_aware`: stream-level LPT on *measured* per-sample costs plus a per-(rank, task)
+  overhead, minimising the slowest rank's predicted time; an expensive task is spread over
+  several ranks while cheap ones share a rank.
 
-Example, 8 tasks on 3 ranks with equal costs:  rank0 = [t0, t3, t6], rank1 = [t1, t4, t7],
-rank2 = [t2, t5].  On 16 ranks: each task gets 2 ranks, each reading S_t/2 streams.
+Example, 8 equal tasks on 3 ranks: rank0 = [t0, t3, t6], rank1 = [t1, t4, t7], rank2 = [t2, t5].
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -27,7 +28,9 @@ class TaskDemand:
     num_streams: int
     weight: float = 1.0
     cost_per_sample: float = 1.0
-    """Relative time per sample (forward + backward); measured costs refine it later."""
+    """Predicted time per sample (forward + backward); the cost table refines it as it trains."""
+    every: int = 1
+    """The task runs on steps where step % every == 0 (1 = every step, the SIMT default)."""
 
     @property
     def per_stream_batch(self) -> int:
@@ -60,12 +63,20 @@ class Plan:
             r for r, works in enumerate(self.per_rank) if any(w.task == task for w in works)
         )
 
-    def predicted_loads(self, demands: list[TaskDemand]) -> list[float]:
+    def predicted_loads(self, demands: list[TaskDemand], overhead: float = 0.0) -> list[float]:
         cost = {d.name: d.cost_per_sample for d in demands}
-        return [sum(cost[w.task] * w.local_batch for w in works) for works in self.per_rank]
+        return [
+            sum(overhead + cost[w.task] * w.local_batch for w in works) for works in self.per_rank
+        ]
 
-    def describe(self, demands: list[TaskDemand]) -> str:
-        loads = self.predicted_loads(demands)
+    def balance_efficiency(self, demands: list[TaskDemand], overhead: float = 0.0) -> float:
+        """Predicted mean / max rank load (1.0 = perfectly balanced)."""
+        loads = self.predicted_loads(demands, overhead)
+        peak = max(loads)
+        return sum(loads) / len(loads) / peak if peak > 0 else 1.0
+
+    def describe(self, demands: list[TaskDemand], overhead: float = 0.0) -> str:
+        loads = self.predicted_loads(demands, overhead)
         lines = [f"SIMT plan for world size {self.world_size}:"]
         for rank, works in enumerate(self.per_rank):
             items = ", ".join(
@@ -73,8 +84,8 @@ class Plan:
                 for w in works
             )
             lines.append(f"  rank {rank}: load {loads[rank]:.1f}  {items or '(idle)'}")
-        mean, peak = sum(loads) / len(loads), max(loads)
-        lines.append(f"  predicted balance efficiency (mean/max): {mean / peak if peak else 1:.3f}")
+        efficiency = self.balance_efficiency(demands, overhead)
+        lines.append(f"  predicted balance efficiency (mean/max): {efficiency:.3f}")
         return "\n".join(lines)
 
 
@@ -84,6 +95,8 @@ def _check_demands(demands: list[TaskDemand], world_size: int) -> None:
     if not demands:
         raise ValueError("SIMT needs at least one task")
     for d in demands:
+        if d.every < 1:
+            raise ValueError(f"`simt.tasks.{d.name}.every`={d.every} must be >= 1")
         if d.batch_size <= 0 or d.batch_size % d.num_streams:
             raise ValueError(
                 f"`simt.tasks.{d.name}.batch_size`={d.batch_size} must be a positive multiple of "
@@ -92,39 +105,43 @@ def _check_demands(demands: list[TaskDemand], world_size: int) -> None:
 
 
 def _pack_tasks(demands: list[TaskDemand], world_size: int) -> list[list[TaskDemand]]:
-    """LPT: largest cost first onto the least-loaded rank; ties broken by rank then name."""
+    """LPT by batch size: largest first onto the least-loaded rank; ties by rank then name."""
     bins: list[list[TaskDemand]] = [[] for _ in range(world_size)]
     loads = [0.0] * world_size
-    for d in sorted(demands, key=lambda d: (-d.cost, d.name)):
+    for d in sorted(demands, key=lambda d: (-d.batch_size, d.name)):
         rank = min(range(world_size), key=lambda r: (loads[r], r))
         bins[rank].append(d)
-        loads[rank] += d.cost
+        loads[rank] += d.batch_size
     return bins
 
 
 def _group_sizes(demands: list[TaskDemand], world_size: int) -> list[int]:
-    """Ranks per task ~ proportional to cost, >= 1 and <= num_streams, summing to <= world."""
+    """Ranks per task ~ proportional to B_t, >= 1 and <= num_streams, summing to <= world."""
     sizes = [1] * len(demands)
     spare = world_size - len(demands)
     while spare > 0:
-        # Give the next rank to the task whose per-rank cost is currently highest.
+        # Give the next rank to the task with the most samples per rank.
         candidates = [i for i, d in enumerate(demands) if sizes[i] < d.num_streams]
         if not candidates:
             break  # more ranks than streams: the rest stay idle (but join every collective)
-        best = max(candidates, key=lambda i: (demands[i].cost / sizes[i], -i))
+        best = max(candidates, key=lambda i: (demands[i].batch_size / sizes[i], -i))
         sizes[best] += 1
         spare -= 1
     return sizes
 
 
+def _finish(per_rank: list[list[Work]]) -> tuple[tuple[Work, ...], ...]:
+    return tuple(tuple(sorted(works, key=lambda w: w.task)) for works in per_rank)
+
+
 def plan_static(demands: list[TaskDemand], world_size: int) -> Plan:
-    """The task-to-rank plan for one iteration; pure and deterministic."""
+    """Proportional plan that ignores measured costs; pure and deterministic."""
     _check_demands(demands, world_size)
     demands = sorted(demands, key=lambda d: d.name)
     per_rank: list[list[Work]] = [[] for _ in range(world_size)]
     if world_size <= len(demands):
         for rank, tasks in enumerate(_pack_tasks(demands, world_size)):
-            for d in sorted(tasks, key=lambda d: d.name):
+            for d in tasks:
                 streams = tuple(range(d.num_streams))
                 per_rank[rank].append(Work(d.name, streams, d.batch_size))
     else:
@@ -135,4 +152,89 @@ def plan_static(demands: list[TaskDemand], world_size: int) -> Plan:
             for offset, rank in enumerate(group):
                 streams = tuple(range(offset, d.num_streams, size))
                 per_rank[rank].append(Work(d.name, streams, len(streams) * d.per_stream_batch))
-    return Plan(world_size, tuple(tuple(w) for w in per_rank))
+    return Plan(world_size, _finish(per_rank))
+
+
+def _lpt(
+    pieces: list[tuple[TaskDemand, tuple[int, ...]]], world_size: int, overhead: float
+) -> tuple[list[dict[str, list[int]]], tuple[float, int]]:
+    """Largest piece first onto the least-loaded rank; overhead once per (rank, task)."""
+    loads = [0.0] * world_size
+    held: list[dict[str, list[int]]] = [{} for _ in range(world_size)]
+    order = sorted(pieces, key=lambda p: (-p[0].cost_per_sample * len(p[1]), p[0].name, p[1]))
+    for d, ids in order:
+        work = d.cost_per_sample * d.per_stream_batch * len(ids)
+
+        def after(rank: int, d: TaskDemand = d, work: float = work) -> tuple[float, int]:
+            extra = 0.0 if d.name in held[rank] else overhead
+            return (round(loads[rank] + work + extra, 9), rank)
+
+        rank = min(range(world_size), key=after)
+        loads[rank] = after(rank)[0]
+        held[rank].setdefault(d.name, []).extend(ids)
+    peak = max(loads)
+    # Score: the makespan, then how many ranks sit at it (so ties still make progress).
+    return held, (peak, sum(1 for load in loads if load >= peak - 1e-9))
+
+
+def _split(ids: tuple[int, ...], parts: int) -> list[tuple[int, ...]]:
+    """Contiguous, near-equal groups of stream ids."""
+    size, extra = divmod(len(ids), parts)
+    out, start = [], 0
+    for i in range(parts):
+        stop = start + size + (1 if i < extra else 0)
+        out.append(ids[start:stop])
+        start = stop
+    return out
+
+
+def plan_cost_aware(demands: list[TaskDemand], world_size: int, overhead: float = 0.0) -> Plan:
+    """Minimise the slowest rank's predicted time from measured per-sample costs.
+
+    Candidates, all packed by LPT with `overhead` charged once per (rank, task) pair: whole
+    tasks; single streams (finest grain); and, for a target makespan M growing from its lower
+    bound, every task costing more than M cut into ceil(cost / M) groups of streams. The
+    packing with the lowest predicted makespan wins. Pure and deterministic.
+    """
+    _check_demands(demands, world_size)
+    demands = sorted(demands, key=lambda d: d.name)
+    whole = [(d, tuple(range(d.num_streams))) for d in demands]
+    single = [(d, (i,)) for d in demands for i in range(d.num_streams)]
+    best: tuple[tuple[float, int], list[dict[str, list[int]]]] | None = None
+    for pieces in (whole, single):
+        held, score = _lpt(pieces, world_size, overhead)
+        if best is None or score < best[0]:
+            best = (score, held)
+    per_stream_cost = [d.cost_per_sample * d.per_stream_batch for d in demands]
+    target = max(sum(d.cost for d in demands) / world_size, max(per_stream_cost), 1e-12)
+    for _ in range(400):
+        pieces = []
+        for d in demands:
+            parts = min(d.num_streams, max(1, math.ceil(d.cost / target - 1e-9)))
+            pieces += [(d, ids) for ids in _split(tuple(range(d.num_streams)), parts)]
+        held, score = _lpt(pieces, world_size, overhead)
+        if score < best[0]:
+            best = (score, held)
+        if score[0] <= target * (1 + 1e-9):
+            break
+        target *= 1.02
+    per_stream = {d.name: d.per_stream_batch for d in demands}
+    per_rank = [
+        [Work(t, tuple(sorted(ids)), len(ids) * per_stream[t]) for t, ids in h.items()]
+        for h in best[1]
+    ]
+    return Plan(world_size, _finish(per_rank))
+
+
+def make_plan(mode: str, demands: list[TaskDemand], world_size: int, overhead: float = 0.0) -> Plan:
+    """`simt.planner`: static or cost."""
+    if mode == "static":
+        return plan_static(demands, world_size)
+    if mode == "cost":
+        return plan_cost_aware(demands, world_size, overhead)
+    raise ValueError(f"`simt.planner`={mode!r} must be static or cost")
+
+
+def present_tasks(demands: list[TaskDemand], step: int) -> set[str]:
+    """Tasks that run at `step` (0-based iteration index)."""
+    return {d.name for d in demands if step % d.every == 0}

@@ -1,0 +1,107 @@
+"""Grouped gradient reduction for SIMT: exact, symmetric, and skipping what nobody produced.
+
+Plain DDP averages every parameter's gradient over every rank, so a task head that only some
+ranks ran is diluted, and a head whose task did not run at all still gets a zero-gradient update
+(weight decay, Adam moments). Here every rank derives, from the plan alone, the same set of
+parameters that *some* rank produced a gradient for this step:
+
+    shared parameters  +  for each task present this step: its head, router row and its legos.
+
+Those are summed over all ranks in fixed-order buckets (every rank issues identical collectives,
+zero-filling parameters it did not touch locally); all others get `grad = None` everywhere, so the
+optimizer skips them entirely (no decay, no moment update) and no bandwidth is spent on them.
+The caller pre-scales local losses (see `objective.py`), so the SUM / world_size is the exact
+gradient of J.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+BUCKET_BYTES = 32 * 1024 * 1024
+
+
+def produced_parameters(
+    owners: dict[str, str], present: Iterable[str], active_legos: dict[str, set[tuple[int, int]]]
+) -> set[str]:
+    """Names of the parameters that some rank has a gradient for this step.
+
+    owners: name -> "shared" | "task:<t>" | "lego:<layer>:<id>" (see GppfModel.param_owners).
+    present: tasks that run this step. active_legos: task -> {(layer, lego id)} it routes to.
+    """
+    present = set(present)
+    legos = {f"lego:{layer}:{i}" for t in present for layer, i in active_legos.get(t, set())}
+    out = set()
+    for name, owner in owners.items():
+        if (
+            owner == "shared"
+            or (owner.startswith("task:") and owner[5:] in present)
+            or (owner.startswith("lego:") and owner in legos)
+        ):
+            out.add(name)
+    return out
+
+
+def _buckets(params: list[nn.Parameter]) -> list[list[nn.Parameter]]:
+    buckets: list[list[nn.Parameter]] = []
+    size = 0
+    for p in params:
+        nbytes = p.numel() * p.element_size()
+        if not buckets or size + nbytes > BUCKET_BYTES or p.dtype != buckets[-1][0].dtype:
+            buckets.append([])
+            size = 0
+        buckets[-1].append(p)
+        size += nbytes
+    return buckets
+
+
+@torch.no_grad()
+def reduce_gradients(
+    named_params: list[tuple[str, nn.Parameter]],
+    produced: set[str],
+    world_size: int,
+    group: dist.ProcessGroup | None = None,
+) -> None:
+    """Average the produced gradients over the group; drop all other gradients."""
+    selected = []
+    for name, p in named_params:
+        if not p.requires_grad:
+            continue
+        if name in produced:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+            selected.append(p)
+        else:
+            p.grad = None
+    for bucket in _buckets(selected):
+        flat = torch.cat([p.grad.reshape(-1) for p in bucket])  # type: ignore[union-attr]
+        if world_size > 1:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+        flat.div_(world_size)
+        offset = 0
+        for p in bucket:
+            n = p.numel()
+            p.grad.copy_(flat[offset : offset + n].view_as(p))  # type: ignore[union-attr]
+            offset += n
+
+
+@torch.no_grad()
+def clip_gradients(params: Iterable[nn.Parameter], max_norm: float) -> float:
+    """Clip to a global L2 norm; returns the norm before clipping.
+
+    After `reduce_gradients` every rank holds the same full gradients of replicated parameters,
+    so the norm is local and counts every parameter exactly once.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    if max_norm > 0:
+        scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale)
+    return float(norm)
