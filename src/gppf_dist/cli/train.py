@@ -21,12 +21,21 @@ from gppf_dist.config.store import register_schema
 CONF_DIR = Path(os.environ.get("GPPF_CONF_DIR", Path(__file__).resolve().parents[3] / "conf"))
 
 
-def prepare(cfg: RunConfig) -> Path:
-    """Validate (raising ValueError naming key and value) and write `<run.dir>/config.yaml`."""
+def prepare(cfg: RunConfig) -> Path | None:
+    """Validate (raising ValueError naming key and value) and write `<run.dir>/config.yaml`.
+
+    With `simt.dry_run=true`, print the plan instead and return None.
+    """
     from gppf_dist.engine.validate import planned_world_size, validate_run
 
     env_world = int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else None
-    validate_run(cfg, planned_world_size(cfg, env_world))
+    world_size = planned_world_size(cfg, env_world)
+    validate_run(cfg, world_size)
+    if cfg.simt.dry_run:
+        from gppf_dist.engine.dry_run import describe_plan
+
+        print(describe_plan(cfg, world_size), flush=True)
+        return None
     config_path = Path(cfg.run.dir) / "config.yaml"
     if int(os.environ.get("RANK", "0")) == 0:
         save_run_config(cfg, config_path)
@@ -47,7 +56,7 @@ def train(cfg: RunConfig, config_path: Path) -> None:
         from gppf_dist.engine.worker import run_worker
 
         run_worker(cfg)
-    if is_main and not cfg.simt.dry_run:
+    if is_main:
         print(summary_table(run_dir), flush=True)
 
 
@@ -59,7 +68,8 @@ def _hydra_main(dcfg: DictConfig) -> None:
     except ValueError as err:
         print(f"gppf-train: configuration error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
-    train(cfg, config_path)
+    if config_path is not None:
+        train(cfg, config_path)
 
 
 def main() -> None:

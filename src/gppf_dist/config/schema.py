@@ -83,6 +83,9 @@ class TaskSection:
     """Learning-rate multiplier for this task's own parameters (head, router row)."""
     every: int = 1
     """Run the task on steps where step % every == 0; 1 (SIMT: every step) by default."""
+    cost: float = 1.0
+    """Relative compute cost per sample, used by the cost-aware planner until it has measured
+    costs (e.g. 10 for detection at 800 px against 1 for 224 px classification)."""
 
 
 @dataclass(kw_only=True)

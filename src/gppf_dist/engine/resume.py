@@ -53,7 +53,8 @@ def save(
     save_checkpoint(engine, ckpt_dir, tag, client_state)
     dist.barrier()
     if is_main:
-        mark_complete(ckpt_dir, tag, {"step": step, "world_size": world_size})
+        info = {"step": step, "world_size": world_size, "costs": (extra or {}).get("costs")}
+        mark_complete(ckpt_dir, tag, info)
         prune(ckpt_dir, keep)
     dist.barrier()
 

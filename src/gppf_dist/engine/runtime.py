@@ -6,6 +6,7 @@ Kept apart from `worker.py` so the entry point reads top to bottom.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ class TaskSet:
         return list(self.active)
 
     def demands(self, costs: CostTable | None = None) -> list[TaskDemand]:
+        """Planner inputs; per-sample costs measured if `costs` has them, else the config hints."""
         out = []
         for name, t in self.active.items():
             cost = costs.cost(name) if costs is not None else None
@@ -59,24 +61,42 @@ class TaskSet:
                     t.batch_size,
                     self.cfg.data.streams_per_task,
                     t.weight,
-                    cost_per_sample=1.0 if cost is None else cost,
+                    cost_per_sample=t.cost if cost is None else cost,
                     every=t.every,
                 )
             )
         return out
 
     def plan(self, costs: CostTable, world_size: int) -> Plan:
-        """Cost-aware once every task has a measured cost; the static plan before that."""
-        simt = self.cfg.simt
-        if simt.planner == "cost" and costs.complete(self.names):
-            return make_plan("cost", self.demands(costs), world_size, simt.task_overhead_s)
-        return plan_static(self.demands(), world_size)
+        return plan_for(self.cfg, self.demands, costs, world_size)
 
     def runtimes(self) -> dict[str, TaskRuntime]:
         return {
             name: TaskRuntime(i, self.types[name], TaskWeights(t.weight, t.batch_size))
             for i, (name, t) in enumerate(self.active.items())
         }
+
+
+def plan_for(
+    cfg: RunConfig,
+    demands: Callable[[CostTable | None], list[TaskDemand]],
+    costs: CostTable,
+    world_size: int,
+) -> Plan:
+    """static: by batch size. cost: on measured seconds/sample once every task has one (with
+    the per-task overhead), before that on the config's relative cost hints."""
+    simt = cfg.simt
+    if simt.planner == "static":
+        return plan_static(demands(None), world_size)
+    if costs.complete(list(simt.active_tasks())):
+        return make_plan("cost", demands(costs), world_size, simt.task_overhead_s)
+    return make_plan("cost", demands(None), world_size, hint_overhead(demands(None)))
+
+
+def hint_overhead(demands: list[TaskDemand]) -> float:
+    """Per-(rank, task) overhead in hint units: 5% of an average task's batch cost, so tasks are
+    only split when that buys real balance."""
+    return 0.05 * sum(d.cost for d in demands) / len(demands)
 
 
 def build_loaders(
