@@ -48,6 +48,20 @@ def test_losses_do_not_depend_on_world_size(straight: dict[int, Path]) -> None:
     assert all(f"busy_s/rank{r}" in records[0] for r in range(3))
 
 
+def test_decode_workers_do_not_change_the_losses(
+    straight: dict[int, Path], tiny_shards: Path, tmp_path: Path
+) -> None:
+    run_train(
+        tmp_path,
+        tiny_shards,
+        "launcher.nproc=2",
+        "data.num_workers=2",
+        f"trainer.max_steps={STEPS}",
+        *COMMON,
+    )
+    assert losses(tmp_path) == losses(straight[2])
+
+
 @pytest.mark.parametrize("resume_nproc", [2, 3, 1])
 def test_resume_gives_the_uninterrupted_losses(
     straight: dict[int, Path], tiny_shards: Path, tmp_path: Path, resume_nproc: int

@@ -1,19 +1,21 @@
 """`gppf-shards`: build and check webdataset shard roots.
 
 gppf-shards synth --out DIR [--samples-per-task N] [--val-per-task M] [--seed S]
-gppf-shards verify --root DIR      # recompute every shard's sha256 against the manifest
+gppf-shards convert LAYOUT --src SRC --out DIR [--task T] [--split S] [--samples-per-shard N]
+gppf-shards verify DIR            # every shard: size, sha256, count; every sample: decode+schema
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
 
-from gppf_dist.data.manifest import load_manifest
+from gppf_dist.data.convert import DEFAULT_SAMPLES_PER_SHARD, DEFAULT_SHARD_BYTES, write_converted
+from gppf_dist.data.convert_layouts import LAYOUTS
 from gppf_dist.data.synth import write_synthetic_corpus
+from gppf_dist.data.verify import format_problems, format_table, verify_root
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -40,21 +42,39 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    root = Path(args.root)
-    manifest = load_manifest(root)
-    bad = 0
-    for tm in manifest.tasks.values():
-        for shards in tm.splits.values():
-            for shard in shards:
-                sha = hashlib.sha256()
-                with open(root / shard.path, "rb") as f:
-                    for chunk in iter(lambda f=f: f.read(1 << 20), b""):
-                        sha.update(chunk)
-                if sha.hexdigest() != shard.sha256:
-                    print(f"sha256 mismatch: {shard.path}", file=sys.stderr)
-                    bad += 1
-    print(f"{'FAILED' if bad else 'OK'}: {bad} bad shard(s)")
-    return 1 if bad else 0
+    root = args.dir or args.root
+    if root is None:
+        raise ValueError("verify needs the shard root: gppf-shards verify DIR")
+    reports = verify_root(Path(root))
+    problems = format_problems(reports)
+    if problems:
+        print(problems, file=sys.stderr)
+    print(format_table(reports))
+    return 1 if any(r.problems for r in reports) else 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    reader, default_task = LAYOUTS[args.layout]
+    src = Path(args.src)
+    if not src.exists():
+        raise ValueError(f"convert: --src {src} does not exist")
+    conv = reader(src, Path(args.images) if args.images else None)
+    task = args.task or default_task
+    start = time.perf_counter()
+    manifest, count = write_converted(
+        conv,
+        Path(args.out),
+        task,
+        args.split,
+        samples_per_shard=args.samples_per_shard,
+        max_shard_bytes=int(args.shard_mb * 1024 * 1024),
+    )
+    shards = manifest.tasks[task].splits[args.split]
+    print(
+        f"{task} ({conv.type}) {args.split}: {count} samples in {len(shards)} shards "
+        f"in {time.perf_counter() - start:.1f}s; skipped {conv.skipped or 'none'}"
+    )
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,9 +87,22 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--samples-per-shard", type=int, default=64)
     synth.set_defaults(func=_synth)
-    verify = sub.add_parser("verify", help="check shard sha256 digests against the manifest")
-    verify.add_argument("--root", required=True, help="shard root holding manifest.json")
+    verify = sub.add_parser(
+        "verify", help="check every shard and sample against the manifest and schemas"
+    )
+    verify.add_argument("dir", nargs="?", help="shard root holding manifest.json")
+    verify.add_argument("--root", help="same as DIR (kept for old scripts)")
     verify.set_defaults(func=_verify)
+    convert = sub.add_parser("convert", help="convert a standard dataset layout into shards")
+    convert.add_argument("layout", choices=sorted(LAYOUTS))
+    convert.add_argument("--src", required=True, help="dataset folder, COCO JSON or CSV file")
+    convert.add_argument("--out", required=True, help="shard root (manifest merged if present)")
+    convert.add_argument("--task", help="task name (default: per layout, e.g. det)")
+    convert.add_argument("--split", choices=["train", "val"], default="train")
+    convert.add_argument("--images", help="image folder for coco-*/attr-csv (default: beside)")
+    convert.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD)
+    convert.add_argument("--shard-mb", type=float, default=DEFAULT_SHARD_BYTES / 2**20)
+    convert.set_defaults(func=_convert)
     return parser
 
 

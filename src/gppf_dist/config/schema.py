@@ -94,9 +94,13 @@ class DataSection:
     """Directory holding manifest.json and the per-task shards."""
     streams_per_task: int = 4
     """Canonical streams per task (world-size independent); B_t must be a multiple of it."""
+    num_workers: int = 0
+    """Decode worker processes per task loader (0: decode in the training process). Batches,
+    positions and resume are identical for any value."""
 
     def __post_init__(self) -> None:
         _check(self.streams_per_task >= 1, "data.streams_per_task", self.streams_per_task, ">= 1")
+        _check(self.num_workers >= 0, "data.num_workers", self.num_workers, "must be >= 0")
 
 
 @dataclass(kw_only=True)

@@ -5,6 +5,9 @@
 - `synth`: `write_synthetic_corpus` (all 8 tasks from one procedural world)
 - `streams`: canonical-stream arithmetic (pure), `StreamPosition`
 - `loader`: `TaskLoader` (train, resumable) and `iter_eval_batches` (one eval pass)
+- `stream_reader`, `workers`: one stream's reader; worker processes with the same semantics
+- `schema`, `verify`: annotation schemas per task type; `gppf-shards verify`
+- `convert`, `convert_layouts`: `gppf-shards convert` from standard dataset layouts
 
 The format is documented in shards/README.md.
 """

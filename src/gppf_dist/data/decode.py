@@ -72,7 +72,9 @@ def read_shard(path: Path) -> ShardContents:
         return ShardContents(samples, SampleError("shard_read", f"cannot open {path}: {exc}"))
     try:
         with fileobj, tarfile.open(fileobj=fileobj, mode="r|") as tar:
+            end = 0  # where the data of the last member seen ends (padded to blocks)
             for member in tar:
+                end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                 match = _NAME_RE.match(member.name)
                 if match is None:
                     continue
@@ -89,7 +91,17 @@ def read_shard(path: Path) -> ShardContents:
                     continue
                 f = tar.extractfile(member)
                 assert f is not None
-                current.members[ext] = f.read()
+                data = f.read()
+                if len(data) != member.size:  # a stream read does not notice a cut-off tar
+                    raise tarfile.ReadError(
+                        f"unexpected end of data in member {member.name!r} "
+                        f"({len(data)} of {member.size} bytes)"
+                    )
+                current.members[ext] = data
+            # tarfile ends quietly at a cut-off header; a whole tar has its zero end blocks.
+            fileobj.seek(end)
+            if fileobj.read(2 * tarfile.BLOCKSIZE) != bytes(2 * tarfile.BLOCKSIZE):
+                raise tarfile.ReadError(f"no end-of-archive marker after offset {end}")
     except (tarfile.TarError, EOFError, OSError) as exc:
         # The sample being read when the tar broke may be incomplete: drop it.
         if samples and isinstance(exc, tarfile.ReadError | EOFError):
@@ -166,6 +178,11 @@ class SkipCounter:
         self.counts: dict[str, int] = {}
         self._last_warn: dict[str, float] = {}
         self._unreported: dict[str, int] = {}
+
+    def add(self, counts: dict[str, int]) -> None:
+        """Add counts recorded (and already warned about) elsewhere, e.g. in a worker process."""
+        for reason, n in counts.items():
+            self.counts[reason] = self.counts.get(reason, 0) + n
 
     def record(self, reason: str, message: str, n: int = 1) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + n

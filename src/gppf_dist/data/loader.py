@@ -14,104 +14,26 @@ same stream, so batches are always full; the skip pattern is itself deterministi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import torch
-
-from gppf_dist.data.decode import RawSample, SkipCounter
+from gppf_dist.data.decode import SkipCounter
 from gppf_dist.data.eval_loader import EvalIterator, iter_eval_batches
-from gppf_dist.data.manifest import Manifest, ShardInfo
-from gppf_dist.data.pipeline import SampleContext, collate, load_shard_samples, prepare_sample
-from gppf_dist.data.streams import (
-    EpochPlan,
-    StreamPosition,
-    epoch_plan,
-    stream_shards,
-)
+from gppf_dist.data.manifest import Manifest
+from gppf_dist.data.pipeline import SampleContext
+from gppf_dist.data.stream_reader import StreamReader, assemble
+from gppf_dist.data.streams import StreamPosition, stream_shards
+from gppf_dist.data.workers import WorkerPool
 from gppf_dist.tasks.base import Batch, TaskSpec, TaskType
 
 __all__ = ["EvalIterator", "StreamPosition", "TaskLoader", "iter_eval_batches"]
 
 
-class _StreamReader:
-    """Reads one canonical stream from a `StreamPosition`, holding one shard group in memory."""
-
-    def __init__(
-        self,
-        ctx: SampleContext,
-        stream: int,
-        shards: list[ShardInfo],
-        shard_ids: list[int],
-        shards_per_group: int,
-        position: StreamPosition,
-    ) -> None:
-        self.ctx = ctx
-        self.stream = stream
-        self.shards = shards
-        self.shard_ids = shard_ids
-        self.shards_per_group = shards_per_group
-        self.epoch = position.epoch
-        self.index = position.index
-        self._plan: EpochPlan | None = None
-        self._group_no = -1
-        self._group: list[RawSample | None] = []
-
-    def _plan_for(self, epoch: int) -> EpochPlan:
-        if self._plan is None or self._plan.epoch != epoch:
-            self._plan = epoch_plan(
-                task=self.ctx.task,
-                seed=self.ctx.seed,
-                stream=self.stream,
-                epoch=epoch,
-                shard_ids=self.shard_ids,
-                shard_sizes={i: self.shards[i].samples for i in self.shard_ids},
-                shards_per_group=self.shards_per_group,
-            )
-            self._group_no = -1
-            self._group = []
-        return self._plan
-
-    def position(self) -> StreamPosition:
-        return StreamPosition(self.epoch, self.index)
-
-    def take(self, n: int) -> list[tuple[str, torch.Tensor, Any]]:
-        """The next `n` good samples, advancing the position past any skipped ones."""
-        out: list[tuple[str, torch.Tensor, Any]] = []
-        failures = 0
-        while len(out) < n:
-            plan = self._plan_for(self.epoch)
-            if self.index >= plan.length:
-                self.epoch, self.index = self.epoch + 1, 0
-                continue
-            g, offset = plan.group_at(self.index)
-            group = plan.groups[g]
-            if g != self._group_no:
-                self._group = []  # release the old group's bytes before reading the next
-                for shard in group.shards:
-                    self._group.extend(load_shard_samples(self.ctx, self.shards[shard]))
-                self._group_no = g
-            sample_no = int(group.order[offset])
-            shard, local = group.locate(sample_no)
-            where = f"{self.shards[shard].path}#{local}"
-            item = prepare_sample(
-                self.ctx, self._group[sample_no], (self.stream, self.epoch, self.index), where
-            )
-            self.index += 1
-            if item is None:
-                failures += 1
-                if failures > plan.length:
-                    raise RuntimeError(
-                        f"task {self.ctx.task!r}: stream {self.stream} has no usable sample in "
-                        f"a whole epoch; skipped so far: {self.ctx.skips.counts}"
-                    )
-                continue
-            failures = 0
-            out.append(item)
-        return out
-
-
 class TaskLoader:
-    """Per-step batches of one task from the canonical streams `stream_ids` (see module doc)."""
+    """Per-step batches of one task from the canonical streams `stream_ids` (see module doc).
+
+    With `num_workers > 0` the streams are read by that many worker processes (see `workers`);
+    batches, `positions()` and `skipped` are exactly those of `num_workers=0`. Call `close()` to
+    stop the workers early (they also stop when the loader is garbage collected).
+    """
 
     def __init__(
         self,
@@ -129,11 +51,15 @@ class TaskLoader:
         start_positions: dict[int, StreamPosition] | None = None,
         split: str = "train",
         shards_per_group: int = 1,
+        num_workers: int = 0,
+        mp_context: str | None = None,
     ) -> None:
         if per_stream_batch < 1:
             raise ValueError(
                 f"task {task!r}: per_stream_batch must be >= 1, got {per_stream_batch}"
             )
+        if num_workers < 0:
+            raise ValueError(f"task {task!r}: num_workers must be >= 0, got {num_workers}")
         if len(set(stream_ids)) != len(stream_ids):
             raise ValueError(f"task {task!r}: stream_ids has duplicates: {stream_ids}")
         tm = manifest.task(task)
@@ -153,34 +79,63 @@ class TaskLoader:
             skips=SkipCounter(task),
         )
         start_positions = start_positions or {}
-        self._readers: list[_StreamReader] = []
+        starts: dict[int, StreamPosition] = {}
         for stream in self.stream_ids:
-            ids = stream_shards(task, len(shards), num_streams, stream)
+            stream_shards(task, len(shards), num_streams, stream)  # validates the stream id
             pos = start_positions.get(stream, StreamPosition())
             if pos.epoch < 0 or pos.index < 0:
                 raise ValueError(f"task {task!r}: stream {stream} start position {pos} is negative")
-            self._readers.append(
-                _StreamReader(self._ctx, stream, shards, ids, shards_per_group, pos)
+            starts[stream] = pos
+        self._positions = dict(starts)
+        self._readers: list[StreamReader] = []
+        self._pool: WorkerPool | None = None
+        if num_workers > 0 and self.stream_ids:
+            self._pool = WorkerPool(
+                ctx=self._ctx,
+                shards=shards,
+                num_streams=num_streams,
+                stream_ids=self.stream_ids,
+                num_workers=num_workers,
+                per_stream_batch=per_stream_batch,
+                shards_per_group=shards_per_group,
+                starts=starts,
+                mp_context=mp_context,
             )
+        else:
+            for stream in self.stream_ids:
+                ids = stream_shards(task, len(shards), num_streams, stream)
+                self._readers.append(
+                    StreamReader(self._ctx, stream, shards, ids, shards_per_group, starts[stream])
+                )
 
     def __iter__(self) -> TaskLoader:
         return self
 
     def __next__(self) -> Batch:
-        if not self._readers:
+        if not self.stream_ids:
             raise StopIteration
-        items: list[tuple[str, torch.Tensor, Any]] = []
-        groups: list[int] = []
-        for reader in self._readers:
-            got = reader.take(self.per_stream_batch)
-            items.extend(got)
-            groups.extend([reader.stream] * len(got))
-        return collate(self.task, self.task_type, items, groups)
+        if self._pool is not None:
+            by_stream, skipped = self._pool.next_step()
+            self._ctx.skips.add(skipped)
+            chunks = [by_stream[s] for s in self.stream_ids]
+        else:
+            chunks = [r.take_chunk(self.per_stream_batch) for r in self._readers]
+        for c in chunks:
+            self._positions[c.stream] = c.position
+        return assemble(self.task, self.task_type, chunks)
 
     def positions(self) -> dict[int, StreamPosition]:
         """Per stream, where the next step starts (merge the dicts of all ranks to checkpoint)."""
-        return {r.stream: r.position() for r in self._readers}
+        return dict(self._positions)
 
     @property
     def skipped(self) -> dict[str, int]:
+        """Samples skipped so far (by reason) in the steps this loader returned."""
         return dict(self._ctx.skips.counts)
+
+    def close(self) -> None:
+        """Stop worker processes, if any; the loader cannot be iterated afterwards."""
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+            self.stream_ids = []

@@ -49,13 +49,20 @@ class _HashingFile:
 
 
 class ShardWriter:
-    """Writes `<root>/<task>/<split>/<dataset>-NNNNNN.tar`, at most `samples_per_shard` each.
+    """Writes `<root>/<task>/<split>/<dataset>-NNNNNN.tar`, at most `samples_per_shard` each
+    (and, if `max_shard_bytes` is set, about that many bytes each).
 
     Use as a context manager; `close()` (or leaving the block) returns the `ShardInfo` list.
     """
 
     def __init__(
-        self, root: Path, task: str, split: str, dataset: str, samples_per_shard: int = 64
+        self,
+        root: Path,
+        task: str,
+        split: str,
+        dataset: str,
+        samples_per_shard: int = 64,
+        max_shard_bytes: int | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -68,6 +75,8 @@ class ShardWriter:
         self.rel_dir = f"{task}/{split}"
         self.dataset = dataset
         self.samples_per_shard = samples_per_shard
+        self.max_shard_bytes = max_shard_bytes
+        """A shard is closed once it holds this many bytes (so it ends up about this size)."""
         (self.root / self.rel_dir).mkdir(parents=True, exist_ok=True)
         self.shards: list[ShardInfo] = []
         self._file: _HashingFile | None = None
@@ -117,7 +126,12 @@ class ShardWriter:
             info.uname = info.gname = ""
             self._tar.addfile(info, io.BytesIO(data))
         self._count += 1
-        if self._count >= self.samples_per_shard:
+        full = (
+            self.max_shard_bytes is not None
+            and self._file is not None
+            and (self._file.size >= self.max_shard_bytes)
+        )
+        if self._count >= self.samples_per_shard or full:
             self._finish_current()
 
     def close(self) -> list[ShardInfo]:

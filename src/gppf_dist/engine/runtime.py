@@ -123,6 +123,7 @@ def build_loaders(
             seed=cfg.trainer.seed,
             train=True,
             start_positions={s: saved[s] for s in work.stream_ids if s in saved} or None,
+            num_workers=cfg.data.num_workers,
         )
 
 

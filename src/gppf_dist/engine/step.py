@@ -126,7 +126,9 @@ def run_iteration(ctx: StepContext, works: tuple[Work, ...], present: set[str]) 
         grad_norm = clip_gradients((p for _, p in named), ctx.grad_clip)
     engine.step()  # type: ignore[attr-defined]
     busy_s = time.perf_counter() - start - data_s
-    return _gather_stats(ctx, loss_sums, task_seconds, busy_s, float(reg), grad_norm, data_s)
+    return _gather_stats(
+        ctx, loss_sums, task_seconds, busy_s, float(reg.detach()), grad_norm, data_s
+    )
 
 
 def _gather_stats(

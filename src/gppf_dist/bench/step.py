@@ -1,0 +1,205 @@
+"""`gppf-bench step`: a SIMT step against the same work written as a bare PyTorch loop.
+
+Both sides run in the same N gloo processes on the same pre-built batches (the demo tasks at
+demo sizes, or `--model`), the same task-to-rank plan, the same model initialisation and AdamW:
+
+* SIMT: the real engine step (DeepSpeed engine, SIMT grouped reduction, clipping, statistics).
+* bare: for each local task forward + per-sample loss + backward, one flat all-reduce of every
+  gradient, clip, `optimizer.step()`.
+
+They alternate in blocks so machine noise hits both alike; the ratio is of median step times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import statistics
+import tempfile
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from gppf_dist.dist.env import free_port
+
+DEFAULT_BATCH = 16
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="gppf-bench step", description=__doc__)
+    p.add_argument("--nproc", type=int, default=2)
+    p.add_argument("--model", default="gppf_r50_tiny", help="a conf/model/ preset")
+    p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="global batch per task")
+    p.add_argument("--steps", type=int, default=8, help="timed steps per block")
+    p.add_argument("--blocks", type=int, default=4, help="alternating blocks per side")
+    p.add_argument("--json", action="store_true")
+    return p.parse_args(argv)
+
+
+def _setup(args: argparse.Namespace) -> dict[str, Any]:
+    """Model, plan and this rank's batches; identical construction on every rank."""
+    import yaml
+
+    from gppf_dist.config.model import model_config_from_dict
+    from gppf_dist.model.build import build_model
+    from gppf_dist.simt.plan import TaskDemand, plan_static
+    from gppf_dist.tasks.demo import demo_specs, synthetic_batch
+    from gppf_dist.tasks.registry import get_task_type
+
+    conf = Path(__file__).resolve().parents[3] / "conf" / "model" / f"{args.model}.yaml"
+    model_cfg = model_config_from_dict(yaml.safe_load(conf.read_text()))
+    specs = demo_specs()
+    torch.manual_seed(0)
+    model = build_model(model_cfg, specs)
+    demands = [TaskDemand(t, args.batch, 4) for t in specs]
+    plan = plan_static(demands, dist.get_world_size())
+    batches = {}
+    for work in plan.rank_work(dist.get_rank()):
+        gen = torch.Generator().manual_seed(zlib.crc32(work.task.encode()))
+        images, targets = synthetic_batch(specs[work.task], work.local_batch, gen)
+        batches[work.task] = (images, targets)
+    types = {t: get_task_type(s.type) for t, s in specs.items()}
+    return {"model": model, "plan": plan, "batches": batches, "types": types, "specs": specs}
+
+
+def _simt_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
+    from gppf_dist.config.schema import RunConfig
+    from gppf_dist.engine.deepspeed import create_engine
+    from gppf_dist.engine.optim import build_optimizer
+    from gppf_dist.engine.runtime import active_legos
+    from gppf_dist.engine.step import StepContext, TaskRuntime, run_iteration
+    from gppf_dist.simt.objective import TaskWeights
+    from gppf_dist.tasks.base import Batch
+
+    cfg = RunConfig()
+    model = setup["model"]
+    optimizer, scheduler = build_optimizer(model, cfg.trainer)
+    world, rank = dist.get_world_size(), dist.get_rank()
+    engine = create_engine(cfg, model, optimizer, scheduler, world, torch.device("cpu"))
+    runtimes = {}
+    for i, task in enumerate(setup["specs"]):
+        runtimes[task] = TaskRuntime(i, setup["types"][task], TaskWeights(1.0, args.batch))
+    for task, (images, targets) in setup["batches"].items():
+        batch = Batch(
+            task=task,
+            images=images,
+            targets=targets,
+            groups=torch.zeros(len(images), dtype=torch.long),
+            keys=[],
+        )
+        runtimes[task].loader = itertools.repeat(batch)
+    ctx = StepContext(
+        engine=engine,
+        tasks=runtimes,
+        world_size=world,
+        rank=rank,
+        device=torch.device("cpu"),
+        owners=model.param_owners(),
+        active_legos=lambda t: active_legos(model, t),
+        grad_clip=cfg.trainer.grad_clip,
+        own_reduction=True,
+    )
+    works = setup["plan"].rank_work(rank)
+    present = set(setup["specs"])
+    return lambda: run_iteration(ctx, works, present)
+
+
+def _bare_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
+    import copy
+
+    model = copy.deepcopy(setup["model"])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+    world = dist.get_world_size()
+    params = [p for p in model.parameters() if p.requires_grad]
+    works = setup["plan"].rank_work(dist.get_rank())
+
+    def step() -> None:
+        for work in works:
+            images, targets = setup["batches"][work.task]
+            groups = torch.zeros(len(images), dtype=torch.long)
+            per_sample = setup["types"][work.task].loss(model(work.task, images), targets, groups)
+            (per_sample.sum() * world / args.batch + model.regularizer()).backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat.div_(world)
+        offset = 0
+        for p in params:
+            p.grad = flat[offset : offset + p.numel()].view_as(p)
+            offset += p.numel()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def _time(fn: Any, steps: int) -> list[float]:
+    out = []
+    for _ in range(steps):
+        dist.barrier()
+        t0 = time.perf_counter()
+        fn()
+        dist.barrier()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _worker(rank: int, world: int, port: int, out: str, args: argparse.Namespace) -> None:
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        LOCAL_RANK=str(rank),
+    )
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    setup = _setup(args)
+    simt, bare = _simt_runner(setup, args), _bare_runner(setup, args)
+    _time(simt, 2), _time(bare, 2)  # warm up both
+    times: dict[str, list[float]] = {"simt": [], "bare": []}
+    for _ in range(args.blocks):
+        times["simt"] += _time(simt, args.steps)
+        times["bare"] += _time(bare, args.steps)
+    if rank == 0:
+        Path(out).write_text(json.dumps(times))
+    dist.destroy_process_group()
+
+
+def main(argv: list[str]) -> None:
+    args = _parse(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = str(Path(tmp) / "times.json")
+        mp.start_processes(
+            _worker,
+            args=(args.nproc, free_port(), out, args),
+            nprocs=args.nproc,
+            start_method="spawn",
+        )
+        times = json.loads(Path(out).read_text())
+    simt, bare = statistics.median(times["simt"]), statistics.median(times["bare"])
+    result = {
+        "ratio": simt / bare,
+        "simt_step_s": simt,
+        "bare_step_s": bare,
+        "nproc": args.nproc,
+        "model": args.model,
+        "steps_per_side": len(times["simt"]),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"SIMT step {simt * 1e3:.1f} ms, bare loop {bare * 1e3:.1f} ms "
+            f"(median of {len(times['simt'])} each, {args.nproc} processes, {args.model}): "
+            f"ratio {simt / bare:.3f}"
+        )
