@@ -127,6 +127,18 @@ def build_loaders(
         )
 
 
+def local_positions(
+    plan: Plan, rank: int, runtimes: dict[str, TaskRuntime]
+) -> dict[str, dict[int, Any]]:
+    """This rank's per-stream data positions (where the next step starts)."""
+    out = {}
+    for work in plan.rank_work(rank):
+        loader = runtimes[work.task].loader
+        assert loader is not None
+        out[work.task] = loader.positions()  # type: ignore[attr-defined]
+    return out
+
+
 def close_loaders(runtimes: dict[str, TaskRuntime]) -> None:
     for runtime in runtimes.values():
         close = getattr(runtime.loader, "close", None)

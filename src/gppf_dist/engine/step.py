@@ -47,6 +47,8 @@ class StepResult:
     """Per-task compute time (forward + backward) summed over the ranks that ran it."""
     rank_busy_s: torch.Tensor
     """Per-rank compute time of this step (excluding data waits)."""
+    stop: bool
+    """Some rank was asked to stop (preemption): every rank checkpoints and exits now."""
     regularizer: float
     grad_norm: float
     data_s: float
@@ -72,6 +74,8 @@ class StepContext:
     grad_clip: float
     own_reduction: bool
     """True with ZeRO 0: SIMT reduces and clips; DeepSpeed only steps the optimizer."""
+    stop_requested: Callable[[], bool] = lambda: False
+    """This rank's preemption flag; the step's all-reduce turns it into a global decision."""
 
 
 def _backward_contexts(ctx: StepContext, n: int) -> contextlib.AbstractContextManager:
@@ -148,14 +152,16 @@ def _gather_stats(
             skipped[task.index] = float(sum(getattr(task.loader, "skipped", {}).values()))
     busy = torch.zeros(w, dtype=torch.float64)
     busy[ctx.rank] = busy_s
-    totals = torch.cat([loss_sums.cpu(), skipped, task_seconds, busy]).to(ctx.device)
+    stop = torch.tensor([1.0 if ctx.stop_requested() else 0.0], dtype=torch.float64)
+    totals = torch.cat([loss_sums.cpu(), skipped, task_seconds, busy, stop]).to(ctx.device)
     dist.all_reduce(totals, op=dist.ReduceOp.SUM)
     totals = totals.cpu()
     return StepResult(
         task_loss_sums=totals[:n],
         skipped=totals[n : 2 * n],
         task_seconds=totals[2 * n : 3 * n],
-        rank_busy_s=totals[3 * n :],
+        rank_busy_s=totals[3 * n : 3 * n + w],
+        stop=bool(totals[-1] > 0),
         regularizer=reg,
         grad_norm=grad_norm,
         data_s=data_s,

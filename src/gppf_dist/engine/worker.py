@@ -24,11 +24,13 @@ from gppf_dist.engine import resume as ckpt
 from gppf_dist.engine.deepspeed import create_engine
 from gppf_dist.engine.evaluate import evaluate
 from gppf_dist.engine.optim import build_optimizer
+from gppf_dist.engine.preempt import PreemptionFlag
 from gppf_dist.engine.runtime import (
     TaskSet,
     active_legos,
     build_loaders,
     close_loaders,
+    local_positions,
     plan_from_state,
     plan_to_state,
     restore_rng,
@@ -57,6 +59,7 @@ def run_worker(cfg: RunConfig) -> None:
         )
     run_dir = Path(cfg.run.dir)
     seed_everything(cfg.trainer.seed)
+    preempt = PreemptionFlag().install()
 
     # ---- tasks, model, engine -------------------------------------------------------------
     manifest = load_manifest(Path(cfg.data.root))
@@ -95,6 +98,7 @@ def run_worker(cfg: RunConfig) -> None:
         active_legos=lambda task: active_legos(model, task),
         grad_clip=cfg.trainer.grad_clip,
         own_reduction=cfg.parallel.zero_stage == 0,
+        stop_requested=lambda: preempt.raised,
     )
 
     # ---- logging --------------------------------------------------------------------------
@@ -139,14 +143,14 @@ def run_worker(cfg: RunConfig) -> None:
         desc="train",
         dynamic_ncols=True,
     )
+    stopped_at: int | None = None
     for step in range(start_step, cfg.trainer.max_steps):
         if cfg.simt.planner == "cost" and step > start_step and step % cfg.simt.replan_every == 0:
             new_plan = taskset.plan(costs, info.world_size)
             if new_plan != plan:
-                local = {
-                    w.task: runtimes[w.task].loader.positions() for w in plan.rank_work(info.rank)
-                }  # type: ignore[union-attr]
-                positions = ckpt.gather_positions(local, info.world_size)
+                positions = ckpt.gather_positions(
+                    local_positions(plan, info.rank, runtimes), info.world_size
+                )
                 close_loaders(runtimes)
                 plan = new_plan
                 build_loaders(cfg, taskset, manifest, plan, info.rank, runtimes, positions)
@@ -171,22 +175,38 @@ def run_worker(cfg: RunConfig) -> None:
         if info.is_main and done % cfg.logger.heatmap_every == 0:
             usage = engine.module.lego_usage().cpu().numpy()
             run.log_heatmap("lego_usage", render_usage(usage, taskset.names), done)
-        if done % cfg.trainer.checkpoint_every == 0 or done == cfg.trainer.max_steps:
-            local = {w.task: runtimes[w.task].loader.positions() for w in plan.rank_work(info.rank)}  # type: ignore[union-attr]
+        if result.stop or done % cfg.trainer.checkpoint_every == 0 or done == cfg.trainer.max_steps:
             extra = {"costs": costs.state_dict(), "plan": plan_to_state(plan), "rng": rng_state()}
             ckpt.save(
                 engine,
                 run_dir,
                 done,
-                ckpt.gather_positions(local, info.world_size),
+                ckpt.gather_positions(local_positions(plan, info.rank, runtimes), info.world_size),
                 run.id,
                 info.world_size,
                 cfg.trainer.keep_checkpoints,
                 info.is_main,
                 extra,
             )
+        if result.stop:
+            stopped_at = done
+            break
     bar.close()
     close_loaders(runtimes)
+    if stopped_at is not None:
+        if info.is_main:
+            waited = time.monotonic() - preempt.received_at if preempt.raised else float("nan")
+            print(
+                f"preempted: stopped after step {stopped_at} with a complete checkpoint; "
+                f"signal {preempt.signal_name or '(received on another rank)'} to checkpoint on "
+                f"disk took {waited:.2f}s. Run the same command again to resume.",
+                flush=True,
+            )
+        if metrics is not None:
+            metrics.close()
+        run.finish()
+        shutdown_distributed()
+        return
 
     # ---- evaluate and close -----------------------------------------------------------------
     final_eval = run_eval()
