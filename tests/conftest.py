@@ -43,3 +43,13 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shards")
     write_synthetic_corpus(root, samples_per_task=64, val_per_task=16, seed=0, samples_per_shard=16)
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's own corpus (`gppf-shards synth` defaults), for checks stated on the demo."""
+    from gppf_dist.data.synth import write_synthetic_corpus
+
+    root = tmp_path_factory.mktemp("demo_shards")
+    write_synthetic_corpus(root)
+    return root

@@ -122,7 +122,7 @@ def simt_step(zero_stage: int, absent: str | None, step: int) -> dict[str, Any]:
         grad_clip=0.0,
         own_reduction=zero_stage == 0,
     )
-    run_iteration(ctx, plan.rank_work(info.rank), present)
+    run_iteration(ctx, plan, present)
     params = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
     stepped = {
         name for name, p in engine.module.named_parameters() if opt.state.get(p, {}).get("step")

@@ -27,8 +27,9 @@ def test_preset_loads(path: Path) -> None:
 def test_r50_geometry() -> None:
     cfg = model_config_from_dict(yaml.safe_load((PRESETS[0].parent / "gppf_r50.yaml").read_text()))
     assert cfg.blocks == [3, 4, 6, 3] and cfg.num_layers == 16
-    # r = 1/k: k legos of mid width w/4·r equal one dense ResNet-50 bottleneck
-    assert cfg.top_k * cfg.lego_width(256) == 64
+    # r = 0.625 (not 1/k) so k legos' compute matches a ResNet-50 bottleneck (3x3 conv ~ r^2);
+    # mid widths stay multiples of 8 for GroupNorm. Parity itself: test_model_summary.py.
+    assert [cfg.lego_width(w) for w in cfg.widths] == [40, 80, 160, 320]
 
 
 def test_top_k_above_num_legos_names_both_keys() -> None:

@@ -6,6 +6,7 @@ import math
 import pickle
 
 import numpy as np
+import pytest
 import torch
 
 from gppf_dist.tasks.attributes import MeanAccuracy
@@ -77,7 +78,7 @@ def test_detection_map_known_values() -> None:
         "labels": gt["gt_labels"],
         **gt,
     }
-    assert mean_average_precision([perfect]) == {"map50": 1.0, "map": 1.0}
+    assert mean_average_precision([perfect]) == pytest.approx({"map50": 1.0, "map": 1.0})
     # a higher-scored false positive first: precision 0.5 at the only recall level → AP 0.5
     fp_first = {
         "boxes": torch.tensor([[50.0, 50, 60, 60], [0, 0, 10, 10]]).numpy(),
@@ -89,7 +90,7 @@ def test_detection_map_known_values() -> None:
     # IoU 0.81 (box shifted by 1 on 10×10 → 90/110... ) counts at 0.5 but not at 0.95
     shifted = dict(perfect, boxes=torch.tensor([[1.0, 0, 11, 10]]).numpy())
     res = mean_average_precision([shifted])
-    assert res["map50"] == 1.0 and 0.5 < res["map"] < 1.0
+    assert res["map50"] == pytest.approx(1.0) and 0.5 < res["map"] < 1.0
 
 
 def test_detection_metric_through_decode() -> None:
@@ -114,7 +115,7 @@ def test_detection_metric_through_decode() -> None:
     }
     targets = {"boxes": torch.tensor([[[0.0, 0, 8, 8]]]), "labels": torch.tensor([[1]])}
     res = merged("detection", [(outputs, targets)])
-    assert res["map50"] == 1.0
+    assert res["map50"] == pytest.approx(1.0)
 
 
 def test_batched_nms_suppresses_within_class_only() -> None:
@@ -190,3 +191,28 @@ def test_detection_map_missed_object_and_two_classes() -> None:
     b = image([], [], [], [box], [0])  # class 0 missed here: recall tops out at 1/2
     res = mean_average_precision([a, b])
     assert math.isclose(res["map50"], (51 / 101 + 1.0) / 2)
+
+
+def test_detection_map_does_not_depend_on_the_split_over_ranks() -> None:
+    """Tied scores across images: records are evaluated in key order, whatever the rank order."""
+    box, off = [0.0, 0.0, 10.0, 10.0], [40.0, 40.0, 50.0, 50.0]
+
+    def image(key: str, hit: bool) -> dict[str, object]:
+        return {
+            "key": key,
+            "boxes": np.asarray([box if hit else off], dtype=np.float32),
+            "scores": np.asarray([0.5], dtype=np.float32),  # every detection ties
+            "labels": np.asarray([0]),
+            "gt_boxes": np.asarray([box], dtype=np.float32),
+            "gt_labels": np.asarray([0]),
+        }
+
+    records = [image(f"k{i:02d}", hit=i % 3 == 0) for i in range(12)]
+    spec = SPECS["det"]
+    task = get_task_type("detection")
+    results = []
+    for order in (records, records[::-1], records[6:] + records[:6]):
+        states = [order[:5], order[5:]]  # two 'ranks' holding different, unordered parts
+        results.append(task.new_metric(spec).compute(states))
+    assert results[0] == results[1] == results[2]
+    assert 0 < results[0]["map50"] < 1

@@ -106,9 +106,8 @@ def _simt_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
         grad_clip=cfg.trainer.grad_clip,
         own_reduction=True,
     )
-    works = setup["plan"].rank_work(rank)
     present = set(setup["specs"])
-    return lambda: run_iteration(ctx, works, present)
+    return lambda: run_iteration(ctx, setup["plan"], present)
 
 
 def _bare_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:

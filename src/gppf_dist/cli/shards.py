@@ -3,6 +3,7 @@
 gppf-shards synth --out DIR [--samples-per-task N] [--val-per-task M] [--seed S]
 gppf-shards convert LAYOUT --src SRC --out DIR [--task T] [--split S] [--samples-per-shard N]
 gppf-shards verify DIR            # every shard: size, sha256, count; every sample: decode+schema
+gppf-shards inspect DIR --task T --out grid.png [--n 16] [--split S] [--seed S]  # annotated grid
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from gppf_dist.data.convert import DEFAULT_SAMPLES_PER_SHARD, DEFAULT_SHARD_BYTES, write_converted
 from gppf_dist.data.convert_layouts import LAYOUTS
+from gppf_dist.data.inspect import inspect_task
 from gppf_dist.data.synth import write_synthetic_corpus
 from gppf_dist.data.verify import format_problems, format_table, verify_root
 
@@ -77,6 +79,17 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    res = inspect_task(
+        Path(args.dir), args.task, Path(args.out), n=args.n, split=args.split, seed=args.seed
+    )
+    print(
+        f"{res.task} ({res.type}) {res.split}: drew {len(res.keys)} samples into {res.path} "
+        f"({res.size[0]}x{res.size[1]}); skipped {res.skipped or 'none'}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gppf-shards", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,6 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD)
     convert.add_argument("--shard-mb", type=float, default=DEFAULT_SHARD_BYTES / 2**20)
     convert.set_defaults(func=_convert)
+    insp = sub.add_parser("inspect", help="draw samples of a task with annotations into a PNG")
+    insp.add_argument("dir", help="shard root holding manifest.json")
+    insp.add_argument("--task", required=True, help="task name in the manifest")
+    insp.add_argument("--n", type=int, default=16, help="samples to draw (default 16)")
+    insp.add_argument("--out", required=True, help="PNG file to write")
+    insp.add_argument("--split", choices=["train", "val"], default="train")
+    insp.add_argument("--seed", type=int, help="draw a seeded random sample, not the first N")
+    insp.set_defaults(func=_inspect)
     return parser
 
 

@@ -52,6 +52,16 @@ def train(cfg: RunConfig, config_path: Path) -> None:
         from gppf_dist.launch.local import launch_local
 
         launch_local(cfg.launcher, config_path)
+    elif cfg.launcher.name == "slurm":
+        from gppf_dist.launch.slurm import SubmitError, submit_slurm
+
+        try:
+            submit_slurm(cfg.launcher, config_path, f"gppf-{cfg.run.name}")
+        except SubmitError as err:
+            print(f"gppf-train: {err}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        if not cfg.launcher.wait:
+            return  # the job trains on the cluster; its table is in the job's log
     else:
         from gppf_dist.engine.worker import run_worker
 

@@ -60,7 +60,11 @@ class ModelConfig:
     num_legos: int = 4
     top_k: int = 2
     ratio: float = 0.5
-    """Lego width as a fraction of the dense layer's width (bottleneck mid width, MLP hidden)."""
+    """Lego width as a fraction of the dense layer's width (bottleneck mid width, MLP hidden).
+
+    Compute parity with the dense model: a lego MLP's cost is linear in `ratio`, so `1/top_k`
+    matches the dense ViT; a bottleneck's 3×3 conv is quadratic in it, so GPPF-R50 needs more
+    (`0.625` for k=2, see conf/model/gppf_r50.yaml and `gppf-model summary`)."""
 
     # --- resnet family (defaults: the tiny CPU model, conf/model/gppf_r50_tiny.yaml) ---
     stem_channels: int = 16

@@ -153,18 +153,47 @@ class ParallelSection:
 class LauncherSection:
     name: str = "local"
     """local: torch elastic agent starting `nproc` workers; none: run one worker in this process
-    (under torchrun/srun, which set RANK/WORLD_SIZE)."""
+    (under torchrun/srun, which set RANK/WORLD_SIZE); slurm: submit `launch/slurm/gppf.sbatch`
+    with sbatch (one srun task per node, torchrun inside), print the job id and return."""
     nproc: int = 2
+    """Worker processes per node. launcher=slurm with `gpus_per_node` > 0: one per GPU (set to
+    `gpus_per_node`); with `gpus_per_node`=0 (CPU nodes): `nproc` per node."""
     nnodes: int = 1
+    """Nodes; launcher=slurm sets it from `nodes`."""
     max_restarts: int = 0
+    """launcher=local: how often the agent restarts all workers after one fails (they resume)."""
     master_port: int = 0
     """Rendezvous port for launcher=local; 0 picks a free one."""
+    # ---- launcher=slurm (sbatch options; None / 0 leaves the cluster's default) ----------
+    partition: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 0
+    time: str | None = None
+    """Time limit, e.g. "24:00:00"; the job checkpoints and requeues 120 s before it."""
+    account: str | None = None
+    sbatch_args: list[str] = field(default_factory=list)
+    """Extra sbatch options, e.g. ["--qos=high", "--mem=0"]."""
+    wait: bool = False
+    """launcher=slurm: block until the job ends (`sbatch --wait`), requeues included."""
 
     def __post_init__(self) -> None:
-        _check(self.name in ("local", "none"), "launcher", self.name, "must be local or none")
+        _check(
+            self.name in ("local", "none", "slurm"),
+            "launcher",
+            self.name,
+            "must be local, none or slurm",
+        )
         _check(self.nproc >= 1, "launcher.nproc", self.nproc, "must be >= 1")
         _check(self.nnodes >= 1, "launcher.nnodes", self.nnodes, "must be >= 1")
         _check(self.max_restarts >= 0, "launcher.max_restarts", self.max_restarts, ">= 0")
+        _check(self.nodes >= 1, "launcher.nodes", self.nodes, "must be >= 1")
+        _check(self.gpus_per_node >= 0, "launcher.gpus_per_node", self.gpus_per_node, ">= 0")
+        _check(self.cpus_per_task >= 0, "launcher.cpus_per_task", self.cpus_per_task, ">= 0")
+        if self.name == "slurm":
+            self.nnodes = self.nodes
+            if self.gpus_per_node:
+                self.nproc = self.gpus_per_node
 
 
 @dataclass(kw_only=True)
@@ -176,9 +205,11 @@ class LoggerSection:
     project: str = "gppf_dist"
     entity: str | None = None
     heatmap_every: int = 50
+    """Log the lego-usage heatmap image every this many steps."""
 
     def __post_init__(self) -> None:
         _check(self.name in ("wandb", "none"), "logger", self.name, "must be wandb or none")
+        _check(self.heatmap_every >= 1, "logger.heatmap_every", self.heatmap_every, ">= 1")
         _check(
             self.mode in ("offline", "online", "disabled"),
             "logger.mode",

@@ -89,9 +89,15 @@ def save_checkpoint(engine: Any, directory: Path, tag: str, client_state: dict[s
     engine.save_checkpoint(str(directory), tag=tag, client_state=client_state, save_latest=False)
 
 
-def load_checkpoint(engine: Any, directory: Path, tag: str) -> dict[str, Any]:
+def load_checkpoint(
+    engine: Any, directory: Path, tag: str, *, module_strict: bool = True, optimizer: bool = True
+) -> dict[str, Any]:
     path, client_state = engine.load_checkpoint(
-        str(directory), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+        str(directory),
+        tag=tag,
+        load_module_strict=module_strict,
+        load_optimizer_states=optimizer,
+        load_lr_scheduler_states=True,
     )
     if path is None:
         raise ValueError(f"checkpoint {tag!r} in {str(directory)!r} could not be loaded")

@@ -6,13 +6,16 @@ another world size: the new plan simply hands the streams to different ranks.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 from gppf_dist.checkpoint.manager import find_latest, mark_complete, prune, tag_for_step
 from gppf_dist.engine.deepspeed import load_checkpoint, save_checkpoint
+from gppf_dist.engine.named_state import has_named_state, load_named_state, save_named_state
 
 Positions = dict[str, dict[int, Any]]
 
@@ -39,6 +42,7 @@ def save(
     keep: int,
     is_main: bool,
     extra: dict[str, Any] | None = None,
+    named: NamedState | None = None,
 ) -> None:
     """Collective checkpoint of step `step` (i.e. after `step` completed iterations)."""
     ckpt_dir = run_dir / "checkpoints"
@@ -51,6 +55,15 @@ def save(
         **(extra or {}),
     }
     save_checkpoint(engine, ckpt_dir, tag, client_state)
+    if named is not None:
+        save_named_state(
+            engine.module,
+            named.optimizer,
+            named.owners,
+            ckpt_dir / tag,
+            write_shared=is_main,
+            write_legos=named.writes_legos,
+        )
     dist.barrier()
     if is_main:
         info = {"step": step, "world_size": world_size, "costs": (extra or {}).get("costs")}
@@ -59,8 +72,13 @@ def save(
     dist.barrier()
 
 
-def restore(engine: Any, run_dir: Path, resume: str) -> dict[str, Any] | None:
-    """Load the checkpoint chosen by `resume` (auto/never/tag); rank 0 picks, all ranks load."""
+def restore(
+    engine: Any, run_dir: Path, resume: str, named: NamedState | None = None
+) -> dict[str, Any] | None:
+    """Load the checkpoint chosen by `resume` (auto/never/tag); rank 0 picks, all ranks load.
+
+    With named state (ZeRO 0), parameters and optimizer state come from the topology-free files,
+    so the EP size may differ from the saving run's."""
     ckpt_dir = run_dir / "checkpoints"
     choice: list[str | None] = [None]
     if dist.get_rank() == 0:
@@ -71,4 +89,26 @@ def restore(engine: Any, run_dir: Path, resume: str) -> dict[str, Any] | None:
     tag = choice[0]
     if tag is None:
         return None
-    return load_checkpoint(engine, ckpt_dir, tag)
+    use_named = named is not None and has_named_state(ckpt_dir / tag)
+    state = load_checkpoint(
+        engine, ckpt_dir, tag, module_strict=not use_named, optimizer=not use_named
+    )
+    if use_named:
+        assert named is not None
+        load_named_state(engine.module, named.optimizer, named.owners, ckpt_dir / tag)
+        # DeepSpeed restored the scheduler, but the groups' current lr is only written by the
+        # scheduler's next step(), after the next update: set it now, as the saving run had it.
+        scheduler = engine.lr_scheduler
+        for group, lr in zip(named.optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr
+    return state
+
+
+@dataclass
+class NamedState:
+    """What the topology-free save/load needs (ZeRO 0 only)."""
+
+    optimizer: torch.optim.Optimizer
+    owners: dict[str, str]
+    writes_legos: bool
+    """True on the ranks of EP group 0 (together they hold every lego once)."""

@@ -19,8 +19,9 @@ import torch
 import torch.distributed as dist
 
 from gppf_dist.engine.deepspeed import accumulate
+from gppf_dist.parallel.expert import EPSession, PeerWork
 from gppf_dist.simt.objective import TaskWeights, local_objective
-from gppf_dist.simt.plan import Work
+from gppf_dist.simt.plan import Plan, Work
 from gppf_dist.simt.reduce import clip_gradients, produced_parameters, reduce_gradients
 from gppf_dist.tasks.base import Batch, TaskType, move_to
 
@@ -76,6 +77,13 @@ class StepContext:
     """True with ZeRO 0: SIMT reduces and clips; DeepSpeed only steps the optimizer."""
     stop_requested: Callable[[], bool] = lambda: False
     """This rank's preemption flag; the step's all-reduce turns it into a global decision."""
+    ep: EPSession | None = None
+    """Expert parallelism (ep_size > 1): the lego dispatch session of this rank."""
+    ep_ranks: tuple[int, ...] = ()
+    """The ranks of this rank's EP group, in EP-rank order."""
+    edp_group: dist.ProcessGroup | None = None
+    """Lego replicas reduce over this group (the world when ep_size == 1)."""
+    ep_group: dist.ProcessGroup | None = None
 
 
 def _backward_contexts(ctx: StepContext, n: int) -> contextlib.AbstractContextManager:
@@ -85,7 +93,28 @@ def _backward_contexts(ctx: StepContext, n: int) -> contextlib.AbstractContextMa
     return accumulate(engine, n)
 
 
-def run_iteration(ctx: StepContext, works: tuple[Work, ...], present: set[str]) -> StepResult:
+def _micro_steps(ctx: StepContext, plan: Plan, present: set[str]) -> list[Work | None]:
+    """This rank's works in order; under EP padded with None (idle micro-steps) to the longest
+    list in its EP group, so the group's lego exchanges stay in lockstep."""
+    mine: list[Work | None] = [w for w in plan.rank_work(ctx.rank) if w.task in present]
+    if ctx.ep is None:
+        return mine
+    longest = max(sum(w.task in present for w in plan.rank_work(r)) for r in ctx.ep_ranks)
+    return mine + [None] * (longest - len(mine))
+
+
+def _begin_ep(ctx: StepContext, plan: Plan, present: set[str], j: int) -> None:
+    assert ctx.ep is not None
+    peers = []
+    for r in ctx.ep_ranks:
+        works = [w for w in plan.rank_work(r) if w.task in present]
+        peers.append(
+            PeerWork(works[j].task, works[j].local_batch) if j < len(works) else PeerWork(None)
+        )
+    ctx.ep.begin(peers)
+
+
+def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult:
     engine = ctx.engine
     module = engine.module  # type: ignore[attr-defined]
     num_tasks = len(ctx.tasks)
@@ -93,16 +122,23 @@ def run_iteration(ctx: StepContext, works: tuple[Work, ...], present: set[str]) 
     task_seconds = torch.zeros(num_tasks, dtype=torch.float64)
     data_s = 0.0
     start = time.perf_counter()
-    works = tuple(w for w in works if w.task in present)
-    with _backward_contexts(ctx, max(1, len(works))) as contexts:
+    micro = _micro_steps(ctx, plan, present)
+    with _backward_contexts(ctx, max(1, len(micro))) as contexts:
         # The router regularizer depends on parameters only: every rank adds it once, and the
         # gradient average over ranks returns it unchanged.
         reg = module.regularizer()
         extra = reg if ctx.own_reduction else reg + _zero_loss(module)
-        if not works:
+        if not micro:
             with contexts[0]:
                 engine.backward(extra)  # type: ignore[attr-defined]
-        for i, work in enumerate(works):
+        for i, work in enumerate(micro):
+            if ctx.ep is not None:
+                _begin_ep(ctx, plan, present, i)
+            if work is None:  # idle EP micro-step: serve the peers' lego calls only
+                with contexts[i]:
+                    token = ctx.ep.finish(reg.new_zeros(()).requires_grad_())  # type: ignore[union-attr]
+                    engine.backward(token + extra if i == 0 else token)  # type: ignore[attr-defined]
+                continue
             task = ctx.tasks[work.task]
             assert task.loader is not None, f"no loader for planned task {work.task}"
             t0 = time.perf_counter()
@@ -118,6 +154,8 @@ def run_iteration(ctx: StepContext, works: tuple[Work, ...], present: set[str]) 
                     f"{work.task}: loss must be per-sample, got shape {tuple(per_sample.shape)}"
                 )
                 loss = local_objective(per_sample, task.weights, ctx.world_size)
+                if ctx.ep is not None:  # layers the task's head did not need still exchange
+                    loss = loss + ctx.ep.finish(per_sample.sum() * 0.0)
                 engine.backward(loss + extra if i == 0 else loss)  # type: ignore[attr-defined]
             loss_sums[task.index] += per_sample.detach().double().sum()
             task_seconds[task.index] += time.perf_counter() - t1
@@ -126,8 +164,14 @@ def run_iteration(ctx: StepContext, works: tuple[Work, ...], present: set[str]) 
         legos = {t: ctx.active_legos(t) for t in present}
         produced = produced_parameters(ctx.owners, present, legos)
         named = list(module.named_parameters())
-        reduce_gradients(named, produced, ctx.world_size)
-        grad_norm = clip_gradients((p for _, p in named), ctx.grad_clip)
+        is_lego = [ctx.owners[n].startswith("lego:") for n, _ in named]
+        dense = [np for np, lego in zip(named, is_lego, strict=True) if not lego]
+        sharded = [np for np, lego in zip(named, is_lego, strict=True) if lego]
+        reduce_gradients(dense, produced, ctx.world_size)
+        reduce_gradients(sharded, produced, ctx.world_size, group=ctx.edp_group)
+        grad_norm = clip_gradients(
+            [p for _, p in dense], ctx.grad_clip, [p for _, p in sharded], ctx.ep_group
+        )
     engine.step()  # type: ignore[attr-defined]
     busy_s = time.perf_counter() - start - data_s
     return _gather_stats(

@@ -74,6 +74,11 @@ def _validate_parallel(cfg: RunConfig, world_size: int) -> None:
             f"`parallel.ep_size`={ep} must divide the world size {world_size} "
             f"(launcher.nproc={cfg.launcher.nproc} x launcher.nnodes={cfg.launcher.nnodes})"
         )
+    if ep > 1 and cfg.parallel.zero_stage != 0:
+        raise ValueError(
+            f"`parallel.ep_size`={ep} needs `parallel.zero_stage`=0 (got "
+            f"{cfg.parallel.zero_stage}): lego shards are reduced over their own groups"
+        )
     if cfg.model.num_legos % ep:
         raise ValueError(
             f"`parallel.ep_size`={ep} must divide `model.num_legos`={cfg.model.num_legos}"

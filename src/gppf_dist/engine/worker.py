@@ -20,9 +20,11 @@ from gppf_dist.dist.env import (
     rank_info_from_env,
     shutdown_distributed,
 )
+from gppf_dist.dist.mesh import build_expert_groups
 from gppf_dist.engine import resume as ckpt
 from gppf_dist.engine.deepspeed import create_engine
 from gppf_dist.engine.evaluate import evaluate
+from gppf_dist.engine.experts import keep_lego_shards, shard_legos
 from gppf_dist.engine.optim import build_optimizer
 from gppf_dist.engine.preempt import PreemptionFlag
 from gppf_dist.engine.runtime import (
@@ -44,6 +46,7 @@ from gppf_dist.logging.heatmap import render_usage
 from gppf_dist.logging.metrics import MetricsFile
 from gppf_dist.logging.wandb_run import open_run
 from gppf_dist.model.build import build_model
+from gppf_dist.parallel.plan import EPLayout
 from gppf_dist.simt.costs import CostTable
 from gppf_dist.simt.plan import present_tasks
 
@@ -53,10 +56,6 @@ def run_worker(cfg: RunConfig) -> None:
     device = pick_device(cfg.trainer.device, rank_info_from_env())
     info = init_distributed(cfg.parallel.backend, device, cfg.parallel.timeout_s)
     validate_run(cfg, info.world_size)
-    if cfg.parallel.ep_size != 1:
-        raise ValueError(
-            f"`parallel.ep_size`={cfg.parallel.ep_size}: expert parallelism is not available yet"
-        )
     run_dir = Path(cfg.run.dir)
     seed_everything(cfg.trainer.seed)
     preempt = PreemptionFlag().install()
@@ -66,12 +65,19 @@ def run_worker(cfg: RunConfig) -> None:
     taskset = TaskSet.build(cfg, manifest)
     model = build_model(cfg.model, taskset.specs).to(device)
     owners = model.param_owners()
+    layout = EPLayout(info.world_size, cfg.parallel.ep_size, cfg.model.num_legos)
+    groups = build_expert_groups(layout, info.rank)
+    session = shard_legos(model, layout, groups, info.rank, taskset) if layout.ep_size > 1 else None
     lr_mults = {name: t.lr_mult for name, t in taskset.active.items()}
     optimizer, scheduler = build_optimizer(model, cfg.trainer, owners, lr_mults)
-    engine = create_engine(cfg, model, optimizer, scheduler, info.world_size, device)
+    with keep_lego_shards(model, owners):  # DeepSpeed broadcasts rank 0's parameters
+        engine = create_engine(cfg, model, optimizer, scheduler, info.world_size, device)
+    named = None
+    if cfg.parallel.zero_stage == 0:
+        named = ckpt.NamedState(optimizer, owners, writes_legos=info.rank < layout.ep_size)
 
     # ---- resume ---------------------------------------------------------------------------
-    state = ckpt.restore(engine, run_dir, cfg.resume) or {}
+    state = ckpt.restore(engine, run_dir, cfg.resume, named) or {}
     start_step = int(state.get("step", 0))
     if state:
         restore_rng(state.get("rng"))
@@ -99,6 +105,10 @@ def run_worker(cfg: RunConfig) -> None:
         grad_clip=cfg.trainer.grad_clip,
         own_reduction=cfg.parallel.zero_stage == 0,
         stop_requested=lambda: preempt.raised,
+        ep=session,
+        ep_ranks=tuple(groups.ep_ranks),
+        edp_group=groups.edp,
+        ep_group=groups.ep,
     )
 
     # ---- logging --------------------------------------------------------------------------
@@ -125,6 +135,7 @@ def run_worker(cfg: RunConfig) -> None:
             rank=info.rank,
             world_size=info.world_size,
             device=device,
+            ep=session,
         )
 
     eval_path = run_dir / "eval.json"
@@ -157,7 +168,7 @@ def run_worker(cfg: RunConfig) -> None:
         engine.module.set_step(step)
         present = present_tasks(taskset.demands(), step)
         t0 = time.perf_counter()
-        result = run_iteration(ctx, plan.rank_work(info.rank), present)
+        result = run_iteration(ctx, plan, present)
         step_s = time.perf_counter() - t0
         for name in present:
             costs.update(
@@ -187,6 +198,7 @@ def run_worker(cfg: RunConfig) -> None:
                 cfg.trainer.keep_checkpoints,
                 info.is_main,
                 extra,
+                named,
             )
         if result.stop:
             stopped_at = done

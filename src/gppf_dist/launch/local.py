@@ -3,10 +3,16 @@
 Workers are fresh interpreters running `python -m gppf_dist.cli.worker <config.yaml>`; the agent
 sets RANK/WORLD_SIZE/MASTER_* and restarts all of them (up to `max_restarts`) if one fails, in
 which case they resume from the newest complete checkpoint.
+
+Restarts need a fresh store per attempt: by default the agent shares one TCPStore with the
+workers for its whole life, so a restarted gloo group would read the dead attempt's addresses
+("Connection refused" in connectFullMesh). TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 makes rank 0 of
+each attempt host its own store on a new port.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -23,6 +29,8 @@ class WorkersFailedError(RuntimeError):
 
 
 def launch_local(launcher: LauncherSection, config_path: Path) -> None:
+    if launcher.max_restarts:
+        os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     port = launcher.master_port or free_port()
     config = LaunchConfig(
         min_nodes=1,

@@ -5,7 +5,10 @@ stride-4 conv for the tiny CPU model, whose half-resolution max-pool dominated i
 then stages of lego layers. Every block of a stage is a lego layer
 `x ← relu(x + Σ_{i∈topk} g_i · lego_i(x))` where a lego is a bottleneck branch 1×1 → 3×3 → 1×1
 (GN after each conv) with mid width
-`width / expansion · ratio`; with `ratio = 1/k` a task's active compute matches the dense block.
+`width / expansion · ratio`. Compute parity: a lego's two 1×1 convs scale with `ratio` but its
+3×3 conv with `ratio²`, so `ratio = 1/k` activates less than the dense block (3.05 vs 4.1 GMACs
+for GPPF-R50 at 224 px, k=2). `gppf_r50` therefore uses `ratio = 0.625` (mid widths stay multiples
+of 8): k=2 legos activate 3.98 GMACs, within 3% of ResNet-50 (see conf/model/gppf_r50.yaml).
 
 Stage transitions (shared, not legos): where the width or the resolution changes, the first block
 of the stage is preceded by a projection `P(x) = GN(conv1×1(avgpool2×2(x)))` (ResNet-D style: the
@@ -46,6 +49,12 @@ class BottleneckLego(nn.Module):
         h = F.relu(self.norm1(self.conv1(x)))
         h = F.relu(self.norm2(self.conv2(h)))
         return self.norm3(self.conv3(h))
+
+    @torch.no_grad()
+    def fold_gate(self, gate: float) -> None:
+        """Scale this lego's output by `gate` in place (folded into the last norm's affine)."""
+        self.norm3.weight.mul_(gate)
+        self.norm3.bias.mul_(gate)
 
     @staticmethod
     def fused_mixture(

@@ -39,6 +39,12 @@ class MLPLego(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(x)))
 
+    @torch.no_grad()
+    def fold_gate(self, gate: float) -> None:
+        """Scale this lego's output by `gate` in place (folded into `fc2`)."""
+        self.fc2.weight.mul_(gate)
+        self.fc2.bias.mul_(gate)
+
     @staticmethod
     def fused_mixture(
         legos: Sequence[MLPLego], x: torch.Tensor, gates: torch.Tensor

@@ -66,7 +66,9 @@ def reduce_gradients(
     world_size: int,
     group: dist.ProcessGroup | None = None,
 ) -> None:
-    """Average the produced gradients over the group; drop all other gradients."""
+    """Sum the produced gradients over `group` (default: the world) and divide by the world size
+    (losses are pre-scaled by it); drop all other gradients. Legos under expert parallelism pass
+    their expert-data-parallel group: each replica already holds its EP group's whole sum."""
     selected = []
     for name, p in named_params:
         if not p.requires_grad:
@@ -79,7 +81,7 @@ def reduce_gradients(
             p.grad = None
     for bucket in _buckets(selected):
         flat = torch.cat([p.grad.reshape(-1) for p in bucket])  # type: ignore[union-attr]
-        if world_size > 1:
+        if world_size > 1 and dist.get_world_size(group) > 1:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
         flat.div_(world_size)
         offset = 0
@@ -89,19 +91,38 @@ def reduce_gradients(
             offset += n
 
 
-@torch.no_grad()
-def clip_gradients(params: Iterable[nn.Parameter], max_norm: float) -> float:
-    """Clip to a global L2 norm; returns the norm before clipping.
-
-    After `reduce_gradients` every rank holds the same full gradients of replicated parameters,
-    so the norm is local and counts every parameter exactly once.
-    """
-    grads = [p.grad for p in params if p.grad is not None]
+def _sq_norm(params: Iterable[nn.Parameter]) -> torch.Tensor:
+    grads = [p.grad.detach().float() for p in params if p.grad is not None]
     if not grads:
-        return 0.0
-    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        return torch.zeros((), dtype=torch.float64)
+    return torch.stack([g.pow(2).sum() for g in grads]).sum().double()
+
+
+@torch.no_grad()
+def clip_gradients(
+    replicated: Iterable[nn.Parameter],
+    max_norm: float,
+    sharded: Iterable[nn.Parameter] = (),
+    shard_group: dist.ProcessGroup | None = None,
+) -> float:
+    """Clip to the global L2 norm, counting every parameter exactly once; returns the norm.
+
+    After `reduce_gradients` every rank holds the same gradients of replicated parameters, so
+    their share is local; expert-parallel legos are split over the EP group (each EP group holds
+    all of them once), so their squared norms are summed over `shard_group`.
+    """
+    replicated, sharded = list(replicated), list(sharded)
+    sq = _sq_norm(replicated)
+    if shard_group is not None:
+        sq_sharded = _sq_norm(sharded).reshape(1).to(replicated[0].device if replicated else "cpu")
+        dist.all_reduce(sq_sharded, group=shard_group)
+        sq = sq + sq_sharded.cpu().reshape(())
+    else:
+        sq = sq + _sq_norm(sharded)
+    norm = sq.sqrt()
+    grads = [p.grad for p in replicated + sharded if p.grad is not None]
     if max_norm > 0:
-        scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        scale = float((max_norm / (norm + 1e-6)).clamp(max=1.0))
         for g in grads:
             g.mul_(scale)
     return float(norm)

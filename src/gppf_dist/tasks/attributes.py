@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.classification import PooledLinearHead
-from gppf_dist.tasks.transforms import check_image, plan_geometry, require, warp_image
+from gppf_dist.tasks.transforms import check_image, plan_geometry, require, to_chw, warp_array
 
 
 class MeanAccuracy:
@@ -62,9 +63,11 @@ class AttributesTask:
                 f"sample {sample.key!r}: `attributes`={values!r} must be "
                 f"{spec.num_attributes} values in {{0, 1}}"
             )
-        geo = plan_geometry(w, h, spec.input_size, train, rng)
+        image = warp_array(sample.image, plan_geometry(w, h, spec.input_size))
+        if train:  # the attributes (hat, bag, hair, ...) are flip-invariant
+            image = augment(image, rng).image
         target = {"attributes": torch.tensor(values, dtype=torch.float32)}
-        return warp_image(sample.image, geo), target
+        return to_chw(image), target
 
     def collate(self, targets: list[Any]) -> Any:
         return {"attributes": torch.stack([t["attributes"] for t in targets])}

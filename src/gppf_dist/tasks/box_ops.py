@@ -43,7 +43,7 @@ def batched_nms(
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     # Shift each class to its own region so one pass suppresses within classes only.
     offset = labels.to(boxes.dtype)[:, None] * (boxes.max() + 1.0)
-    order = scores.argsort(descending=True)
+    order = scores.argsort(descending=True, stable=True)  # ties: lower index first
     iou = box_iou(boxes[order] + offset[order], boxes[order] + offset[order]).cpu().numpy()
     suppressed = np.zeros(len(order), dtype=bool)
     keep: list[int] = []

@@ -12,8 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
-from gppf_dist.tasks.transforms import check_image, plan_geometry, require_int_in, warp_image
+from gppf_dist.tasks.transforms import (
+    check_image,
+    plan_geometry,
+    require_int_in,
+    to_chw,
+    warp_array,
+)
 
 
 class PooledLinearHead(nn.Module):
@@ -71,8 +78,10 @@ class ClassificationTask:
     ) -> tuple[torch.Tensor, Any]:
         w, h = check_image(sample)
         label = require_int_in(sample, "label", spec.num_classes)
-        geo = plan_geometry(w, h, spec.input_size, train, rng)
-        return warp_image(sample.image, geo), {"label": torch.tensor(label)}
+        image = warp_array(sample.image, plan_geometry(w, h, spec.input_size))
+        if train:
+            image = augment(image, rng).image
+        return to_chw(image), {"label": torch.tensor(label)}
 
     def collate(self, targets: list[Any]) -> Any:
         return {"label": torch.stack([t["label"] for t in targets])}

@@ -1,7 +1,8 @@
 """Detection task type: FPN-lite + FCOS-style anchor-free head, focal + GIoU + centerness losses.
 
 Annotation: `{"boxes": [[x1, y1, x2, y2], ...] absolute pixels, "labels": [int, ...]}`.
-Targets collate to `boxes` [B, M, 4] and `labels` [B, M] padded with label -1.
+Targets collate to `boxes` [B, M, 4] and `labels` [B, M] padded with label -1, plus `keys` (the
+sample keys, which order the records of the COCO evaluation; see `detection_metric`).
 
 Head (ours): the last three backbone levels → FPNLite → one shared 2-conv GN tower → per location
 class logits, `ltrb` distances (`exp(scale_l · x) · stride`) and a centerness logit (one conv).
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.box_ops import batched_nms, generalized_iou
 from gppf_dist.tasks.detection_metric import mean_average_precision
@@ -32,7 +34,8 @@ from gppf_dist.tasks.transforms import (
     plan_geometry,
     require,
     require_array,
-    warp_image,
+    to_chw,
+    warp_array,
 )
 
 CENTER_RADIUS = 1.5
@@ -132,14 +135,16 @@ class DetectionMAP:
 
     def __init__(self, input_size: tuple[int, int]) -> None:
         self.input_size = input_size
-        self.images: list[dict[str, np.ndarray]] = []
+        self.images: list[dict[str, Any]] = []
 
     def update(self, outputs: dict[str, Any], targets: dict[str, torch.Tensor]) -> None:
         dets = DetectionTask.decode(outputs, self.input_size)
+        keys = targets.get("keys")
         for b, (boxes, scores, labels) in enumerate(dets):
             valid = targets["labels"][b] >= 0
             self.images.append(
                 {
+                    "key": keys[b] if keys is not None else f"#{len(self.images):09d}",
                     "boxes": boxes.cpu().numpy(),
                     "scores": scores.cpu().numpy(),
                     "labels": labels.cpu().numpy(),
@@ -148,11 +153,23 @@ class DetectionMAP:
                 }
             )
 
-    def state(self) -> list[dict[str, np.ndarray]]:
+    def state(self) -> list[dict[str, Any]]:
         return list(self.images)
 
-    def compute(self, states: list[list[dict[str, np.ndarray]]]) -> dict[str, float]:
+    def compute(self, states: list[list[dict[str, Any]]]) -> dict[str, float]:
         return mean_average_precision([im for s in states for im in s])
+
+
+def _clip_boxes(
+    boxes: np.ndarray, labels: np.ndarray, image: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes clipped to the image; those under 1 px wide or high are dropped with their labels."""
+    h, w = image.shape[:2]
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4).copy()
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= 1) & ((boxes[:, 3] - boxes[:, 1]) >= 1)
+    return boxes[keep], labels[keep]
 
 
 class DetectionTask:
@@ -182,17 +199,19 @@ class DetectionTask:
                     f"sample {sample.key!r}: `labels[{i}]`={label} is out of range "
                     f"[0, {spec.num_classes})"
                 )
-        geo = plan_geometry(w, h, spec.input_size, train, rng)
-        out_h, out_w = spec.input_size
-        mapped = geo.boxes(boxes)
-        mapped[:, [0, 2]] = mapped[:, [0, 2]].clip(0, out_w)
-        mapped[:, [1, 3]] = mapped[:, [1, 3]].clip(0, out_h)
-        keep = ((mapped[:, 2] - mapped[:, 0]) >= 1) & ((mapped[:, 3] - mapped[:, 1]) >= 1)
+        geo = plan_geometry(w, h, spec.input_size)
+        image = warp_array(sample.image, geo)
+        mapped, classes = _clip_boxes(geo.boxes(boxes), np.asarray(labels, np.int64), image)
+        if train:
+            aug = augment(image, rng, boxes=mapped)
+            image = aug.image
+            mapped, classes = _clip_boxes(aug.boxes, classes[aug.box_ids], image)
         target = {
-            "boxes": torch.from_numpy(mapped[keep]).reshape(-1, 4),
-            "labels": torch.tensor(labels, dtype=torch.long)[torch.from_numpy(keep)],
+            "boxes": torch.from_numpy(mapped).reshape(-1, 4),
+            "labels": torch.from_numpy(classes),
+            "key": sample.key,
         }
-        return warp_image(sample.image, geo), target
+        return to_chw(image), target
 
     def collate(self, targets: list[Any]) -> Any:
         m = max(1, max(len(t["labels"]) for t in targets))
@@ -201,7 +220,8 @@ class DetectionTask:
         for i, t in enumerate(targets):
             boxes[i, : len(t["labels"])] = t["boxes"]
             labels[i, : len(t["labels"])] = t["labels"]
-        return {"boxes": boxes, "labels": labels}
+        keys = [t["key"] for t in targets] if all("key" in t for t in targets) else None
+        return {"boxes": boxes, "labels": labels, **({"keys": keys} if keys else {})}
 
     def build_head(self, in_channels: list[int], strides: list[int], spec: TaskSpec) -> nn.Module:
         return FCOSHead(in_channels, strides, spec.num_classes)
@@ -247,7 +267,7 @@ class DetectionTask:
             for b in range(scores.shape[0]):
                 flat = scores[b].flatten()
                 cand = torch.nonzero(flat > SCORE_THRESHOLD).squeeze(1)
-                cand = cand[flat[cand].argsort(descending=True)[:PRE_NMS]]
+                cand = cand[flat[cand].argsort(descending=True, stable=True)[:PRE_NMS]]
                 loc, lab = cand // num_classes, cand % num_classes
                 bx, sc = boxes[b][loc], flat[cand]
                 keep = batched_nms(bx, sc, lab, NMS_IOU)[:MAX_DETECTIONS]

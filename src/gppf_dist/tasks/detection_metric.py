@@ -1,79 +1,87 @@
-"""COCO-style mean average precision in numpy: mAP@0.5 and mAP@[.5:.95].
+"""COCO box mAP through pycocotools' `COCOeval`: mAP@0.5 (`map50`) and mAP@[.5:.95] (`map`).
 
-Per class and IoU threshold, detections of all images are sorted by score; each is a true positive
-if it overlaps a not-yet-matched ground-truth box of its image and class by at least the threshold
-(the best-overlapping one is taken). AP is the 101-point interpolated area under the
-precision/recall curve; classes without ground truth are left out of the mean.
+Per-image records (detections and ground truth, in input pixels) are collected on every rank and
+merged; `mean_average_precision` then orders them by sample key, builds an in-memory COCO ground
+truth (image ids 1..n in key order, category ids = class + 1) and results, and runs the standard
+evaluate / accumulate / summarize. Ordering by key makes the result independent of how the
+evaluation was split over ranks: COCOeval breaks score ties by image order, so concatenating the
+ranks' records in rank order would otherwise make tied detections — frequent early in training,
+when many scores sit at the prior — count in a split-dependent order. Upstream, decoding and NMS
+sort with stable sorts, so tied candidates of one image keep location order on any machine.
+
+Classes without ground truth are left out of the mean (COCOeval's -1 entries); an evaluation
+without any ground truth gives NaN, one without detections 0.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+from typing import Any
+
 import numpy as np
-
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 
-def _average_precision(tp: np.ndarray, scores: np.ndarray, num_gt: int) -> float:
-    order = np.argsort(-scores, kind="stable")
-    tp = tp[order]
-    ctp, cfp = np.cumsum(tp), np.cumsum(~tp)
-    recall = ctp / num_gt
-    precision = ctp / np.maximum(ctp + cfp, 1e-9)
-    # precision envelope (monotone non-increasing from the right)
-    envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
-    points = np.linspace(0, 1, 101)
-    idx = np.searchsorted(recall, points, side="left")
-    values = np.where(idx < len(envelope), envelope[np.minimum(idx, len(envelope) - 1)], 0.0)
-    return float(values.mean())
+def _xywh(boxes: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
 
 
-def mean_average_precision(
-    images: list[dict[str, np.ndarray]], thresholds: np.ndarray = IOU_THRESHOLDS
-) -> dict[str, float]:
-    """`images`: per image dict with boxes/scores/labels (detections) and gt_boxes/gt_labels."""
-    classes = sorted({int(c) for im in images for c in im["gt_labels"]})
+def _coco_inputs(
+    images: list[dict[str, Any]],
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[int]]:
+    """(ground-truth dataset, result list, category ids with ground truth)."""
+    gt_images, annotations, results = [], [], []
+    for image_id, im in enumerate(images, start=1):
+        gt_images.append({"id": image_id})
+        for box, label in zip(_xywh(im["gt_boxes"]), im["gt_labels"], strict=True):
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [float(v) for v in box],
+                    "area": float(box[2] * box[3]),
+                    "iscrowd": 0,
+                }
+            )
+        for box, score, label in zip(_xywh(im["boxes"]), im["scores"], im["labels"], strict=True):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [float(v) for v in box],
+                    "score": float(score),
+                }
+            )
+    classes = sorted({a["category_id"] for a in annotations})
+    all_classes = sorted(classes + [r["category_id"] for r in results])
+    categories = [{"id": c} for c in sorted(set(all_classes))]
+    dataset = {"images": gt_images, "annotations": annotations, "categories": categories}
+    return dataset, results, classes
+
+
+def mean_average_precision(images: list[dict[str, Any]]) -> dict[str, float]:
+    """`images`: per image boxes/scores/labels (detections, xyxy) and gt_boxes/gt_labels, and
+    optionally `key` (records are evaluated in key order, see the module docstring)."""
+    if any("key" in im for im in images):
+        images = sorted(images, key=lambda im: str(im.get("key", "")))
+    dataset, results, classes = _coco_inputs(images)
     if not classes:
         return {"map50": float("nan"), "map": float("nan")}
-    ap = np.zeros((len(thresholds), len(classes)))
-    for ci, c in enumerate(classes):
-        tps, scores, num_gt = [], [], 0
-        for im in images:
-            d, g = im["labels"] == c, im["gt_labels"] == c
-            num_gt += int(g.sum())
-            tp, sc = _match_image(im["boxes"][d], im["scores"][d], im["gt_boxes"][g], thresholds)
-            tps.append(tp)
-            scores.append(sc)
-        all_tp, all_scores = np.concatenate(tps, axis=1), np.concatenate(scores)
-        for ti in range(len(thresholds)):
-            ap[ti, ci] = _average_precision(all_tp[ti], all_scores, num_gt)
-    return {"map50": float(ap[0].mean()), "map": float(ap.mean())}
-
-
-def _match_image(
-    boxes: np.ndarray, scores: np.ndarray, gts: np.ndarray, thresholds: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Greedy matching in score order at every threshold at once: (tp [T, D], sorted scores)."""
-    order = np.argsort(-scores, kind="stable")
-    boxes, scores = boxes[order], scores[order]
-    tp = np.zeros((len(thresholds), len(boxes)), dtype=bool)
-    if not len(boxes) or not len(gts):
-        return tp, scores
-    iou = _iou(boxes, gts)
-    matched = np.zeros((len(thresholds), len(gts)), dtype=bool)
-    rows = np.arange(len(thresholds))
-    for k in range(len(boxes)):
-        cand = np.where(matched, -1.0, iou[k][None, :])
-        best = cand.argmax(axis=1)
-        hit = cand[rows, best] >= thresholds
-        tp[hit, k] = True
-        matched[rows[hit], best[hit]] = True
-    return tp, scores
+    if not results:
+        return {"map50": 0.0, "map": 0.0}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        gt = COCO()
+        gt.dataset = dataset
+        gt.createIndex()
+        dt = gt.loadRes(results)
+        evaluator = COCOeval(gt, dt, iouType="bbox")
+        evaluator.params.imgIds = [im["id"] for im in dataset["images"]]
+        evaluator.params.catIds = classes
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return {"map": float(evaluator.stats[0]), "map50": float(evaluator.stats[1])}

@@ -22,9 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.reid import identity_ce
-from gppf_dist.tasks.transforms import check_image, plan_geometry, require_int_in, warp_image
+from gppf_dist.tasks.transforms import (
+    check_image,
+    plan_geometry,
+    require_int_in,
+    to_chw,
+    warp_array,
+)
 
 ARC_SCALE = 30.0
 ARC_MARGIN = 0.3
@@ -131,12 +138,14 @@ class FaceTask:
     ) -> tuple[torch.Tensor, Any]:
         w, h = check_image(sample)
         identity = require_int_in(sample, "identity", spec.num_classes if train else None)
-        geo = plan_geometry(w, h, spec.input_size, train, rng, min_scale=0.9)
+        image = warp_array(sample.image, plan_geometry(w, h, spec.input_size))
+        if train:
+            image = augment(image, rng, min_scale=0.9).image
         target = {
             "identity": torch.tensor(identity),
             "key_hash": torch.tensor(zlib.crc32(sample.key.encode())),
         }
-        return warp_image(sample.image, geo), target
+        return to_chw(image), target
 
     def collate(self, targets: list[Any]) -> Any:
         return {k: torch.stack([t[k] for t in targets]) for k in ("identity", "key_hash")}

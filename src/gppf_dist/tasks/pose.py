@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.necks import FusedDecoder
 from gppf_dist.tasks.transforms import (
@@ -26,7 +27,8 @@ from gppf_dist.tasks.transforms import (
     flip_permutation,
     plan_geometry,
     require_array,
-    warp_image,
+    to_chw,
+    warp_array,
 )
 
 BOX_ENLARGE = 1.25
@@ -156,20 +158,25 @@ class PoseTask:
                 f"sample {sample.key!r}: `keypoints[{i}]`={kps[i].tolist()} is outside {w}x{h}"
             )
         window = person_window([float(v) for v in box], spec.input_size)
-        geo = plan_geometry(w, h, spec.input_size, train, rng, window=window)
+        geo = plan_geometry(w, h, spec.input_size, window=window)
+        image = warp_array(sample.image, geo)
         out = np.zeros_like(kps)
         out[:, :2] = geo.points(kps[:, :2])
         out[:, 2] = kps[:, 2]
+        corners = geo.points(np.asarray([box[:2], box[2:]], dtype=np.float32))
+        if train:  # the box corners travel with the keypoints
+            aug = augment(image, rng, keypoints=np.concatenate([out[:, :2], corners]))
+            image, out[:, :2], corners = aug.image, aug.keypoints[: len(out)], aug.keypoints[-2:]
+            if aug.flipped:
+                names = list(spec.label_space.get("keypoints", []))
+                if len(names) == len(out):
+                    out = out[flip_permutation(names)]
         out_h, out_w = spec.input_size
         inside = (out[:, 0] >= 0) & (out[:, 0] <= out_w) & (out[:, 1] >= 0) & (out[:, 1] <= out_h)
         out[~inside, 2] = 0
-        if geo.flip:
-            names = list(spec.label_space.get("keypoints", []))
-            if len(names) == len(out):
-                out = out[flip_permutation(names)]
-        mapped_box = geo.boxes(np.asarray([box], dtype=np.float32))[0]
+        mapped_box = np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32)
         target = {"keypoints": torch.from_numpy(out), "box": torch.from_numpy(mapped_box)}
-        return warp_image(sample.image, geo), target
+        return to_chw(image), target
 
     def collate(self, targets: list[Any]) -> Any:
         return {

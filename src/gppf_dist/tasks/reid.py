@@ -22,8 +22,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
-from gppf_dist.tasks.transforms import check_image, plan_geometry, require_int_in, warp_image
+from gppf_dist.tasks.transforms import (
+    check_image,
+    plan_geometry,
+    require_int_in,
+    to_chw,
+    warp_array,
+)
 
 TRIPLET_MARGIN = 0.3
 LABEL_SMOOTHING = 0.1
@@ -130,9 +137,11 @@ class ReidTask:
         w, h = check_image(sample)
         identity = require_int_in(sample, "identity", spec.num_classes if train else None)
         camera = require_int_in(sample, "camera", None) if "camera" in sample.ann else -1
-        geo = plan_geometry(w, h, spec.input_size, train, rng)
+        image = warp_array(sample.image, plan_geometry(w, h, spec.input_size))
+        if train:
+            image = augment(image, rng).image
         target = {"identity": torch.tensor(identity), "camera": torch.tensor(camera)}
-        return warp_image(sample.image, geo), target
+        return to_chw(image), target
 
     def collate(self, targets: list[Any]) -> Any:
         return {k: torch.stack([t[k] for t in targets]) for k in ("identity", "camera")}

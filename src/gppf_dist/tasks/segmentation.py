@@ -14,9 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.necks import FusedDecoder
-from gppf_dist.tasks.transforms import check_image, plan_geometry, warp_image, warp_mask
+from gppf_dist.tasks.transforms import check_image, plan_geometry, to_chw, warp_array, warp_mask
 
 IGNORE = 255
 
@@ -95,8 +96,13 @@ class SegmentationTask:
                 f"sample {sample.key!r}: `mask` has class id {int(mask[bad].max())} "
                 f"outside [0, {spec.num_classes}) and not {IGNORE}"
             )
-        geo = plan_geometry(w, h, spec.input_size, train, rng)
-        return warp_image(sample.image, geo), {"mask": warp_mask(mask, geo, IGNORE)}
+        geo = plan_geometry(w, h, spec.input_size)
+        image, out_mask = warp_array(sample.image, geo), warp_mask(mask, geo, IGNORE)
+        if train:
+            aug = augment(image, rng, mask=out_mask)
+            assert aug.mask is not None
+            image, out_mask = aug.image, aug.mask
+        return to_chw(image), {"mask": torch.from_numpy(out_mask.astype(np.int64))}
 
     def collate(self, targets: list[Any]) -> Any:
         return {"mask": torch.stack([t["mask"] for t in targets])}

@@ -1,4 +1,4 @@
-"""Geometry shared by all task types: crop window + resize + horizontal flip, applied consistently.
+"""Geometry shared by all task types: the deterministic window + resize to the task's input size.
 
 A `Geometry` maps source pixels to the task's input: a window `(x0, y0, x1, y1)` of the source
 image (continuous pixel-edge coordinates, may extend past the image for top-down pose crops,
@@ -6,8 +6,9 @@ padded with zeros) is resized to `out_w × out_h`, then optionally flipped. Poin
 `x' = (x - x0) · out_w / (x1 - x0)` (then `out_w - x'` if flipped), which is exactly how PIL's
 resize with a box maps pixel centres, so boxes, masks and keypoints stay aligned with the image.
 
-Training augmentation draws from the passed `rng` only, always the same number of values per
-sample: a window scale in [`min_scale`, 1] of the base window (aspect kept), its offset, a flip.
+This is the whole of evaluation-time preprocessing. Training-time augmentation (random crop,
+flip, colour jitter) is applied afterwards, on the warped image and its targets, through
+albumentations (`gppf_dist.tasks.augment`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ import torch
 from PIL import Image
 
 from gppf_dist.tasks.base import Sample
-
-MIN_SCALE = 0.8
-"""Smallest side fraction of the train-time random crop window."""
 
 
 @dataclass
@@ -67,21 +65,11 @@ def plan_geometry(
     src_w: int,
     src_h: int,
     out_hw: tuple[int, int],
-    train: bool,
-    rng: np.random.Generator,
     window: tuple[float, float, float, float] | None = None,
-    min_scale: float = MIN_SCALE,
 ) -> Geometry:
-    """The window (default: whole image), randomly shrunk, shifted and flipped when training."""
+    """Resize `window` (default: the whole image) to `out_hw` = (height, width), unflipped."""
     x0, y0, x1, y1 = window if window is not None else (0.0, 0.0, float(src_w), float(src_h))
-    flip = False
-    if train:
-        scale, ox, oy, f = rng.uniform(min_scale, 1.0), rng.random(), rng.random(), rng.random()
-        w, h = (x1 - x0) * scale, (y1 - y0) * scale
-        x0, y0 = x0 + ox * (x1 - x0 - w), y0 + oy * (y1 - y0 - h)
-        x1, y1 = x0 + w, y0 + h
-        flip = bool(f < 0.5)
-    return Geometry(x0, y0, x1, y1, out_hw[1], out_hw[0], flip)
+    return Geometry(x0, y0, x1, y1, out_hw[1], out_hw[0], False)
 
 
 def _warp(pil: Image.Image, geo: Geometry, resample: Image.Resampling) -> Image.Image:
@@ -95,20 +83,28 @@ def _warp(pil: Image.Image, geo: Geometry, resample: Image.Resampling) -> Image.
     return out
 
 
+def warp_array(image: np.ndarray, geo: Geometry) -> np.ndarray:
+    """HxWx3 uint8 → out_h x out_w x 3 uint8 array."""
+    return np.asarray(_warp(Image.fromarray(image), geo, Image.Resampling.BILINEAR))
+
+
+def to_chw(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 array → 3xHxW uint8 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
 def warp_image(image: np.ndarray, geo: Geometry) -> torch.Tensor:
     """HxWx3 uint8 → 3 x out_h x out_w uint8 tensor."""
-    out = np.asarray(_warp(Image.fromarray(image), geo, Image.Resampling.BILINEAR))
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+    return to_chw(warp_array(image, geo))
 
 
-def warp_mask(mask: np.ndarray, geo: Geometry, fill: int = 255) -> torch.Tensor:
-    """HxW uint8 class ids → out_h x out_w int64 (nearest); outside the image = `fill`."""
+def warp_mask(mask: np.ndarray, geo: Geometry, fill: int = 255) -> np.ndarray:
+    """HxW uint8 class ids → out_h x out_w uint8 (nearest); outside the image = `fill`."""
     # Shift ids by one so that PIL's zero padding can be told apart and mapped to `fill`.
     shifted = mask.astype(np.int32) + 1
     pil = Image.fromarray(shifted.astype(np.int32))  # 32-bit integer mode "I"
-    out = np.asarray(_warp(pil, geo, Image.Resampling.NEAREST)).astype(np.int64) - 1
-    out[out < 0] = fill
-    return torch.from_numpy(out)
+    out = np.asarray(_warp(pil, geo, Image.Resampling.NEAREST)) - 1
+    return np.where(out < 0, fill, out).astype(np.uint8)
 
 
 def check_image(sample: Sample) -> tuple[int, int]:

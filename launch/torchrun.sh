@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Pre-train GPPF with torchrun; arguments are Hydra overrides.
+#
+#   launch/torchrun.sh experiment=demo                        # this node, NPROC_PER_NODE procs
+#   NNODES=4 NODE_RANK=0 RDZV_ENDPOINT=node001:29500 NPROC_PER_NODE=8 \
+#       launch/torchrun.sh experiment=demo run.dir=runs/big   # run the same on every node
+#
+# Single node (NNODES unset or 1): `--standalone`. Several nodes: c10d rendezvous at
+# $RDZV_ENDPOINT (host:port of any one node, usually the first), job id $RDZV_ID. Processes per
+# node: $NPROC_PER_NODE, else one per visible GPU, else 2 (CPU). torchrun only sets environment
+# variables, so Hydra sees nothing but the overrides; each rank runs `launcher=none`.
+# Keep run.dir deterministic (the default runs/<run.name> is) so a restarted job resumes.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+py=${GPPF_PYTHON:-$repo/.venv/bin/python}
+[[ -x $py ]] || py=python3
+
+gpus=0
+if command -v nvidia-smi >/dev/null 2>&1; then
+  gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+fi
+if ((gpus == 0)); then
+  export DS_ACCELERATOR=${DS_ACCELERATOR:-cpu}
+fi
+nproc=${NPROC_PER_NODE:-$((gpus > 0 ? gpus : 2))}
+nnodes=${NNODES:-1}
+export HYDRA_FULL_ERROR=${HYDRA_FULL_ERROR:-1}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+
+args=(--nproc-per-node "$nproc" --max-restarts "${MAX_RESTARTS:-0}")
+args+=("--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
+if [[ $nnodes == 1 ]]; then
+  args+=(--standalone)
+else
+  if [[ -z ${RDZV_ENDPOINT:-} ]]; then
+    echo "torchrun.sh: NNODES=$nnodes needs RDZV_ENDPOINT=<host:port> (same on every node)" >&2
+    exit 2
+  fi
+  args+=(--nnodes "$nnodes" --rdzv-backend c10d --rdzv-endpoint "$RDZV_ENDPOINT")
+  args+=(--rdzv-id "${RDZV_ID:-gppf}")
+  [[ -n ${NODE_RANK:-} ]] && args+=(--node-rank "$NODE_RANK")
+fi
+
+echo "torchrun.sh: $nnodes node(s) x $nproc process(es)" >&2
+exec "$py" -m torch.distributed.run "${args[@]}" -m gppf_dist.cli.train launcher=none "$@"

@@ -1,0 +1,158 @@
+"""`gppf-extract run_dir=DIR task=T out=FILE [batch=2] [seed=0]`: one task's dense network.
+
+Loads the run's `config.yaml`, the label spaces from its shard manifest and the module weights of
+the newest complete checkpoint (`<run_dir>/checkpoints/<tag>/mp_rank_00_model_states.pt`, key
+`module`, read with `torch.load(weights_only=True)`, allow-listing the client state's
+data positions and numpy arrays), extracts task T's active path as a plain
+dense network (`gppf_dist.model.extract`) and writes:
+
+- `FILE`: the `torch.export` program; `torch.export.load(FILE).module()(x)` runs it with plain
+  torch on uint8 B×3×H×W images of the task's input size (no gppf_dist import needed);
+- `FILE.input.pt`: a sample input (the first `batch` validation images of the task, or random
+  images when the shards are not reachable);
+- `FILE.expected.pt`: the routed model's eval-mode output for it (tensor entries only).
+
+Before saving, the exported program is run on the sample and compared with the expected output.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gppf_dist.checkpoint.manager import find_latest
+from gppf_dist.config.load import load_run_config
+from gppf_dist.data.eval_loader import iter_eval_batches
+from gppf_dist.data.manifest import load_manifest
+from gppf_dist.model.build import GppfModel, build_model
+from gppf_dist.model.extract import extract_task, tensors_only
+from gppf_dist.model.summary import sample_input, tensor_leaves
+from gppf_dist.tasks.base import TaskSpec
+from gppf_dist.tasks.registry import get_task_type, make_spec
+
+USAGE = "usage: gppf-extract run_dir=DIR task=T out=FILE [batch=2] [seed=0]"
+MODEL_STATES = "mp_rank_00_model_states.pt"
+RTOL, ATOL = 1e-4, 1e-4
+"""Tolerance of the self-check: the routed model's fused lego kernels sum in another order."""
+
+
+def _client_state_globals() -> list[Any]:
+    """Types the trainer's client state (saved beside the weights) pickles: data positions and
+    numpy arrays. Allow-listed so the file still loads with `weights_only=True`."""
+    import numpy as np
+
+    from gppf_dist.data.streams import StreamPosition
+
+    reconstruct = np._core.multiarray._reconstruct  # type: ignore[attr-defined]
+    dtypes = [type(np.dtype(t)) for t in ("int64", "int32", "uint32", "float64", "float32")]
+    return [StreamPosition, np.ndarray, np.dtype, reconstruct, *dtypes]
+
+
+def load_trained(run_dir: Path) -> tuple[GppfModel, dict[str, TaskSpec], Any]:
+    """(model in eval mode with the newest checkpoint's weights, specs, run config)."""
+    config = run_dir / "config.yaml"
+    if not config.is_file():
+        raise ValueError(f"`run_dir`={str(run_dir)!r} has no config.yaml")
+    cfg = load_run_config(config)
+    manifest = load_manifest(Path(cfg.data.root))
+    specs = {
+        name: make_spec(
+            name, t.type, (t.input_size[0], t.input_size[1]), manifest.tasks[name].label_space
+        )
+        for name, t in cfg.simt.active_tasks().items()
+    }
+    ckpt_dir = run_dir / "checkpoints"
+    tag = find_latest(ckpt_dir)
+    if tag is None:
+        raise ValueError(f"`run_dir`={str(run_dir)!r} has no complete checkpoint in {ckpt_dir}")
+    with torch.serialization.safe_globals(_client_state_globals()):
+        states = torch.load(ckpt_dir / tag / MODEL_STATES, map_location="cpu", weights_only=True)
+    model = build_model(cfg.model, specs)
+    model.load_state_dict(states["module"])
+    return model.eval(), specs, cfg
+
+
+def sample_images(cfg: Any, spec: TaskSpec, batch: int, seed: int) -> torch.Tensor:
+    """The first `batch` validation images of the task; random images if that fails."""
+    root = Path(cfg.data.root)
+    try:
+        for b in iter_eval_batches(
+            root=root,
+            manifest=load_manifest(root),
+            task=spec.name,
+            spec=spec,
+            task_type=get_task_type(spec.type),
+            split="val",
+            batch_size=batch,
+        ):
+            return b.images
+    except (OSError, ValueError) as err:
+        print(f"gppf-extract: no validation images ({err}); using random ones", file=sys.stderr)
+    return sample_input(spec, batch=batch, seed=seed)
+
+
+def extract(run_dir: Path, task: str, out: Path, batch: int = 2, seed: int = 0) -> float:
+    """Write FILE, FILE.input.pt, FILE.expected.pt; returns the self-check's max abs difference."""
+    model, specs, cfg = load_trained(run_dir)
+    if task not in specs:
+        raise ValueError(f"`task`={task!r} is not one of the run's tasks {sorted(specs)}")
+    spec = specs[task]
+    images = sample_images(cfg, spec, batch, seed)
+    with torch.no_grad():
+        expected = tensors_only(model(task, images))
+    dense = extract_task(model, task, spec.input_size)
+    program = torch.export.export(dense, (images,))
+    with torch.no_grad():
+        got = program.module()(images)
+    diff = 0.0
+    for a, b in zip(tensor_leaves(expected), tensor_leaves(got), strict=True):
+        if a.shape != b.shape or not torch.allclose(a, b, rtol=RTOL, atol=ATOL):
+            raise RuntimeError(f"extracted `{task}` disagrees with the routed model")
+        diff = max(diff, float((a - b).abs().max()) if a.numel() else 0.0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, out)
+    torch.save(images, f"{out}.input.pt")
+    torch.save(expected, f"{out}.expected.pt")
+    return diff
+
+
+def parse_args(args: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in ("run_dir", "task", "out", "batch", "seed"):
+            raise ValueError(f"argument {arg!r} is not one of run_dir=, task=, out=, batch=, seed=")
+        values[key] = value
+    for key in ("run_dir", "task", "out"):
+        if not values.get(key):
+            raise ValueError(f"`{key}` is required\n{USAGE}")
+    for key in ("batch", "seed"):
+        if key in values and not values[key].isdigit():
+            raise ValueError(f"`{key}`={values[key]!r} must be a non-negative int")
+    if values.get("batch") == "0":
+        raise ValueError("`batch`='0' must be >= 1")
+    return values
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        values = parse_args(args)
+        out = Path(values["out"])
+        diff = extract(
+            Path(values["run_dir"]),
+            values["task"],
+            out,
+            batch=int(values.get("batch", 2)),
+            seed=int(values.get("seed", 0)),
+        )
+    except ValueError as err:
+        raise SystemExit(f"gppf-extract: {err}") from None
+    print(f"wrote {out} (+ .input.pt, .expected.pt); max |exported - routed| = {diff:.3g}")
+
+
+if __name__ == "__main__":
+    main()

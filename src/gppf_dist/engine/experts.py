@@ -1,0 +1,52 @@
+"""Wiring expert parallelism into a worker: shard the legos, keep them through engine start-up.
+
+Also reports how many lego calls were served by the requesting rank itself (locality).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from gppf_dist.dist.mesh import ExpertGroups
+from gppf_dist.engine.runtime import TaskSet
+from gppf_dist.parallel.expert import EPSession, apply_expert_parallel, record_lego_shapes
+from gppf_dist.parallel.plan import EPLayout
+
+
+def shard_legos(
+    model: nn.Module, layout: EPLayout, groups: ExpertGroups, rank: int, taskset: TaskSet
+) -> EPSession:
+    """Record each task's lego activation shapes, then keep only this rank's legos."""
+    sizes = {n: (t.input_size[0], t.input_size[1]) for n, t in taskset.active.items()}
+    shapes = record_lego_shapes(model, sizes)
+    assert groups.ep is not None
+    session = EPSession(
+        layout=layout,
+        group=groups.ep,
+        ep_rank=layout.ep_rank(rank),
+        route_of=model.router.route,  # type: ignore[union-attr, arg-type]
+        shapes=shapes,
+        num_layers=0,
+    )
+    apply_expert_parallel(model, session)
+    return session
+
+
+@contextlib.contextmanager
+def keep_lego_shards(model: nn.Module, owners: dict[str, str]) -> Iterator[None]:
+    """DeepSpeed broadcasts every parameter from rank 0 when it wraps the model; lego shards
+    differ per rank under expert parallelism, so they are restored afterwards."""
+    saved = {
+        n: p.detach().clone()
+        for n, p in model.named_parameters()
+        if owners.get(n, "").startswith("lego:")
+    }
+    yield
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in saved:
+                p.copy_(saved[n])

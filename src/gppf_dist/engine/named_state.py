@@ -1,0 +1,101 @@
+"""Topology-free model and optimizer state: saved by parameter name and global lego id.
+
+DeepSpeed's own files key optimizer state by parameter *index* and save the module from rank 0
+only, which breaks as soon as ranks hold different legos (expert parallelism) or the EP size
+changes between save and resume. With ZeRO 0 every checkpoint therefore also holds
+`<tag>/gppf/shared.pt` (all non-lego parameters, buffers and their optimizer state, by name,
+from rank 0) and one file per lego `<tag>/gppf/lego_<layer>_<id>.pt` (written by the lego's
+owner in EP group 0). Loading reads what this rank holds under the *current* layout.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+DIR = "gppf"
+
+
+def _lego_file(owner: str) -> str:
+    _, layer, lego = owner.split(":")
+    return f"lego_{int(layer):02d}_{int(lego):02d}.pt"
+
+
+def _opt_state(optimizer: torch.optim.Optimizer, p: nn.Parameter) -> dict[str, Any]:
+    return {k: v.detach().cpu().clone() if torch.is_tensor(v) else v
+            for k, v in optimizer.state.get(p, {}).items()}  # fmt: skip
+
+
+def save_named_state(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    owners: dict[str, str],
+    tag_dir: Path,
+    *,
+    write_shared: bool,
+    write_legos: bool,
+) -> None:
+    out = tag_dir / DIR
+    out.mkdir(parents=True, exist_ok=True)
+    params = dict(module.named_parameters())
+    if write_shared:
+        shared = {n: p for n, p in params.items() if not owners[n].startswith("lego:")}
+        state = {
+            "params": {n: p.detach().cpu() for n, p in shared.items()},
+            "buffers": {n: b.detach().cpu() for n, b in module.named_buffers()},
+            "optim": {n: _opt_state(optimizer, p) for n, p in shared.items()},
+        }
+        torch.save(state, out / "shared.pt")
+    if write_legos:
+        files: dict[str, dict[str, Any]] = {}
+        for n, p in params.items():
+            if owners[n].startswith("lego:"):
+                entry = files.setdefault(_lego_file(owners[n]), {"params": {}, "optim": {}})
+                entry["params"][n] = p.detach().cpu()
+                entry["optim"][n] = _opt_state(optimizer, p)
+        for name, entry in files.items():
+            torch.save(entry, out / name)
+
+
+def has_named_state(tag_dir: Path) -> bool:
+    return (tag_dir / DIR / "shared.pt").is_file()
+
+
+@torch.no_grad()
+def load_named_state(
+    module: nn.Module, optimizer: torch.optim.Optimizer, owners: dict[str, str], tag_dir: Path
+) -> None:
+    """Load every parameter and optimizer state this rank holds; fail naming what is missing."""
+    src = tag_dir / DIR
+    params = dict(module.named_parameters())
+    entries = [torch.load(src / "shared.pt", weights_only=False)]
+    wanted = {_lego_file(owners[n]) for n in params if owners[n].startswith("lego:")}
+    for name in sorted(wanted):
+        if not (src / name).is_file():
+            raise ValueError(f"checkpoint {str(tag_dir)!r} lacks {name}: it cannot be resumed")
+        entries.append(torch.load(src / name, weights_only=False))
+    loaded = set()
+    for entry in entries:
+        for n, value in entry["params"].items():
+            if n in params:
+                params[n].copy_(value.to(params[n].device))
+                loaded.add(n)
+                state = entry["optim"].get(n) or {}
+                device = params[n].device
+                optimizer.state[params[n]] = {
+                    k: v.to(device) if torch.is_tensor(v) and v.dim() > 0 else v
+                    for k, v in state.items()
+                }
+        for n, value in entry.get("buffers", {}).items():
+            buffer = module.get_buffer(n) if n in dict(module.named_buffers()) else None
+            if buffer is not None:
+                buffer.copy_(value.to(buffer.device))
+    missing = set(params) - loaded
+    if missing:
+        raise ValueError(f"checkpoint {str(tag_dir)!r} has no values for {sorted(missing)[:5]}")
+    for p, state in list(optimizer.state.items()):
+        if not state:
+            del optimizer.state[p]

@@ -1,0 +1,1 @@
+"""Expert parallelism for lego units: layout (pure), dispatch, placement."""

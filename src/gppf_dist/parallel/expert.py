@@ -1,0 +1,199 @@
+"""Task-level expert parallelism: each rank holds 1/E of every lego layer's units.
+
+A lego layer's contract is `mix(h, indices, gates) = Σ_{i∈indices} g_i · lego_i(h)`.
+`ExpertLegoLayer` keeps only its rank's legos and computes the mixture by *task-level* dispatch
+inside the EP group:
+
+  1. dispatch: a rank sends its activation h (the whole batch of its current task) once to each
+     owner of a selected lego (`all_to_all_single`, uneven and zero splits);
+  2. each owner applies its selected legos, gated by the task's route, to every activation it got;
+  3. combine: results go back by the reverse exchange and are summed.
+
+Split sizes need no exchange: every rank knows, from the SIMT plan, which task each EP peer runs
+in the current micro-step, the task's route (replicated router) and its activation shapes
+(recorded once at start-up). Ranks of an EP group run the same number of micro-steps (idle ones
+run dummy exchanges), and every micro-step issues exactly two exchanges per lego layer forward and
+two backward, in layer order, on every rank: collectives stay symmetric (DESIGN.md §5.4).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from gppf_dist.model.lego import LegoLayer, Route
+from gppf_dist.parallel.all_to_all import all_to_all
+from gppf_dist.parallel.plan import EPLayout
+
+Shapes = dict[str, list[tuple[int, ...] | None]]
+
+
+@dataclass
+class PeerWork:
+    task: str | None
+    batch: int = 0
+
+
+@dataclass
+class EPSession:
+    """What every ExpertLegoLayer of this rank needs to know in the current micro-step."""
+
+    layout: EPLayout
+    group: dist.ProcessGroup
+    ep_rank: int
+    route_of: Callable[[str], Route]
+    shapes: Shapes
+    """task -> per lego layer the activation shape (without batch), None if the task skips it."""
+    num_layers: int
+    peers: list[PeerWork] = field(default_factory=list)
+    next_layer: int = 0
+    routes: dict[str, Route] = field(default_factory=dict)
+    layers: list[ExpertLegoLayer] = field(default_factory=list)
+    local_calls: int = 0
+    remote_calls: int = 0
+
+    def begin(self, peers: list[PeerWork]) -> None:
+        assert len(peers) == self.layout.ep_size
+        self.peers, self.next_layer = peers, 0
+        self.routes = {p.task: self.route_of(p.task) for p in peers if p.task is not None}
+
+    def finish(self, token: torch.Tensor) -> torch.Tensor:
+        """Dummy exchanges for the layers this rank's task did not reach (or all of them, for an
+        idle micro-step); returns a zero that the loss must include, so backward runs them."""
+        while self.next_layer < self.num_layers:
+            layer = self.layers[self.next_layer]
+            self.next_layer += 1
+            out = layer.exchange(None, [], token)
+            token = token + out.sum() * 0.0
+        return token
+
+    def selected(self, task: str, layer: int) -> list[int]:
+        return [int(i) for i in self.routes[task].indices[layer]]
+
+
+class ExpertLegoLayer(nn.Module):
+    """Drop-in for a LegoLayer under expert parallelism (see module docstring)."""
+
+    def __init__(self, layer: LegoLayer, index: int, session: EPSession) -> None:
+        super().__init__()
+        owned = session.layout.owned(session.ep_rank)
+        # Global lego ids as keys: parameter names match the dense model's (legos.<id>.*).
+        self.legos = nn.ModuleDict({str(i): layer.legos[i] for i in owned})
+        self.fused = layer.fused
+        self.index = index
+        self.session = session
+
+    def _mixture(self, ids: list[int], h: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        legos = [self.legos[str(i)] for i in ids]
+        fused = getattr(type(legos[0]), "fused_mixture", None)
+        if fused is not None and self.fused:
+            return fused(legos, h, gates)
+        out = legos[0](h) * gates[0].to(h.dtype)
+        for j in range(1, len(legos)):
+            out = out + legos[j](h) * gates[j].to(h.dtype)
+        return out
+
+    def forward(self, h: torch.Tensor, indices: list[int], gates: torch.Tensor) -> torch.Tensor:
+        s = self.session
+        assert s.next_layer == self.index, (s.next_layer, self.index)
+        s.next_layer += 1
+        return self.exchange(h, [int(i) for i in indices], None)
+
+    def exchange(
+        self, h: torch.Tensor | None, indices: list[int], token: torch.Tensor | None
+    ) -> torch.Tensor:
+        s, layout = self.session, self.session.layout
+        size, me = layout.ep_size, s.ep_rank
+        # ---- what I send: my activation, once to each owner of a selected lego
+        owners = sorted({layout.owner(i) for i in indices})
+        if h is not None:
+            flat = h.reshape(-1)
+            send = torch.cat([flat] * len(owners)) if owners else flat[:0]
+            send_splits = [flat.numel() if p in owners else 0 for p in range(size)]
+            for p in owners:
+                if p == me:
+                    s.local_calls += 1
+                else:
+                    s.remote_calls += 1
+        else:
+            assert token is not None
+            send = token.new_zeros(0) + token * 0.0
+            send_splits = [0] * size
+        # ---- what I receive: each peer's activation if its task uses one of my legos here
+        recv_splits, served = [], []
+        for peer in s.peers:
+            shape = s.shapes[peer.task][self.index] if peer.task is not None else None
+            mine = []
+            if shape is not None:
+                mine = [j for j, i in enumerate(s.selected(peer.task, self.index))
+                        if layout.owner(i) == me]  # fmt: skip
+            served.append((peer, shape, mine))
+            recv_splits.append(peer.batch * math.prod(shape) if mine and shape else 0)
+        received = all_to_all(send, send_splits, recv_splits, s.group)
+        # ---- serve: apply my selected legos to each received activation, gated by its route
+        outs, offset = [], 0
+        for (peer, shape, mine), n in zip(served, recv_splits, strict=True):
+            if n == 0:
+                continue
+            assert peer.task is not None and shape is not None
+            x = received[offset : offset + n].view(peer.batch, *shape)
+            offset += n
+            route = s.routes[peer.task]
+            ids = [int(route.indices[self.index][j]) for j in mine]
+            gates = route.gates[self.index][mine]
+            outs.append(self._mixture(ids, x, gates).reshape(-1))
+        back = torch.cat(outs) if outs else received[:0]
+        # ---- combine: results return by the reverse exchange and are summed
+        result = all_to_all(back, recv_splits, send_splits, s.group)
+        if h is None:
+            return result
+        if not owners:
+            return h * 0.0
+        return result.view(len(owners), *h.shape).sum(0)
+
+
+def record_lego_shapes(model: nn.Module, tasks: dict[str, tuple[int, int]]) -> Shapes:
+    """Run each task once (batch 1, eval, no grad) and record every lego layer's input shape."""
+    layers = [m for m in model.modules() if isinstance(m, LegoLayer)]
+    current: list[tuple[int, ...] | None] = []
+    hooks = [
+        layer.register_forward_pre_hook(
+            lambda mod, args, i=i: current.__setitem__(i, tuple(args[0].shape[1:]))
+        )
+        for i, layer in enumerate(layers)
+    ]
+    shapes: Shapes = {}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for task, (h, w) in tasks.items():
+                current[:] = [None] * len(layers)
+                device = next(model.parameters()).device
+                model(task, torch.zeros(1, 3, h, w, dtype=torch.uint8, device=device))
+                shapes[task] = list(current)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    return shapes
+
+
+def apply_expert_parallel(model: nn.Module, session: EPSession) -> list[ExpertLegoLayer]:
+    """Replace every LegoLayer (in forward order) with an ExpertLegoLayer holding 1/E of it."""
+    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, LegoLayer)]
+    replaced = []
+    for index, (name, layer) in enumerate(targets):
+        parent_name, _, attr = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        expert = ExpertLegoLayer(layer, index, session)
+        setattr(parent, attr, expert)
+        replaced.append(expert)
+    session.layers = replaced
+    session.num_layers = len(replaced)
+    return replaced

@@ -1,0 +1,133 @@
+"""Train-time augmentation through albumentations, seeded from the sample's `rng` only.
+
+`augment` applies, to an image already warped to the task's input size (and to its mask, boxes
+and keypoints, which albumentations keeps consistent with it):
+- `RandomResizedCrop` back to the same size: a window of side fraction in [`min_scale`, 1]
+  (area fraction squared) with the input's aspect ratio, at a random position;
+- `HorizontalFlip` with p = 0.5 (callers swap `left_*`/`right_*` keypoint names when `flipped`);
+- `ColorJitter`: brightness, contrast and saturation within ±`JITTER` (hue unchanged).
+
+Coordinates are continuous (pixel edges at integers, as in `transforms.Geometry`), which is how
+albumentations crops and scales boxes and points; its point flip uses pixel indices
+(`w - 1 - x`), so flipped keypoints are shifted back by one pixel to `w - x`.
+
+Determinism: exactly one value is drawn from `rng` per call (a 63-bit seed); the pipeline's
+numpy and Python generators are fresh ones seeded from it on every call
+(`Compose.set_random_state`, which albumentations 2.x propagates to every transform), so the
+global RNGs are never used and the sample's `rng` fully determines the augmentation. The
+compiled pipelines are cached per input size and scale; re-seeding mutates them, so one process
+must not augment from several threads at once (the data layer uses processes).
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+
+MIN_SCALE = 0.8
+"""Smallest side fraction of the train-time random crop window."""
+JITTER = 0.1
+"""Brightness / contrast / saturation jitter (relative)."""
+
+
+@dataclass
+class Augmented:
+    image: np.ndarray
+    """HxWx3 uint8."""
+    mask: np.ndarray | None
+    boxes: np.ndarray
+    """[M', 4] xyxy boxes that survived the crop (clipped to the image)."""
+    box_ids: np.ndarray
+    """[M'] indices of the surviving boxes in the input."""
+    keypoints: np.ndarray
+    """[K, 2] all input keypoints, same order (possibly outside the image now)."""
+    flipped: bool
+
+
+@functools.lru_cache(maxsize=64)
+def _pipeline(
+    height: int, width: int, min_scale: float, with_boxes: bool, with_points: bool
+) -> A.Compose:
+    """The compiled pipeline; box/keypoint processors only where the caller has those targets."""
+    aspect = width / height
+    bbox_params = keypoint_params = None
+    if with_boxes:
+        bbox_params = A.BboxParams(
+            format="pascal_voc", label_fields=["box_ids"], clip=True, check_each_transform=False
+        )  # filtered once at the end (callers drop boxes under 1 px themselves)
+    if with_points:
+        keypoint_params = A.KeypointParams(
+            format="xy",
+            label_fields=["point_ids"],
+            remove_invisible=False,
+            check_each_transform=False,
+        )
+    return A.Compose(
+        [
+            A.RandomResizedCrop(
+                size=(height, width),
+                scale=(min_scale**2, 1.0),
+                ratio=(aspect, aspect),
+                interpolation=cv2.INTER_LINEAR,
+                mask_interpolation=cv2.INTER_NEAREST,
+                p=1.0,
+            ),
+            A.HorizontalFlip(p=0.5),
+            A.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER, hue=0.0, p=1.0),
+        ],
+        bbox_params=bbox_params,
+        keypoint_params=keypoint_params,
+        save_applied_params=True,
+    )
+
+
+def augment(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    min_scale: float = MIN_SCALE,
+    mask: np.ndarray | None = None,
+    boxes: np.ndarray | None = None,
+    keypoints: np.ndarray | None = None,
+) -> Augmented:
+    """Random crop + flip + colour jitter of `image` (HxWx3 uint8) and its targets."""
+    seed = int(rng.integers(0, 2**63 - 1))
+    h, w = image.shape[:2]
+    pipe = _pipeline(h, w, float(min_scale), boxes is not None, keypoints is not None)
+    # one numpy and one Python generator per call, shared by all transforms (cheaper than
+    # `set_random_seed`, which builds a pair per transform)
+    pipe.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    inputs: dict[str, Any] = {"image": image}
+    if boxes is not None:
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        inputs.update(bboxes=boxes, box_ids=np.arange(len(boxes)))
+    points = np.zeros((0, 2), np.float32)
+    if keypoints is not None:
+        points = np.asarray(keypoints, np.float32).reshape(-1, 2)
+        inputs.update(keypoints=points, point_ids=np.arange(len(points)))
+    if mask is not None:
+        inputs["mask"] = mask
+    out = pipe(**inputs)
+    kept_points = points
+    if keypoints is not None:
+        order = np.argsort(np.asarray(out["point_ids"], dtype=np.int64), kind="stable")
+        kept_points = np.asarray(out["keypoints"], dtype=np.float32).reshape(-1, 2)[order]
+    if len(kept_points) != len(points):
+        raise RuntimeError("albumentations dropped keypoints despite remove_invisible=False")
+    flipped = any(name == "HorizontalFlip" for name, _ in out["applied_transforms"])
+    if flipped:  # albumentations flips points as pixel indices (w - 1 - x); ours are continuous
+        kept_points[:, 0] += 1.0
+    return Augmented(
+        image=np.ascontiguousarray(out["image"]),
+        mask=out.get("mask"),
+        boxes=np.asarray(out.get("bboxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4),
+        box_ids=np.asarray(out.get("box_ids", []), dtype=np.int64).reshape(-1),
+        keypoints=kept_points,
+        flipped=flipped,
+    )

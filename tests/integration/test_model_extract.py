@@ -1,0 +1,135 @@
+"""`gppf-extract`: each task's dense sub-network, exported, matches the routed model.
+
+The ResNet run dir comes from a real 1-step `gppf-train`; the ViT one is built in the test in the
+same layout (config.yaml + a DeepSpeed-style `mp_rank_00_model_states.pt` with key `module`).
+The exported programs are then checked by a subprocess that imports plain torch only.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from gppf_dist.checkpoint.manager import mark_complete
+from gppf_dist.cli import extract as extract_cli
+from gppf_dist.config.load import save_run_config
+from gppf_dist.config.schema import RunConfig
+from gppf_dist.data.manifest import load_manifest
+from gppf_dist.model.build import build_model
+from gppf_dist.tasks.registry import make_spec
+
+BIN = Path(sys.executable).parent
+TASKS = ["attr", "cls_object", "det", "face", "pose", "reid", "seg"]  # one per task type
+
+CHECK = """
+import sys, torch
+assert "gppf_dist" not in sys.modules
+def leaves(o):
+    if isinstance(o, torch.Tensor):
+        return [o]
+    if isinstance(o, dict):
+        return [t for v in o.values() for t in leaves(v)]
+    return [t for v in o for t in leaves(v)]
+for path in sys.argv[1:]:
+    program = torch.export.load(path)
+    x = torch.load(path + ".input.pt", weights_only=True)
+    expected = torch.load(path + ".expected.pt", weights_only=True)
+    with torch.no_grad():
+        got = program.module()(x)
+    pairs = list(zip(leaves(expected), leaves(got)))
+    assert pairs and len(leaves(expected)) == len(leaves(got)), path
+    for a, b in pairs:
+        assert a.dtype == b.dtype == torch.float32 or not a.is_floating_point(), path
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-4), (path, (a - b).abs().max())
+assert "gppf_dist" not in sys.modules
+print("ok", len(sys.argv) - 1)
+"""
+
+
+def check_with_plain_torch(files: list[Path]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHECK, *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == f"ok {len(files)}"
+
+
+def test_extract_resnet_run_through_cli(tmp_path: Path, tiny_shards: Path) -> None:
+    run_dir = tmp_path / "run"
+    train = [
+        str(BIN / "gppf-train"),
+        "experiment=demo",
+        f"run.dir={run_dir}",
+        f"data.root={tiny_shards}",
+        "logger=none",
+        "trainer.progress=false",
+        "trainer.max_steps=1",
+        "trainer.checkpoint_every=1",
+        "trainer.eval_at_start=false",
+        "launcher.nproc=1",
+    ]
+    proc = subprocess.run(train, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "out"
+    first, *rest = TASKS
+    cli = [str(BIN / "gppf-extract"), f"run_dir={run_dir}", f"task={first}"]
+    proc = subprocess.run([*cli, f"out={out / first}.pt2"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for task in rest:  # in-process: same code path, without the interpreter start-up
+        extract_cli.main([f"run_dir={run_dir}", f"task={task}", f"out={out / task}.pt2"])
+    check_with_plain_torch([out / f"{t}.pt2" for t in TASKS])
+
+
+def fake_run_dir(run_dir: Path, cfg: RunConfig) -> None:
+    """A run dir in gppf-train's layout with a freshly initialised model's weights."""
+    manifest = load_manifest(Path(cfg.data.root))
+    specs = {
+        n: make_spec(n, t.type, tuple(t.input_size), manifest.tasks[n].label_space)
+        for n, t in cfg.simt.active_tasks().items()
+    }
+    torch.manual_seed(1)
+    model = build_model(cfg.model, specs)
+    run_dir.mkdir(parents=True)
+    save_run_config(cfg, run_dir / "config.yaml")
+    tag_dir = run_dir / "checkpoints" / "step_00000007"
+    tag_dir.mkdir(parents=True)
+    torch.save({"module": model.state_dict()}, tag_dir / extract_cli.MODEL_STATES)
+    mark_complete(run_dir / "checkpoints", "step_00000007", {"step": 7})
+
+
+def test_extract_vit_every_task_type(
+    tmp_path: Path, tiny_shards: Path, compose_run: Callable[..., RunConfig]
+) -> None:
+    cfg = compose_run("experiment=demo", "model=gppf_vit_tiny", f"data.root={tiny_shards}")
+    run_dir = tmp_path / "run"
+    fake_run_dir(run_dir, cfg)
+    files = []
+    for task in TASKS:
+        out = tmp_path / "out" / f"{task}.pt2"
+        extract_cli.main([f"run_dir={run_dir}", f"task={task}", f"out={out}", "batch=3"])
+        files.append(out)
+    assert torch.load(f"{files[0]}.input.pt", weights_only=True).shape[0] == 3
+    check_with_plain_torch(files)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["task=det", "out=x"], "`run_dir` is required"),
+        (["run_dir=/nonexistent", "task=det", "out=x"], "has no config.yaml"),
+        (["run_dir=.", "task=det", "out=x", "batch=0"], "`batch`='0'"),
+        (["run_dir=.", "task=det", "out=x", "colour=red"], "'colour=red'"),
+    ],
+)
+def test_extract_bad_arguments(args: list[str], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        extract_cli.main(args)
