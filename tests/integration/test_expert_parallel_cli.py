@@ -35,11 +35,17 @@ def straight(tmp_path_factory: pytest.TempPathFactory, demo_shards: Path) -> dic
     return out
 
 
-def test_ep2_gives_the_losses_of_ep1(straight: dict[int, Path]) -> None:
+def test_ep2_gives_the_losses_and_gradient_norms_of_ep1(straight: dict[int, Path]) -> None:
     one, two = losses(straight[1]), losses(straight[2])
     assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
     for step in one:
         assert close(two[step], one[step]), (step, one[step], two[step])
+    # Clipping must count every parameter once: the global norm is the same at any EP size.
+    norms = [[r["grad_norm"] for r in read_metrics(straight[e] / "metrics.jsonl")] for e in (1, 2)]
+    for a, b in zip(*norms, strict=True):
+        assert close(b, a), norms
+    records = read_metrics(straight[2] / "metrics.jsonl")
+    assert all(0 <= r["ep/local_fraction"] <= 1 for r in records)
 
 
 @pytest.mark.parametrize(("save_ep", "resume_ep"), [(2, 1), (1, 2)])

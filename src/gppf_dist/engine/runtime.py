@@ -225,4 +225,7 @@ def step_record(
         "balance_efficiency": float(busy.mean() / busy.max()) if float(busy.max()) > 0 else 1.0,
         **{f"busy_s/rank{r}": float(b) for r, b in enumerate(busy)},
     }
+    local, remote = result.lego_calls
+    if local + remote > 0:  # expert parallelism: share of lego calls the requesting rank served
+        record["ep/local_fraction"] = local / (local + remote)
     return record

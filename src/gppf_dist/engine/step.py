@@ -53,6 +53,8 @@ class StepResult:
     regularizer: float
     grad_norm: float
     data_s: float
+    lego_calls: tuple[float, float] = (0.0, 0.0)
+    """(served by the requesting rank, served by another rank) this step, over all ranks."""
 
 
 def _zero_loss(module: torch.nn.Module) -> torch.Tensor:
@@ -122,6 +124,7 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
     task_seconds = torch.zeros(num_tasks, dtype=torch.float64)
     data_s = 0.0
     start = time.perf_counter()
+    calls0 = (ctx.ep.local_calls, ctx.ep.remote_calls) if ctx.ep is not None else (0, 0)
     micro = _micro_steps(ctx, plan, present)
     with _backward_contexts(ctx, max(1, len(micro))) as contexts:
         # The router regularizer depends on parameters only: every rank adds it once, and the
@@ -174,8 +177,11 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
         )
     engine.step()  # type: ignore[attr-defined]
     busy_s = time.perf_counter() - start - data_s
+    calls = (0, 0)
+    if ctx.ep is not None:
+        calls = (ctx.ep.local_calls - calls0[0], ctx.ep.remote_calls - calls0[1])
     return _gather_stats(
-        ctx, loss_sums, task_seconds, busy_s, float(reg.detach()), grad_norm, data_s
+        ctx, loss_sums, task_seconds, busy_s, float(reg.detach()), grad_norm, data_s, calls
     )
 
 
@@ -187,6 +193,7 @@ def _gather_stats(
     reg: float,
     grad_norm: float,
     data_s: float,
+    calls: tuple[int, int],
 ) -> StepResult:
     """One all-reduce carries loss sums, skip counts, per-task and per-rank times."""
     n, w = len(ctx.tasks), ctx.world_size
@@ -196,8 +203,11 @@ def _gather_stats(
             skipped[task.index] = float(sum(getattr(task.loader, "skipped", {}).values()))
     busy = torch.zeros(w, dtype=torch.float64)
     busy[ctx.rank] = busy_s
-    stop = torch.tensor([1.0 if ctx.stop_requested() else 0.0], dtype=torch.float64)
-    totals = torch.cat([loss_sums.cpu(), skipped, task_seconds, busy, stop]).to(ctx.device)
+    flags = torch.tensor(
+        [float(calls[0]), float(calls[1]), 1.0 if ctx.stop_requested() else 0.0],
+        dtype=torch.float64,
+    )
+    totals = torch.cat([loss_sums.cpu(), skipped, task_seconds, busy, flags]).to(ctx.device)
     dist.all_reduce(totals, op=dist.ReduceOp.SUM)
     totals = totals.cpu()
     return StepResult(
@@ -206,6 +216,7 @@ def _gather_stats(
         task_seconds=totals[2 * n : 3 * n],
         rank_busy_s=totals[3 * n : 3 * n + w],
         stop=bool(totals[-1] > 0),
+        lego_calls=(float(totals[-3]), float(totals[-2])),
         regularizer=reg,
         grad_norm=grad_norm,
         data_s=data_s,
