@@ -21,7 +21,10 @@ def worker_pids(agent: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(agent)], capture_output=True, text=True).stdout
     pids = []
     for pid in out.split():
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except FileNotFoundError:
+            continue  # exited meanwhile
         if b"gppf_dist.cli.worker" in cmdline:
             pids.append(int(pid))
     return pids

@@ -104,3 +104,21 @@ def test_make_plan_rejects_unknown_mode() -> None:
 def test_present_tasks_follow_every() -> None:
     mix = [TaskDemand("a", 4, 4), TaskDemand("b", 4, 4, every=2)]
     assert [sorted(present_tasks(mix, s)) for s in range(3)] == [["a", "b"], ["a"], ["a", "b"]]
+
+
+def test_locality_affinity_puts_tasks_where_their_legos_live() -> None:
+    # Two equal tasks on two ranks; task "a"'s legos live on rank 1, task "b"'s on rank 0.
+    mix = [TaskDemand("a", 8, 4), TaskDemand("b", 8, 4)]
+    plan = plan_cost_aware(mix, 2, overhead=1.0, affinity={"a": [0.5, 0.0], "b": [0.0, 0.5]})
+    assert plan.task_ranks("a") == (1,) and plan.task_ranks("b") == (0,)
+    flipped = plan_cost_aware(mix, 2, overhead=1.0, affinity={"a": [0.0, 0.5], "b": [0.5, 0.0]})
+    assert flipped.task_ranks("a") == (0,) and flipped.task_ranks("b") == (1,)
+
+
+def test_locality_never_outweighs_balance() -> None:
+    # Everything prefers rank 0, but piling all tasks there would be slower than paying the
+    # remote-call cost: the plan stays balanced.
+    mix = demands()
+    affinity = {t: [0.0, 0.1, 0.1, 0.1] for t in TASKS}
+    plan = plan_cost_aware(mix, 4, affinity=affinity)
+    assert all(works for works in plan.per_rank)

@@ -137,9 +137,15 @@ class ParallelSection:
     backend: str = "auto"
     """torch.distributed backend: auto (nccl on CUDA, gloo on CPU), nccl or gloo."""
     timeout_s: int = 600
+    remote_lego_cost: float = 0.25
+    """Locality-aware placement (EP, frozen routes): predicted extra cost of a task whose lego
+    calls are all remote, as a fraction of its compute per sample (0 disables)."""
 
     def __post_init__(self) -> None:
         _check(self.ep_size >= 1, "parallel.ep_size", self.ep_size, "must be >= 1")
+        _check(
+            self.remote_lego_cost >= 0, "parallel.remote_lego_cost", self.remote_lego_cost, ">= 0"
+        )
         _check(self.zero_stage in (0, 1, 2), "parallel.zero_stage", self.zero_stage, "0, 1 or 2")
         _check(
             self.backend in ("auto", "nccl", "gloo"),

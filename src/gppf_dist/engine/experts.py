@@ -50,3 +50,25 @@ def keep_lego_shards(model: nn.Module, owners: dict[str, str]) -> Iterator[None]
         for n, p in model.named_parameters():
             if n in saved:
                 p.copy_(saved[n])
+
+
+def locality_affinity(
+    model: nn.Module, layout: EPLayout, tasks: dict[str, float], weight: float
+) -> dict[str, list[float]] | None:
+    """Per task and rank, the predicted extra cost per sample of remote lego calls.
+
+    Only once routes are frozen (before that they move, and placement would chase them).
+    `tasks` maps task -> its cost per sample.
+    """
+    router = model.router  # type: ignore[union-attr]
+    if layout.ep_size == 1 or weight <= 0 or not bool(router.is_frozen):
+        return None
+    out = {}
+    for task, cost in tasks.items():
+        selected = [int(i) for layer in router.route(task).indices for i in layer]
+        row = []
+        for rank in range(layout.world_size):
+            remote = sum(layout.owner(i) != layout.ep_rank(rank) for i in selected)
+            row.append(weight * cost * remote / len(selected))
+        out[task] = row
+    return out

@@ -67,8 +67,10 @@ class TaskSet:
             )
         return out
 
-    def plan(self, costs: CostTable, world_size: int) -> Plan:
-        return plan_for(self.cfg, self.demands, costs, world_size)
+    def plan(
+        self, costs: CostTable, world_size: int, affinity: dict[str, list[float]] | None = None
+    ) -> Plan:
+        return plan_for(self.cfg, self.demands, costs, world_size, affinity)
 
     def runtimes(self) -> dict[str, TaskRuntime]:
         return {
@@ -82,14 +84,15 @@ def plan_for(
     demands: Callable[[CostTable | None], list[TaskDemand]],
     costs: CostTable,
     world_size: int,
+    affinity: dict[str, list[float]] | None = None,
 ) -> Plan:
     """static: by batch size. cost: on measured seconds/sample once every task has one (with
-    the per-task overhead), before that on the config's relative cost hints."""
+    the per-task overhead and lego locality), before that on the config's relative cost hints."""
     simt = cfg.simt
     if simt.planner == "static":
         return plan_static(demands(None), world_size)
     if costs.complete(list(simt.active_tasks())):
-        return make_plan("cost", demands(costs), world_size, simt.task_overhead_s)
+        return make_plan("cost", demands(costs), world_size, simt.task_overhead_s, affinity)
     return make_plan("cost", demands(None), world_size, hint_overhead(demands(None)))
 
 

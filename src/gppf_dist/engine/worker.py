@@ -24,7 +24,7 @@ from gppf_dist.dist.mesh import build_expert_groups
 from gppf_dist.engine import resume as ckpt
 from gppf_dist.engine.deepspeed import create_engine
 from gppf_dist.engine.evaluate import evaluate
-from gppf_dist.engine.experts import keep_lego_shards, shard_legos
+from gppf_dist.engine.experts import keep_lego_shards, locality_affinity, shard_legos
 from gppf_dist.engine.optim import build_optimizer
 from gppf_dist.engine.preempt import PreemptionFlag
 from gppf_dist.engine.runtime import (
@@ -157,7 +157,11 @@ def run_worker(cfg: RunConfig) -> None:
     stopped_at: int | None = None
     for step in range(start_step, cfg.trainer.max_steps):
         if cfg.simt.planner == "cost" and step > start_step and step % cfg.simt.replan_every == 0:
-            new_plan = taskset.plan(costs, info.world_size)
+            per_sample = {t: costs.cost(t) or 0.0 for t in taskset.names}
+            affinity = locality_affinity(
+                engine.module, layout, per_sample, cfg.parallel.remote_lego_cost
+            )
+            new_plan = taskset.plan(costs, info.world_size, affinity)
             if new_plan != plan:
                 positions = ckpt.gather_positions(
                     local_positions(plan, info.rank, runtimes), info.world_size

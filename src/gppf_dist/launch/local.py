@@ -6,8 +6,8 @@ which case they resume from the newest complete checkpoint.
 
 Restarts need a fresh store per attempt: by default the agent shares one TCPStore with the
 workers for its whole life, so a restarted gloo group would read the dead attempt's addresses
-("Connection refused" in connectFullMesh). TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 makes rank 0 of
-each attempt host its own store on a new port.
+("Connection refused" in connectFullMesh; pytorch/pytorch#135712, #167288).
+TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 makes rank 0 of each attempt host its own store on a new port.
 """
 
 from __future__ import annotations

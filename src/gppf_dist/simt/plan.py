@@ -155,17 +155,29 @@ def plan_static(demands: list[TaskDemand], world_size: int) -> Plan:
     return Plan(world_size, _finish(per_rank))
 
 
+Affinity = dict[str, list[float]]
+"""task -> per rank, extra cost per sample of running the task there (e.g. remote lego calls)."""
+
+
 def _lpt(
-    pieces: list[tuple[TaskDemand, tuple[int, ...]]], world_size: int, overhead: float
+    pieces: list[tuple[TaskDemand, tuple[int, ...]]],
+    world_size: int,
+    overhead: float,
+    affinity: Affinity | None = None,
 ) -> tuple[list[dict[str, list[int]]], tuple[float, int]]:
     """Largest piece first onto the least-loaded rank; overhead once per (rank, task)."""
     loads = [0.0] * world_size
     held: list[dict[str, list[int]]] = [{} for _ in range(world_size)]
+    affinity = affinity or {}
     order = sorted(pieces, key=lambda p: (-p[0].cost_per_sample * len(p[1]), p[0].name, p[1]))
     for d, ids in order:
-        work = d.cost_per_sample * d.per_stream_batch * len(ids)
+        samples = d.per_stream_batch * len(ids)
+        extra_cost = affinity.get(d.name, [0.0] * world_size)
 
-        def after(rank: int, d: TaskDemand = d, work: float = work) -> tuple[float, int]:
+        def after(
+            rank: int, d: TaskDemand = d, n: int = samples, extra_cost: list[float] = extra_cost
+        ) -> tuple[float, int]:
+            work = (d.cost_per_sample + extra_cost[rank]) * n
             extra = 0.0 if d.name in held[rank] else overhead
             return (round(loads[rank] + work + extra, 9), rank)
 
@@ -188,8 +200,17 @@ def _split(ids: tuple[int, ...], parts: int) -> list[tuple[int, ...]]:
     return out
 
 
-def plan_cost_aware(demands: list[TaskDemand], world_size: int, overhead: float = 0.0) -> Plan:
+def plan_cost_aware(
+    demands: list[TaskDemand],
+    world_size: int,
+    overhead: float = 0.0,
+    affinity: Affinity | None = None,
+) -> Plan:
     """Minimise the slowest rank's predicted time from measured per-sample costs.
+
+    `affinity` adds a per-rank cost per sample (locality: with frozen routes under expert
+    parallelism, running a task where its legos live avoids remote lego calls), so the packing
+    prefers the ranks that own a task's legos when that does not unbalance the ranks.
 
     Candidates, all packed by LPT with `overhead` charged once per (rank, task) pair: whole
     tasks; single streams (finest grain); and, for a target makespan M growing from its lower
@@ -202,7 +223,7 @@ def plan_cost_aware(demands: list[TaskDemand], world_size: int, overhead: float 
     single = [(d, (i,)) for d in demands for i in range(d.num_streams)]
     best: tuple[tuple[float, int], list[dict[str, list[int]]]] | None = None
     for pieces in (whole, single):
-        held, score = _lpt(pieces, world_size, overhead)
+        held, score = _lpt(pieces, world_size, overhead, affinity)
         if best is None or score < best[0]:
             best = (score, held)
     per_stream_cost = [d.cost_per_sample * d.per_stream_batch for d in demands]
@@ -212,7 +233,7 @@ def plan_cost_aware(demands: list[TaskDemand], world_size: int, overhead: float 
         for d in demands:
             parts = min(d.num_streams, max(1, math.ceil(d.cost / target - 1e-9)))
             pieces += [(d, ids) for ids in _split(tuple(range(d.num_streams)), parts)]
-        held, score = _lpt(pieces, world_size, overhead)
+        held, score = _lpt(pieces, world_size, overhead, affinity)
         if score < best[0]:
             best = (score, held)
         if score[0] <= target * (1 + 1e-9):
@@ -226,12 +247,18 @@ def plan_cost_aware(demands: list[TaskDemand], world_size: int, overhead: float 
     return Plan(world_size, _finish(per_rank))
 
 
-def make_plan(mode: str, demands: list[TaskDemand], world_size: int, overhead: float = 0.0) -> Plan:
+def make_plan(
+    mode: str,
+    demands: list[TaskDemand],
+    world_size: int,
+    overhead: float = 0.0,
+    affinity: Affinity | None = None,
+) -> Plan:
     """`simt.planner`: static or cost."""
     if mode == "static":
         return plan_static(demands, world_size)
     if mode == "cost":
-        return plan_cost_aware(demands, world_size, overhead)
+        return plan_cost_aware(demands, world_size, overhead, affinity)
     raise ValueError(f"`simt.planner`={mode!r} must be static or cost")
 
 
