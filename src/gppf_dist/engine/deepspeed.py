@@ -102,3 +102,24 @@ def load_checkpoint(
     if path is None:
         raise ValueError(f"checkpoint {tag!r} in {str(directory)!r} could not be loaded")
     return dict(client_state or {})
+
+
+def build_moe_layer(hidden: int, expert: nn.Module, num_experts: int, ep_size: int, k: int) -> Any:
+    """DeepSpeed's token-routed MoE layer (the peer in `gppf-bench ep`); process group must exist.
+
+    No token dropping and a capacity large enough for any routing, so both sides do the same
+    amount of expert work.
+    """
+    from deepspeed.moe.layer import MoE
+
+    deepspeed.init_distributed(dist_backend="gloo" if not torch.cuda.is_available() else "nccl")
+    return MoE(
+        hidden_size=hidden,
+        expert=expert,
+        num_experts=num_experts,
+        ep_size=ep_size,
+        k=k,
+        capacity_factor=float(num_experts),
+        eval_capacity_factor=float(num_experts),
+        drop_tokens=False,
+    )

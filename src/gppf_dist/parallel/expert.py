@@ -109,27 +109,26 @@ class ExpertLegoLayer(nn.Module):
     ) -> torch.Tensor:
         s, layout = self.session, self.session.layout
         size, me = layout.ep_size, s.ep_rank
-        # ---- what I send: my activation, once to each owner of a selected lego
+        # ---- what I send: my activation, once to each *other* owner of a selected lego
         owners = sorted({layout.owner(i) for i in indices})
+        remote = [p for p in owners if p != me]
         if h is not None:
             flat = h.reshape(-1)
-            send = torch.cat([flat] * len(owners)) if owners else flat[:0]
-            send_splits = [flat.numel() if p in owners else 0 for p in range(size)]
-            for p in owners:
-                if p == me:
-                    s.local_calls += 1
-                else:
-                    s.remote_calls += 1
+            send = torch.cat([flat] * len(remote)) if len(remote) > 1 else flat
+            send = send if remote else flat[:0]
+            send_splits = [flat.numel() if p in remote else 0 for p in range(size)]
+            s.local_calls += int(me in owners)
+            s.remote_calls += len(remote)
         else:
             assert token is not None
             send = token.new_zeros(0) + token * 0.0
             send_splits = [0] * size
-        # ---- what I receive: each peer's activation if its task uses one of my legos here
+        # ---- what I receive: each other peer's activation if its task uses one of my legos
         recv_splits, served = [], []
-        for peer in s.peers:
+        for q, peer in enumerate(s.peers):
             shape = s.shapes[peer.task][self.index] if peer.task is not None else None
             mine = []
-            if shape is not None:
+            if shape is not None and q != me:
                 mine = [j for j, i in enumerate(s.selected(peer.task, self.index))
                         if layout.owner(i) == me]  # fmt: skip
             served.append((peer, shape, mine))
@@ -143,18 +142,27 @@ class ExpertLegoLayer(nn.Module):
             assert peer.task is not None and shape is not None
             x = received[offset : offset + n].view(peer.batch, *shape)
             offset += n
-            route = s.routes[peer.task]
-            ids = [int(route.indices[self.index][j]) for j in mine]
-            gates = route.gates[self.index][mine]
-            outs.append(self._mixture(ids, x, gates).reshape(-1))
+            outs.append(self._serve(peer.task, mine, x).reshape(-1))
         back = torch.cat(outs) if outs else received[:0]
-        # ---- combine: results return by the reverse exchange and are summed
+        # ---- combine: results return by the reverse exchange and are summed with my own part
         result = all_to_all(back, recv_splits, send_splits, s.group)
         if h is None:
             return result
-        if not owners:
-            return h * 0.0
-        return result.view(len(owners), *h.shape).sum(0)
+        total = result.view(len(remote), *h.shape).sum(0) if remote else None
+        if me in owners:
+            task = s.peers[me].task
+            assert task is not None
+            mine = [j for j, i in enumerate(s.selected(task, self.index)) if layout.owner(i) == me]
+            local = self._serve(task, mine, h)
+            total = local if total is None else total + local
+        assert total is not None, "a route selects at least one lego"
+        return total
+
+    def _serve(self, task: str, positions: list[int], x: torch.Tensor) -> torch.Tensor:
+        """Σ over the route positions `positions` (legos I own) of gate · lego(x)."""
+        route = self.session.routes[task]
+        ids = [int(route.indices[self.index][j]) for j in positions]
+        return self._mixture(ids, x, route.gates[self.index][positions])
 
 
 def record_lego_shapes(model: nn.Module, tasks: dict[str, tuple[int, int]]) -> Shapes:
