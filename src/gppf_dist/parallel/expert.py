@@ -148,14 +148,14 @@ class ExpertLegoLayer(nn.Module):
         result = all_to_all(back, recv_splits, send_splits, s.group)
         if h is None:
             return result
-        total = result.view(len(remote), *h.shape).sum(0) if remote else None
+        # With no remote owner the combined result is empty but must stay in the graph: its
+        # backward is a collective the peers are waiting for (a pruned branch would hang them).
+        total = result.view(len(remote), *h.shape).sum(0) if remote else result.sum() * 0.0
         if me in owners:
             task = s.peers[me].task
             assert task is not None
             mine = [j for j, i in enumerate(s.selected(task, self.index)) if layout.owner(i) == me]
-            local = self._serve(task, mine, h)
-            total = local if total is None else total + local
-        assert total is not None, "a route selects at least one lego"
+            total = total + self._serve(task, mine, h)
         return total
 
     def _serve(self, task: str, positions: list[int], x: torch.Tensor) -> torch.Tensor:
