@@ -9,6 +9,8 @@
 # $RDZV_ENDPOINT (host:port of any one node, usually the first), job id $RDZV_ID. Processes per
 # node: $NPROC_PER_NODE, else one per visible GPU, else 2 (CPU). torchrun only sets environment
 # variables, so Hydra sees nothing but the overrides; each rank runs `launcher=none`.
+# MAX_RESTARTS=N restarts all workers up to N times after a failure; they resume from the newest
+# complete checkpoint.
 # Keep run.dir deterministic (the default runs/<run.name> is) so a restarted job resumes.
 set -euo pipefail
 
@@ -28,7 +30,13 @@ nnodes=${NNODES:-1}
 export HYDRA_FULL_ERROR=${HYDRA_FULL_ERROR:-1}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 
-args=(--nproc-per-node "$nproc" --max-restarts "${MAX_RESTARTS:-0}")
+max_restarts=${MAX_RESTARTS:-0}
+if ((max_restarts > 0)); then
+  # A fresh store per restart: the agent's shared one still holds the dead attempt's gloo
+  # addresses, and the restarted group can read them (pytorch/pytorch#135712, #167288).
+  export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
+fi
+args=(--nproc-per-node "$nproc" --max-restarts "$max_restarts")
 args+=("--signals-to-handle=SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1")
 if [[ $nnodes == 1 ]]; then
   args+=(--standalone)

@@ -1,7 +1,8 @@
 """The real sbatch script and `gppf-train launcher=slurm` on a one-node local Slurm.
 
 Start the cluster first (root): `launch/slurm/local_cluster.sh`. Without Slurm these tests skip
-and say so; as root with Slurm installed but not running, the fixture starts it.
+and say so (or fail, with GPPF_REQUIRE_SLURM=1 as in CI); as root with Slurm installed but not
+running, the fixture starts it.
 """
 
 from __future__ import annotations
@@ -32,15 +33,22 @@ def _cluster_up() -> bool:
     return any(s.rstrip("*~#") in UP_STATES for s in states)
 
 
+def _unavailable(reason: str) -> None:
+    """Skip; but fail where Slurm is required (CI sets GPPF_REQUIRE_SLURM=1)."""
+    if os.environ.get("GPPF_REQUIRE_SLURM") == "1":
+        pytest.fail(f"GPPF_REQUIRE_SLURM=1 but {reason}")
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="module")
 def slurm() -> None:
     """Skip unless a Slurm cluster answers; as root, start the local one if it is down."""
     if shutil.which("sbatch") is None:
-        pytest.skip("Slurm not installed (no sbatch); run `launch/slurm/local_cluster.sh` as root")
+        _unavailable("Slurm not installed (no sbatch); run `launch/slurm/local_cluster.sh` as root")
     if not _cluster_up() and os.geteuid() == 0 and shutil.which("slurmctld"):
         subprocess.run([str(CLUSTER)], check=False, timeout=120)
     if not _cluster_up():
-        pytest.skip("no Slurm node is up; start one with `launch/slurm/local_cluster.sh` (root)")
+        _unavailable("no Slurm node is up; start one with `launch/slurm/local_cluster.sh` (root)")
 
 
 def job_fields(job_id: str) -> dict[str, str]:

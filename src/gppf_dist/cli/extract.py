@@ -27,6 +27,7 @@ from gppf_dist.checkpoint.manager import find_latest
 from gppf_dist.config.load import load_run_config
 from gppf_dist.data.eval_loader import iter_eval_batches
 from gppf_dist.data.manifest import load_manifest
+from gppf_dist.engine.named_state import has_named_state, load_named_state
 from gppf_dist.model.build import GppfModel, build_model
 from gppf_dist.model.extract import extract_task, tensors_only
 from gppf_dist.model.summary import sample_input, tensor_leaves
@@ -68,9 +69,13 @@ def load_trained(run_dir: Path) -> tuple[GppfModel, dict[str, TaskSpec], Any]:
     tag = find_latest(ckpt_dir)
     if tag is None:
         raise ValueError(f"`run_dir`={str(run_dir)!r} has no complete checkpoint in {ckpt_dir}")
+    model = build_model(cfg.model, specs)
+    if has_named_state(ckpt_dir / tag):
+        # Topology-free state: complete whatever expert-parallel layout saved it.
+        load_named_state(model, None, model.param_owners(), ckpt_dir / tag)
+        return model.eval(), specs, cfg
     with torch.serialization.safe_globals(_client_state_globals()):
         states = torch.load(ckpt_dir / tag / MODEL_STATES, map_location="cpu", weights_only=True)
-    model = build_model(cfg.model, specs)
     model.load_state_dict(states["module"])
     return model.eval(), specs, cfg
 

@@ -66,9 +66,13 @@ def has_named_state(tag_dir: Path) -> bool:
 
 @torch.no_grad()
 def load_named_state(
-    module: nn.Module, optimizer: torch.optim.Optimizer, owners: dict[str, str], tag_dir: Path
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    owners: dict[str, str],
+    tag_dir: Path,
 ) -> None:
-    """Load every parameter and optimizer state this rank holds; fail naming what is missing."""
+    """Load every parameter (and, given an optimizer, its state) this rank holds; fail naming
+    what is missing."""
     src = tag_dir / DIR
     params = dict(module.named_parameters())
     entries = [torch.load(src / "shared.pt", weights_only=False)]
@@ -83,6 +87,8 @@ def load_named_state(
             if n in params:
                 params[n].copy_(value.to(params[n].device))
                 loaded.add(n)
+                if optimizer is None:
+                    continue
                 state = entry["optim"].get(n) or {}
                 device = params[n].device
                 optimizer.state[params[n]] = {
@@ -96,6 +102,7 @@ def load_named_state(
     missing = set(params) - loaded
     if missing:
         raise ValueError(f"checkpoint {str(tag_dir)!r} has no values for {sorted(missing)[:5]}")
-    for p, state in list(optimizer.state.items()):
-        if not state:
-            del optimizer.state[p]
+    if optimizer is not None:
+        for p, state in list(optimizer.state.items()):
+            if not state:
+                del optimizer.state[p]

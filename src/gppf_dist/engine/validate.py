@@ -16,7 +16,7 @@ from gppf_dist.tasks.registry import TASK_TYPES
 
 def planned_world_size(cfg: RunConfig, env_world_size: int | None) -> int:
     """launcher=local starts nproc x nnodes workers; launcher=none joins the launcher's world."""
-    if cfg.launcher.name == "local":
+    if cfg.launcher.name in ("local", "slurm"):
         return cfg.launcher.nproc * cfg.launcher.nnodes
     return env_world_size or 1
 
