@@ -17,7 +17,7 @@ from gppf_dist.logging.metrics import read_metrics
 
 from .test_train_cli import run_train, train_cmd
 
-COMMON = ("trainer.eval_at_start=false", "trainer.seed=7")
+COMMON = ("trainer.eval_at_start=false", "trainer.seed=0")
 Straight = Callable[[int, int], Path]
 
 
