@@ -163,39 +163,43 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
             loss_sums[task.index] += per_sample.detach().double().sum()
             task_seconds[task.index] += time.perf_counter() - t1
     grad_norm = 0.0
+    calls = (0, 0)
+    if ctx.ep is not None:
+        calls = (ctx.ep.local_calls - calls0[0], ctx.ep.remote_calls - calls0[1])
+    busy_s = time.perf_counter() - start - data_s  # compute only: no data wait, no reduction
+    stats = _local_stats(ctx, loss_sums, task_seconds, busy_s, calls)
     if ctx.own_reduction:
         legos = {t: ctx.active_legos(t) for t in present}
         produced = produced_parameters(ctx.owners, present, legos)
         named = list(module.named_parameters())
-        is_lego = [ctx.owners[n].startswith("lego:") for n, _ in named]
-        dense = [np for np, lego in zip(named, is_lego, strict=True) if not lego]
-        sharded = [np for np, lego in zip(named, is_lego, strict=True) if lego]
-        reduce_gradients(dense, produced, ctx.world_size)
-        reduce_gradients(sharded, produced, ctx.world_size, group=ctx.edp_group)
-        grad_norm = clip_gradients(
-            [p for _, p in dense], ctx.grad_clip, [p for _, p in sharded], ctx.ep_group
-        )
+        if ctx.ep is None:  # every parameter is replicated: one reduction, stats riding along
+            totals = reduce_gradients(named, produced, ctx.world_size, extra=stats)
+            grad_norm = clip_gradients([p for _, p in named], ctx.grad_clip)
+        else:
+            is_lego = [ctx.owners[n].startswith("lego:") for n, _ in named]
+            dense = [np for np, lego in zip(named, is_lego, strict=True) if not lego]
+            sharded = [np for np, lego in zip(named, is_lego, strict=True) if lego]
+            totals = reduce_gradients(dense, produced, ctx.world_size, extra=stats)
+            reduce_gradients(sharded, produced, ctx.world_size, group=ctx.edp_group)
+            grad_norm = clip_gradients(
+                [p for _, p in dense], ctx.grad_clip, [p for _, p in sharded], ctx.ep_group
+            )
+    else:
+        totals = stats.to(ctx.device)
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
     engine.step()  # type: ignore[attr-defined]
-    busy_s = time.perf_counter() - start - data_s
-    calls = (0, 0)
-    if ctx.ep is not None:
-        calls = (ctx.ep.local_calls - calls0[0], ctx.ep.remote_calls - calls0[1])
-    return _gather_stats(
-        ctx, loss_sums, task_seconds, busy_s, float(reg.detach()), grad_norm, data_s, calls
-    )
+    assert totals is not None
+    return _unpack(ctx, totals.double().cpu(), float(reg.detach()), grad_norm, data_s)
 
 
-def _gather_stats(
+def _local_stats(
     ctx: StepContext,
     loss_sums: torch.Tensor,
     task_seconds: torch.Tensor,
     busy_s: float,
-    reg: float,
-    grad_norm: float,
-    data_s: float,
     calls: tuple[int, int],
-) -> StepResult:
-    """One all-reduce carries loss sums, skip counts, per-task and per-rank times."""
+) -> torch.Tensor:
+    """This rank's share of the step statistics; summed over ranks they are the global ones."""
     n, w = len(ctx.tasks), ctx.world_size
     skipped = torch.zeros(n, dtype=torch.float64)
     for task in ctx.tasks.values():
@@ -207,9 +211,13 @@ def _gather_stats(
         [float(calls[0]), float(calls[1]), 1.0 if ctx.stop_requested() else 0.0],
         dtype=torch.float64,
     )
-    totals = torch.cat([loss_sums.cpu(), skipped, task_seconds, busy, flags]).to(ctx.device)
-    dist.all_reduce(totals, op=dist.ReduceOp.SUM)
-    totals = totals.cpu()
+    return torch.cat([loss_sums.cpu(), skipped, task_seconds, busy, flags])
+
+
+def _unpack(
+    ctx: StepContext, totals: torch.Tensor, reg: float, grad_norm: float, data_s: float
+) -> StepResult:
+    n, w = len(ctx.tasks), ctx.world_size
     return StepResult(
         task_loss_sums=totals[:n],
         skipped=totals[n : 2 * n],

@@ -65,10 +65,14 @@ def reduce_gradients(
     produced: set[str],
     world_size: int,
     group: dist.ProcessGroup | None = None,
-) -> None:
+    extra: torch.Tensor | None = None,
+) -> torch.Tensor | None:
     """Sum the produced gradients over `group` (default: the world) and divide by the world size
     (losses are pre-scaled by it); drop all other gradients. Legos under expert parallelism pass
-    their expert-data-parallel group: each replica already holds its EP group's whole sum."""
+    their expert-data-parallel group: each replica already holds its EP group's whole sum.
+
+    `extra` (float32, e.g. step statistics) rides in the first bucket and is returned summed, so
+    the step needs no collective of its own."""
     selected = []
     for name, p in named_params:
         if not p.requires_grad:
@@ -79,16 +83,26 @@ def reduce_gradients(
             selected.append(p)
         else:
             p.grad = None
-    for bucket in _buckets(selected):
-        flat = torch.cat([p.grad.reshape(-1) for p in bucket])  # type: ignore[union-attr]
+    buckets = _buckets(selected) or [[]]
+    summed_extra = None
+    for b, bucket in enumerate(buckets):
+        parts = [p.grad.reshape(-1) for p in bucket]  # type: ignore[union-attr]
+        if b == 0 and extra is not None:
+            parts.append(extra.to(torch.float32).reshape(-1))
+        if not parts:
+            continue
+        flat = torch.cat(parts)
         if world_size > 1 and dist.get_world_size(group) > 1:
             dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=group)
+        if b == 0 and extra is not None:
+            summed_extra = flat[flat.numel() - extra.numel() :].clone()
         flat.div_(world_size)
         offset = 0
         for p in bucket:
             n = p.numel()
             p.grad.copy_(flat[offset : offset + n].view_as(p))  # type: ignore[union-attr]
             offset += n
+    return summed_extra
 
 
 def _sq_norm(params: Iterable[nn.Parameter]) -> torch.Tensor:
