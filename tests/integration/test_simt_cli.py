@@ -17,7 +17,9 @@ from gppf_dist.logging.metrics import read_metrics
 
 from .test_train_cli import run_train, train_cmd
 
-COMMON = ("trainer.eval_at_start=false", "trainer.seed=0")
+# Seed 7 once showed a rounding-level top-k route flip at 3 processes (fixed by the router
+# logits' Adam epsilon, engine/optim.py): keep it as the regression guard.
+COMMON = ("trainer.eval_at_start=false", "trainer.seed=7")
 Straight = Callable[[int, int], Path]
 
 

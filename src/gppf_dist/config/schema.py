@@ -36,6 +36,9 @@ class TrainerSection:
     warmup_steps: int = 10
     grad_clip: float = 1.0
     """Global gradient-norm clip (0 disables)."""
+    router_adam_eps: float = 1e-3
+    """Adam epsilon of the router logits: keeps rounding-level noise in near-zero gradients from
+    flipping top-k routes (see engine/optim.py)."""
     log_every: int = 1
     checkpoint_every: int = 50
     keep_checkpoints: int = 2

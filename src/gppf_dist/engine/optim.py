@@ -3,6 +3,12 @@
 Norm weights, biases and router logits are not weight-decayed (decaying router logits would pull
 every task towards uniform routing). A task's own parameters (head, router row) get its
 `lr_mult`; LambdaLR scales every group's own base lr, so the multipliers survive the schedule.
+
+Router logits use a larger Adam epsilon (`trainer.router_adam_eps`). Adam's first updates are
+about lr * sign(gradient), so a logit whose gradient is near zero moves by ±lr depending on
+rounding-level noise (e.g. the reduction order of another world size), and a top-k selection
+near a tie then flips: a discrete change of route that breaks world-size invariance. With a
+larger epsilon such gradients give proportionally small updates.
 """
 
 from __future__ import annotations
@@ -21,21 +27,30 @@ def param_groups(
     weight_decay: float,
     owners: dict[str, str] | None = None,
     lr_mults: dict[str, float] | None = None,
+    router_eps: float = 1e-8,
 ) -> list[dict[str, object]]:
-    """Groups keyed by (task multiplier, decay), in a fixed order."""
+    """Groups keyed by (task multiplier, decay, router), in a fixed order."""
     owners, lr_mults = owners or {}, lr_mults or {}
-    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    groups: dict[tuple[float, bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
         owner = owners.get(name, "shared")
         mult = lr_mults.get(owner[5:], 1.0) if owner.startswith("task:") else 1.0
-        decay = not (param.ndim <= 1 or "router" in name)
-        groups.setdefault((mult, decay), []).append(param)
-    return [
-        {"params": params, "lr": lr * mult, "weight_decay": weight_decay if decay else 0.0}
-        for (mult, decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1]))
-    ]
+        router = name.startswith("router.")
+        decay = not (param.ndim <= 1 or router)
+        groups.setdefault((mult, decay, router), []).append(param)
+    out: list[dict[str, object]] = []
+    for (mult, decay, router), params in sorted(groups.items(), key=lambda kv: kv[0]):
+        group: dict[str, object] = {
+            "params": params,
+            "lr": lr * mult,
+            "weight_decay": weight_decay if decay else 0.0,
+        }
+        if router:
+            group["eps"] = router_eps
+        out.append(group)
+    return out
 
 
 def warmup_cosine(step: int, warmup: int, total: int) -> float:
@@ -51,7 +66,9 @@ def build_optimizer(
     owners: dict[str, str] | None = None,
     lr_mults: dict[str, float] | None = None,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    groups = param_groups(model, trainer.lr, trainer.weight_decay, owners, lr_mults)
+    groups = param_groups(
+        model, trainer.lr, trainer.weight_decay, owners, lr_mults, trainer.router_adam_eps
+    )
     optimizer = torch.optim.AdamW(groups, lr=trainer.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, trainer.warmup_steps, trainer.max_steps)
