@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from gppf_dist.bench._procs import join_local_group, time_steps
 from gppf_dist.dist.env import free_port
 
 ROUTES = [[0, 3], [1, 2]]  # rank 0's and rank 1's task routes: each spans both EP owners
@@ -115,35 +114,15 @@ def _deepspeed_moe(args: argparse.Namespace) -> tuple[Any, int]:
     return step, sum(p.numel() * p.element_size() for p in experts)
 
 
-def _time(fn: Any, steps: int) -> list[float]:
-    out = []
-    for _ in range(steps):
-        dist.barrier()
-        t0 = time.perf_counter()
-        fn()
-        dist.barrier()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def _worker(rank: int, world: int, port: int, out: str, args: argparse.Namespace) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    join_local_group(rank, world, port, threads=1)
     runners = {"e1": _ours(args, 1), "e2": _ours(args, 2), "deepspeed_moe": _deepspeed_moe(args)}
     times: dict[str, list[float]] = {name: [] for name in runners}
     for fn, _ in runners.values():
-        _time(fn, 2)  # warm up
+        time_steps(fn, 2)  # warm up
     for _ in range(args.blocks):
         for name, (fn, _) in runners.items():
-            times[name] += _time(fn, args.steps)
+            times[name] += time_steps(fn, args.steps)
     if rank == 0:
         bytes_ = {name: b for name, (_, b) in runners.items()}
         Path(out).write_text(json.dumps({"times": times, "bytes": bytes_}))

@@ -18,7 +18,6 @@ import json
 import os
 import statistics
 import tempfile
-import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from gppf_dist.bench._procs import join_local_group, time_steps
 from gppf_dist.dist.env import free_port
 
 DEFAULT_BATCH = 16
@@ -140,35 +140,15 @@ def _bare_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
     return step
 
 
-def _time(fn: Any, steps: int) -> list[float]:
-    out = []
-    for _ in range(steps):
-        dist.barrier()
-        t0 = time.perf_counter()
-        fn()
-        dist.barrier()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def _worker(rank: int, world: int, port: int, out: str, args: argparse.Namespace) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        LOCAL_RANK=str(rank),
-    )
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    join_local_group(rank, world, port, threads=max(1, (os.cpu_count() or 1) // world))
     setup = _setup(args)
     simt, bare = _simt_runner(setup, args), _bare_runner(setup, args)
-    _time(simt, 2), _time(bare, 2)  # warm up both
+    time_steps(simt, 2), time_steps(bare, 2)  # warm up both
     times: dict[str, list[float]] = {"simt": [], "bare": []}
     for _ in range(args.blocks):
-        times["simt"] += _time(simt, args.steps)
-        times["bare"] += _time(bare, args.steps)
+        times["simt"] += time_steps(simt, args.steps)
+        times["bare"] += time_steps(bare, args.steps)
     if rank == 0:
         Path(out).write_text(json.dumps(times))
     dist.destroy_process_group()

@@ -1,0 +1,38 @@
+"""`gppf-bench {data,step,ep} --json` each print one JSON object with a positive `ratio`.
+
+Short settings keep this a smoke test of the real benchmark code paths (spawned gloo processes,
+DeepSpeed engine and MoE, our loader and plain webdataset); the figures themselves are recorded
+with their commands in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = str(Path(sys.executable).parent / "gppf-bench")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["data", "--json", "--seconds", "2", "--task", "cls_object", "--task", "det"],
+        ["step", "--json", "--steps", "2", "--blocks", "1"],
+        ["ep", "--json", "--steps", "2", "--blocks", "1", "--tokens", "64"],
+    ],
+    ids=["data", "step", "ep"],
+)
+def test_bench_prints_one_json_object_with_a_ratio(args: list[str]) -> None:
+    proc = subprocess.run([BENCH, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, proc.stdout[-2000:]
+    result = json.loads(lines[0])
+    assert result["ratio"] > 0
+    if args[0] == "ep":
+        per_rank = result["lego_bytes_per_rank"]
+        assert per_rank["e2"] * 2 == per_rank["e1"]
