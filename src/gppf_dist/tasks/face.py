@@ -24,6 +24,7 @@ from torch import nn
 
 from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
+from gppf_dist.tasks.embedding_metric import EmbeddingMetric
 from gppf_dist.tasks.reid import identity_ce
 from gppf_dist.tasks.transforms import (
     check_image,
@@ -101,30 +102,6 @@ def _best_threshold(sims: torch.Tensor, labels: torch.Tensor) -> dict[str, float
     return {"verif_acc": float(correct[best]) / len(sims), "threshold": float(sims[best])}
 
 
-class VerificationMetric:
-    def __init__(self) -> None:
-        self.parts: list[dict[str, torch.Tensor]] = []
-
-    def update(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
-        self.parts.append(
-            {
-                "emb": outputs["emb"].detach().float().cpu(),
-                "identity": targets["identity"].cpu(),
-                "key_hash": targets["key_hash"].cpu(),
-            }
-        )
-
-    def state(self) -> list[dict[str, torch.Tensor]]:
-        return list(self.parts)
-
-    def compute(self, states: list[list[dict[str, torch.Tensor]]]) -> dict[str, float]:
-        parts = [p for s in states for p in s]
-        if not parts:
-            return {"verif_acc": float("nan"), "threshold": float("nan")}
-        cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        return verification_accuracy(cat["emb"], cat["identity"], cat["key_hash"])
-
-
 class FaceTask:
     name = "face"
     primary_metric = "verif_acc"
@@ -158,5 +135,9 @@ class FaceTask:
         logits = arcface_logits(outputs["cos"], identity, self.scale, self.margin)
         return identity_ce(logits, identity, 0.0)
 
-    def new_metric(self, spec: TaskSpec) -> VerificationMetric:
-        return VerificationMetric()
+    def new_metric(self, spec: TaskSpec) -> EmbeddingMetric:
+        return EmbeddingMetric(
+            ("identity", "key_hash"),
+            verification_accuracy,
+            {"verif_acc": float("nan"), "threshold": float("nan")},
+        )

@@ -24,6 +24,7 @@ from torch import nn
 
 from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
+from gppf_dist.tasks.embedding_metric import EmbeddingMetric
 from gppf_dist.tasks.transforms import (
     check_image,
     plan_geometry,
@@ -102,30 +103,6 @@ def retrieval_metrics(
     return {"mAP": float(np.mean(aps)), "rank1": float(np.mean(top1))}
 
 
-class RetrievalMetric:
-    def __init__(self) -> None:
-        self.parts: list[dict[str, torch.Tensor]] = []
-
-    def update(self, outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor]) -> None:
-        self.parts.append(
-            {
-                "emb": outputs["emb"].detach().float().cpu(),
-                "identity": targets["identity"].cpu(),
-                "camera": targets["camera"].cpu(),
-            }
-        )
-
-    def state(self) -> list[dict[str, torch.Tensor]]:
-        return list(self.parts)
-
-    def compute(self, states: list[list[dict[str, torch.Tensor]]]) -> dict[str, float]:
-        parts = [p for s in states for p in s]
-        if not parts:
-            return {"mAP": float("nan"), "rank1": float("nan")}
-        cat = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-        return retrieval_metrics(cat["emb"], cat["identity"], cat["camera"])
-
-
 class ReidTask:
     name = "reid"
     primary_metric = "mAP"
@@ -155,5 +132,7 @@ class ReidTask:
         tri = batch_hard_triplet(outputs["feat"].float(), identity, groups, TRIPLET_MARGIN)
         return ce + tri
 
-    def new_metric(self, spec: TaskSpec) -> RetrievalMetric:
-        return RetrievalMetric()
+    def new_metric(self, spec: TaskSpec) -> EmbeddingMetric:
+        return EmbeddingMetric(
+            ("identity", "camera"), retrieval_metrics, {"mAP": float("nan"), "rank1": float("nan")}
+        )
