@@ -62,13 +62,21 @@ def wait_for_job(job_id: str, timeout: float, on_pending_requeue: bool = True) -
     """Poll until the job has ended. A requeued job is held ~2 min by slurmctld before it is
     eligible again; tests don't need to watch that delay, so they move its start time to now."""
     deadline = time.time() + timeout
+    requeued_at = None
     while time.time() < deadline:
         fields = job_fields(job_id)
         state = fields.get("JobState", "")
         if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
             return fields
         if on_pending_requeue and state == "PENDING" and fields.get("Restarts", "0") != "0":
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False)
+            requeued_at = requeued_at or time.time()
+            # slurmd may still be tearing down the previous attempt's step for a few seconds;
+            # starting again before that revokes the new attempt's credential (the hold exists
+            # for this), so only shorten the hold once that is surely over.
+            if time.time() - requeued_at > 20:
+                subprocess.run(
+                    ["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=False
+                )
         time.sleep(2)
     subprocess.run(["scancel", job_id], check=False)
     raise AssertionError(f"job {job_id} did not end within {timeout}s: {job_fields(job_id)}")
