@@ -1,15 +1,17 @@
 """Expert-parallel legos end to end, on the demo corpus: the losses of ep_size=1 (relative
-difference <= 1e-4 over the demo's first steps), resumable across EP sizes."""
+difference <= 1e-4 over the demo's first steps), resumable across EP sizes; the same under
+DeepSpeed ZeRO 1/2, where checkpoints resume at the same EP split and refuse another."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from gppf_dist.logging.metrics import read_metrics
 
-from .test_train_cli import run_train
+from .test_train_cli import run_train, train_cmd
 
 STEPS = 5
 COMMON = ("launcher.nproc=2", "trainer.eval_at_start=false")
@@ -23,27 +25,42 @@ def close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-4 * abs(b)
 
 
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory: pytest.TempPathFactory, demo_shards: Path) -> dict[int, Path]:
+def straight_runs(factory: pytest.TempPathFactory, shards: Path, zero: int) -> dict[int, Path]:
+    """Uninterrupted runs at ep_size 1 and 2 under ZeRO `zero`."""
     out = {}
     for ep in (1, 2):
-        run_dir = tmp_path_factory.mktemp(f"ep{ep}")
+        out[ep] = factory.mktemp(f"zero{zero}_ep{ep}")
         run_train(
-            run_dir, demo_shards, f"parallel.ep_size={ep}", f"trainer.max_steps={STEPS}", *COMMON
+            out[ep],
+            shards,
+            f"parallel.zero_stage={zero}",
+            f"parallel.ep_size={ep}",
+            f"trainer.max_steps={STEPS}",
+            *COMMON,
         )
-        out[ep] = run_dir
     return out
 
 
+def assert_same_losses_and_norms(one: Path, two: Path) -> None:
+    """Per step, relative difference <= 1e-4. Clipping must count every parameter once: the
+    global gradient norm is the same at any EP size."""
+    a, b = losses(one), losses(two)
+    assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
+    for step in a:
+        assert close(b[step], a[step]), (step, a[step], b[step])
+    norms = [[r["grad_norm"] for r in read_metrics(d / "metrics.jsonl")] for d in (one, two)]
+    assert all(n > 0 for n in norms[0]), norms
+    for x, y in zip(*norms, strict=True):
+        assert close(y, x), norms
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory, demo_shards: Path) -> dict[int, Path]:
+    return straight_runs(tmp_path_factory, demo_shards, 0)
+
+
 def test_ep2_gives_the_losses_and_gradient_norms_of_ep1(straight: dict[int, Path]) -> None:
-    one, two = losses(straight[1]), losses(straight[2])
-    assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
-    for step in one:
-        assert close(two[step], one[step]), (step, one[step], two[step])
-    # Clipping must count every parameter once: the global norm is the same at any EP size.
-    norms = [[r["grad_norm"] for r in read_metrics(straight[e] / "metrics.jsonl")] for e in (1, 2)]
-    for a, b in zip(*norms, strict=True):
-        assert close(b, a), norms
+    assert_same_losses_and_norms(straight[1], straight[2])
     records = read_metrics(straight[2] / "metrics.jsonl")
     assert all(0 <= r["ep/local_fraction"] <= 1 for r in records)
 
@@ -64,3 +81,35 @@ def test_resume_across_ep_sizes(
     assert sorted(resumed) == list(range(1, STEPS + 1))
     for step in range(4, STEPS + 1):
         assert close(resumed[step], ref[step]), (step, resumed[step], ref[step])
+
+
+@pytest.fixture(scope="module")
+def zero1(tmp_path_factory: pytest.TempPathFactory, demo_shards: Path) -> dict[int, Path]:
+    return straight_runs(tmp_path_factory, demo_shards, 1)
+
+
+def test_zero1_ep2_gives_the_losses_and_gradient_norms_of_ep1(zero1: dict[int, Path]) -> None:
+    assert_same_losses_and_norms(zero1[1], zero1[2])  # norms: DeepSpeed's, legos counted in
+
+
+def test_zero2_ep2_resumes_at_its_split_and_refuses_another(
+    zero1: dict[int, Path], demo_shards: Path, tmp_path: Path
+) -> None:
+    zero2 = ("parallel.zero_stage=2", "parallel.ep_size=2", *COMMON)
+    run_train(tmp_path, demo_shards, *zero2, "trainer.max_steps=3")
+    run_train(tmp_path, demo_shards, *zero2, f"trainer.max_steps={STEPS}")
+    resumed, ref = losses(tmp_path), losses(zero1[2])  # ZeRO 1 and 2 give the same update
+    assert sorted(resumed) == list(range(1, STEPS + 1))
+    for step in resumed:
+        assert close(resumed[step], ref[step]), (step, resumed[step], ref[step])
+
+    refused = subprocess.run(
+        train_cmd(
+            tmp_path, demo_shards, "parallel.zero_stage=2", "parallel.ep_size=1",
+            "trainer.max_steps=7", *COMMON,
+        ),
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert refused.returncode != 0
+    assert "it cannot resume with `parallel.ep_size`=1" in refused.stderr + refused.stdout
+    assert sorted(losses(tmp_path)) == list(range(1, STEPS + 1))  # no step ran

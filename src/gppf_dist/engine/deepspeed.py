@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,36 @@ def create_engine(
         dist_init_required=False,
     )
     return engine
+
+
+def count_in_grad_norm(engine: Any, extra_sq_norm: Callable[[], torch.Tensor]) -> None:
+    """ZeRO 1/2 clip by the norm of the parameters their optimizer holds. Parameters held beside
+    it (expert-parallel lego shards, `lego_optim.py`) add `extra_sq_norm()`, their squared norm
+    over the world, so one global norm clips everything and is the one DeepSpeed reports.
+
+    DeepSpeed's ZeRO step computes that norm once, in `scaled_global_norm` (the norm times the
+    loss scale, which is 1 without fp16), then clips with it; this wraps that method.
+    """
+    optimizer = engine.optimizer
+    inner = getattr(optimizer, "scaled_global_norm", None)
+    if inner is None or getattr(optimizer, "loss_scale", 1.0) != 1.0:
+        raise RuntimeError(
+            f"{type(optimizer).__name__}: expected DeepSpeed's ZeRO 1/2 optimizer with no loss "
+            "scaling; expert-parallel legos under ZeRO need its global-norm hook"
+        )
+
+    def scaled_global_norm(norm_type: int = 2) -> torch.Tensor:
+        norm = inner(norm_type)
+        extra = extra_sq_norm().to(device=norm.device, dtype=torch.float64)
+        return (norm.double().square() + extra).sqrt().to(norm.dtype)
+
+    optimizer.scaled_global_norm = scaled_global_norm
+
+
+def global_grad_norm(engine: Any) -> float:
+    """The gradient norm DeepSpeed clipped by in its last step (ZeRO 1/2)."""
+    norm = engine.get_global_grad_norm()
+    return float(norm) if norm is not None else float("nan")
 
 
 @contextlib.contextmanager

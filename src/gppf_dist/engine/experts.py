@@ -1,4 +1,5 @@
-"""Wiring expert parallelism into a worker: shard the legos, keep them through engine start-up.
+"""Wiring expert parallelism into a worker: shard the legos, keep them through engine start-up,
+and under ZeRO 1/2 give them their own optimizer.
 
 Also reports how many lego calls were served by the requesting rank itself (locality).
 """
@@ -6,12 +7,17 @@ Also reports how many lego calls were served by the requesting rank itself (loca
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 from torch import nn
 
+from gppf_dist.config.schema import TrainerSection
 from gppf_dist.dist.mesh import ExpertGroups
+from gppf_dist.engine.deepspeed import count_in_grad_norm
+from gppf_dist.engine.lego_optim import LegoOptimizer
+from gppf_dist.engine.optim import build_optimizer
 from gppf_dist.engine.runtime import TaskSet
 from gppf_dist.parallel.expert import EPSession, apply_expert_parallel, record_lego_shapes
 from gppf_dist.parallel.plan import EPLayout
@@ -72,3 +78,26 @@ def locality_affinity(
             row.append(weight * cost * remote / len(selected))
         out[task] = row
     return out
+
+
+def not_lego(owners: dict[str, str]) -> Callable[[str], bool]:
+    return lambda name: not owners.get(name, "").startswith("lego:")
+
+
+def build_lego_optimizer(
+    model: nn.Module,
+    trainer: TrainerSection,
+    owners: dict[str, str],
+    layout: EPLayout,
+    groups: ExpertGroups,
+    engine: Any,
+) -> LegoOptimizer:
+    """ZeRO 1/2 with expert parallelism: the legos' own optimizer, with its squared gradient
+    norm counted in DeepSpeed's clipping norm (see lego_optim.py)."""
+    optimizer, scheduler = build_optimizer(
+        model, trainer, owners, select=lambda name: not not_lego(owners)(name)
+    )
+    named = [(n, p) for n, p in model.named_parameters() if owners[n].startswith("lego:")]
+    legos = LegoOptimizer(named, optimizer, scheduler, layout.world_size, groups.edp, groups.ep)
+    count_in_grad_norm(engine, lambda: legos.sq_norm)
+    return legos

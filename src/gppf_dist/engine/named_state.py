@@ -6,6 +6,11 @@ changes between save and resume. With ZeRO 0 every checkpoint therefore also hol
 `<tag>/gppf/shared.pt` (all non-lego parameters, buffers and their optimizer state, by name,
 from rank 0) and one file per lego `<tag>/gppf/lego_<layer>_<id>.pt` (written by the lego's
 owner in EP group 0). Loading reads what this rank holds under the *current* layout.
+
+Under ZeRO 1/2 with expert parallelism, DeepSpeed's files hold the shared parameters' optimizer
+state (partitioned by ZeRO) and the lego files hold the legos' (their own optimizer,
+`lego_optim.py`): `shared.pt` then has parameters and buffers only (`"optim": None`), for tools
+such as gppf-extract, and training resumes load just the legos from here (`legos_only`).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ def save_named_state(
     *,
     write_shared: bool,
     write_legos: bool,
+    legos_only: bool = False,
 ) -> None:
     out = tag_dir / DIR
     out.mkdir(parents=True, exist_ok=True)
@@ -46,7 +52,9 @@ def save_named_state(
         state = {
             "params": {n: p.detach().cpu() for n, p in shared.items()},
             "buffers": {n: b.detach().cpu() for n, b in module.named_buffers()},
-            "optim": {n: _opt_state(optimizer, p) for n, p in shared.items()},
+            "optim": None
+            if legos_only
+            else {n: _opt_state(optimizer, p) for n, p in shared.items()},
         }
         torch.save(state, out / "shared.pt")
     if write_legos:
@@ -70,12 +78,23 @@ def load_named_state(
     optimizer: torch.optim.Optimizer | None,
     owners: dict[str, str],
     tag_dir: Path,
+    legos_only: bool = False,
 ) -> None:
-    """Load every parameter (and, given an optimizer, its state) this rank holds; fail naming
-    what is missing."""
+    """Load every parameter (and, given an optimizer, its state) this rank holds, or with
+    `legos_only` just its legos; fail naming what is missing."""
     src = tag_dir / DIR
     params = dict(module.named_parameters())
-    entries = [torch.load(src / "shared.pt", weights_only=False)]
+    if legos_only:
+        params = {n: p for n, p in params.items() if owners[n].startswith("lego:")}
+        entries = []
+    else:
+        entries = [torch.load(src / "shared.pt", weights_only=False)]
+        if optimizer is not None and entries[0]["optim"] is None:
+            raise ValueError(
+                f"checkpoint {str(tag_dir)!r} was saved under ZeRO 1/2: the optimizer state of its "
+                "shared parameters is in DeepSpeed's partitioned files; resume it with the "
+                "`parallel.zero_stage` it was saved with"
+            )
     wanted = {_lego_file(owners[n]) for n in params if owners[n].startswith("lego:")}
     for name in sorted(wanted):
         if not (src / name).is_file():
@@ -89,7 +108,7 @@ def load_named_state(
                 loaded.add(n)
                 if optimizer is None:
                     continue
-                state = entry["optim"].get(n) or {}
+                state = (entry["optim"] or {}).get(n) or {}
                 device = params[n].device
                 optimizer.state[params[n]] = {
                     k: v.to(device) if torch.is_tensor(v) and v.dim() > 0 else v

@@ -14,6 +14,7 @@ larger epsilon such gradients give proportionally small updates.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -28,12 +29,14 @@ def param_groups(
     owners: dict[str, str] | None = None,
     lr_mults: dict[str, float] | None = None,
     router_eps: float = 1e-8,
+    select: Callable[[str], bool] | None = None,
 ) -> list[dict[str, object]]:
-    """Groups keyed by (task multiplier, decay, router), in a fixed order."""
+    """Groups keyed by (task multiplier, decay, router), in a fixed order; only the parameters
+    whose name `select` accepts (default: all)."""
     owners, lr_mults = owners or {}, lr_mults or {}
     groups: dict[tuple[float, bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
-        if not param.requires_grad:
+        if not param.requires_grad or (select is not None and not select(name)):
             continue
         owner = owners.get(name, "shared")
         mult = lr_mults.get(owner[5:], 1.0) if owner.startswith("task:") else 1.0
@@ -65,9 +68,12 @@ def build_optimizer(
     trainer: TrainerSection,
     owners: dict[str, str] | None = None,
     lr_mults: dict[str, float] | None = None,
+    select: Callable[[str], bool] | None = None,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW with the warm-up + cosine schedule over the parameters `select` accepts (default:
+    all). Expert-parallel legos under ZeRO 1/2 get an optimizer of their own (lego_optim.py)."""
     groups = param_groups(
-        model, trainer.lr, trainer.weight_decay, owners, lr_mults, trainer.router_adam_eps
+        model, trainer.lr, trainer.weight_decay, owners, lr_mults, trainer.router_adam_eps, select
     )
     optimizer = torch.optim.AdamW(groups, lr=trainer.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(

@@ -5,7 +5,8 @@ optimizer step and one all-reduce of step statistics per iteration, whatever tas
 plan gave it. With ZeRO 0 the reduction is SIMT's own (`simt/reduce.py`: exact, skips gradients
 nobody produced, leaves absent tasks untouched); with ZeRO 1/2 DeepSpeed partitions and reduces
 the gradients itself, so every parameter joins every step (configs where a task can be absent
-are rejected up front for ZeRO 1/2).
+are rejected up front for ZeRO 1/2). Expert-parallel legos under ZeRO 1/2 are reduced and
+stepped beside DeepSpeed (`lego_optim.py`), clipped by the same global norm.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from gppf_dist.engine.deepspeed import accumulate
+from gppf_dist.engine.deepspeed import accumulate, global_grad_norm
+from gppf_dist.engine.lego_optim import LegoOptimizer
 from gppf_dist.parallel.expert import EPSession, PeerWork
 from gppf_dist.simt.objective import TaskWeights, local_objective
 from gppf_dist.simt.plan import Plan, Work
@@ -86,6 +88,8 @@ class StepContext:
     edp_group: dist.ProcessGroup | None = None
     """Lego replicas reduce over this group (the world when ep_size == 1)."""
     ep_group: dist.ProcessGroup | None = None
+    legos: LegoOptimizer | None = None
+    """Expert parallelism under ZeRO 1/2: the legos' own reduction and optimizer."""
 
 
 def _backward_contexts(ctx: StepContext, n: int) -> contextlib.AbstractContextManager:
@@ -187,7 +191,13 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
     else:
         totals = stats.to(ctx.device)
         dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+        if ctx.legos is not None:  # before the step: DeepSpeed's clipping norm includes them
+            ctx.legos.reduce()
     engine.step()  # type: ignore[attr-defined]
+    if not ctx.own_reduction:
+        grad_norm = global_grad_norm(engine)
+        if ctx.legos is not None:
+            ctx.legos.step(grad_norm, ctx.grad_clip)
     assert totals is not None
     return _unpack(ctx, totals.double().cpu(), float(reg.detach()), grad_norm, data_s)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gppf_dist.checkpoint.manager import find_latest, step_of_tag
+from gppf_dist.checkpoint.topology import Topology, check_topology
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.data.manifest import load_manifest
 from gppf_dist.tasks.registry import TASK_TYPES
@@ -25,7 +26,7 @@ def validate_run(cfg: RunConfig, world_size: int) -> None:
     _validate_tasks(cfg)
     _validate_parallel(cfg, world_size)
     _validate_data(cfg)
-    _validate_resume(cfg)
+    _validate_resume(cfg, world_size)
 
 
 def _validate_tasks(cfg: RunConfig) -> None:
@@ -74,11 +75,6 @@ def _validate_parallel(cfg: RunConfig, world_size: int) -> None:
             f"`parallel.ep_size`={ep} must divide the world size {world_size} "
             f"(launcher.nproc={cfg.launcher.nproc} x launcher.nnodes={cfg.launcher.nnodes})"
         )
-    if ep > 1 and cfg.parallel.zero_stage != 0:
-        raise ValueError(
-            f"`parallel.ep_size`={ep} needs `parallel.zero_stage`=0 (got "
-            f"{cfg.parallel.zero_stage}): lego shards are reduced over their own groups"
-        )
     if cfg.model.num_legos % ep:
         raise ValueError(
             f"`parallel.ep_size`={ep} must divide `model.num_legos`={cfg.model.num_legos}"
@@ -113,10 +109,8 @@ def _validate_data(cfg: RunConfig) -> None:
             )
 
 
-def _validate_resume(cfg: RunConfig) -> None:
+def _validate_resume(cfg: RunConfig, world_size: int) -> None:
     ckpt_dir = Path(cfg.run.dir) / "checkpoints"
-    if cfg.resume == "auto":
-        return
     if cfg.resume == "never":
         if find_latest(ckpt_dir) is not None:
             raise ValueError(
@@ -124,6 +118,16 @@ def _validate_resume(cfg: RunConfig) -> None:
                 "use resume=auto or another run.dir"
             )
         return
-    step_of_tag(cfg.resume)
-    if not (ckpt_dir / cfg.resume / "COMPLETE").is_file():
-        raise ValueError(f"`resume`={cfg.resume!r}: no complete checkpoint in {str(ckpt_dir)!r}")
+    if cfg.resume == "auto":
+        tag = find_latest(ckpt_dir)
+        if tag is None:
+            return
+    else:
+        step_of_tag(cfg.resume)
+        tag = cfg.resume
+        if not (ckpt_dir / tag / "COMPLETE").is_file():
+            raise ValueError(
+                f"`resume`={cfg.resume!r}: no complete checkpoint in {str(ckpt_dir)!r}"
+            )
+    now = Topology(world_size, cfg.parallel.ep_size, cfg.parallel.zero_stage)
+    check_topology(ckpt_dir / tag, now)

@@ -24,7 +24,13 @@ from gppf_dist.dist.mesh import build_expert_groups
 from gppf_dist.engine import resume as ckpt
 from gppf_dist.engine.deepspeed import create_engine
 from gppf_dist.engine.evaluate import evaluate
-from gppf_dist.engine.experts import keep_lego_shards, locality_affinity, shard_legos
+from gppf_dist.engine.experts import (
+    build_lego_optimizer,
+    keep_lego_shards,
+    locality_affinity,
+    not_lego,
+    shard_legos,
+)
 from gppf_dist.engine.optim import build_optimizer
 from gppf_dist.engine.preempt import PreemptionFlag
 from gppf_dist.engine.runtime import (
@@ -69,15 +75,26 @@ def run_worker(cfg: RunConfig) -> None:
     groups = build_expert_groups(layout, info.rank)
     session = shard_legos(model, layout, groups, info.rank, taskset) if layout.ep_size > 1 else None
     lr_mults = {name: t.lr_mult for name, t in taskset.active.items()}
-    optimizer, scheduler = build_optimizer(model, cfg.trainer, owners, lr_mults)
+    legos_apart = layout.ep_size > 1 and cfg.parallel.zero_stage > 0  # see lego_optim.py
+    optimizer, scheduler = build_optimizer(
+        model, cfg.trainer, owners, lr_mults, select=not_lego(owners) if legos_apart else None
+    )
     with keep_lego_shards(model, owners):  # DeepSpeed broadcasts rank 0's parameters
         engine = create_engine(cfg, model, optimizer, scheduler, info.world_size, device)
-    named = None
-    if cfg.parallel.zero_stage == 0:
-        named = ckpt.NamedState(optimizer, owners, writes_legos=info.rank < layout.ep_size)
+    writes_legos = info.rank < layout.ep_size
+    legos = named = None
+    if legos_apart:
+        legos = build_lego_optimizer(model, cfg.trainer, owners, layout, groups, engine)
+        named = ckpt.NamedState(
+            legos.optimizer, owners, writes_legos, legos_only=True,
+            follow_schedule=legos.follow_schedule,
+        )  # fmt: skip
+    elif cfg.parallel.zero_stage == 0:
+        named = ckpt.NamedState(optimizer, owners, writes_legos)
 
     # ---- resume ---------------------------------------------------------------------------
-    state = ckpt.restore(engine, run_dir, cfg.resume, named) or {}
+    topology = ckpt.Topology(info.world_size, layout.ep_size, cfg.parallel.zero_stage)
+    state = ckpt.restore(engine, run_dir, cfg.resume, topology, named) or {}
     start_step = int(state.get("step", 0))
     if state:
         restore_rng(state.get("rng"))
@@ -109,6 +126,7 @@ def run_worker(cfg: RunConfig) -> None:
         ep_ranks=tuple(groups.ep_ranks),
         edp_group=groups.edp,
         ep_group=groups.ep,
+        legos=legos,
     )
 
     # ---- logging --------------------------------------------------------------------------
@@ -198,7 +216,7 @@ def run_worker(cfg: RunConfig) -> None:
                 done,
                 ckpt.gather_positions(local_positions(plan, info.rank, runtimes), info.world_size),
                 run.id,
-                info.world_size,
+                topology,
                 cfg.trainer.keep_checkpoints,
                 info.is_main,
                 extra,

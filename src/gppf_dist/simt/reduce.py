@@ -113,6 +113,29 @@ def _sq_norm(params: Iterable[nn.Parameter]) -> torch.Tensor:
 
 
 @torch.no_grad()
+def sharded_sq_norm(
+    params: Iterable[nn.Parameter], group: dist.ProcessGroup | None, device: torch.device
+) -> torch.Tensor:
+    """Squared L2 norm of gradients split over `group` (each member holds its own share):
+    the local share summed over the group (float64, on the CPU)."""
+    sq = _sq_norm(params).reshape(1).to(device)
+    if group is not None and dist.get_world_size(group) > 1:
+        dist.all_reduce(sq, group=group)
+    return sq.cpu().reshape(())
+
+
+@torch.no_grad()
+def scale_to_norm(params: Iterable[nn.Parameter], norm: float, max_norm: float) -> None:
+    """Clip: scale every gradient by min(1, max_norm / (norm + 1e-6)); max_norm 0 disables."""
+    if max_norm <= 0:
+        return
+    scale = min(1.0, max_norm / (norm + 1e-6))
+    for p in params:
+        if p.grad is not None:
+            p.grad.mul_(scale)
+
+
+@torch.no_grad()
 def clip_gradients(
     replicated: Iterable[nn.Parameter],
     max_norm: float,
@@ -126,17 +149,8 @@ def clip_gradients(
     all of them once), so their squared norms are summed over `shard_group`.
     """
     replicated, sharded = list(replicated), list(sharded)
-    sq = _sq_norm(replicated)
-    if shard_group is not None:
-        sq_sharded = _sq_norm(sharded).reshape(1).to(replicated[0].device if replicated else "cpu")
-        dist.all_reduce(sq_sharded, group=shard_group)
-        sq = sq + sq_sharded.cpu().reshape(())
-    else:
-        sq = sq + _sq_norm(sharded)
-    norm = sq.sqrt()
-    grads = [p.grad for p in replicated + sharded if p.grad is not None]
-    if max_norm > 0:
-        scale = float((max_norm / (norm + 1e-6)).clamp(max=1.0))
-        for g in grads:
-            g.mul_(scale)
-    return float(norm)
+    device = replicated[0].device if replicated else torch.device("cpu")
+    sq = _sq_norm(replicated) + sharded_sq_norm(sharded, shard_group, device)
+    norm = float(sq.sqrt())
+    scale_to_norm(replicated + sharded, norm, max_norm)
+    return norm

@@ -1,0 +1,178 @@
+"""Expert parallelism under DeepSpeed ZeRO 1/2: one real SIMT iteration on 2 gloo ranks at
+ep_size 2 (and, as the control, ep_size 1) equals the single-process update of J, with gradient
+clipping active, and reports the global gradient norm.
+
+The optimizer is plain SGD so that the update is -lr x the clipped gradient: a wrong gradient
+scale (say, lego gradients E times too large), a lego counted twice in the norm, or a clip by a
+partial norm all change the parameters. (Adam would hide a uniform scale error.) The worker's
+AdamW path runs end to end in tests/integration/test_expert_parallel_cli.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from .harness import run_distributed
+
+TASKS = {"attr": 2.0, "cls_object": 1.0, "pose": 0.5}  # name: weight
+BATCH, STREAMS = 4, 2
+LR, CLIP = 0.1, 0.5
+
+
+def _slice(tree: Any, idx: torch.Tensor) -> Any:
+    if torch.is_tensor(tree):
+        return tree[idx]
+    return {k: _slice(v, idx) for k, v in tree.items()}
+
+
+def _setup() -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    from gppf_dist.config.model import ModelConfig
+    from gppf_dist.model.build import build_model
+    from gppf_dist.tasks.demo import demo_specs, synthetic_batch
+
+    specs = {t: s for t, s in demo_specs().items() if t in TASKS}
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(), specs)
+    model.set_step(0)
+    gen = torch.Generator().manual_seed(3)
+    data = {t: synthetic_batch(specs[t], BATCH, gen) for t in TASKS}
+    return model, specs, data
+
+
+def reference() -> dict[str, Any]:
+    """J on one process; every parameter takes part (ZeRO semantics), clip, SGD."""
+    from gppf_dist.tasks.registry import get_task_type
+
+    model, specs, data = _setup()
+    objective = model.regularizer()
+    for task, weight in TASKS.items():
+        images, targets = data[task]
+        per_sample = get_task_type(specs[task].type).loss(
+            model(task, images), targets, torch.zeros(BATCH, dtype=torch.long)
+        )
+        objective = objective + weight * per_sample.mean()
+    objective.backward()
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    norm = float(torch.stack([p.grad.double().pow(2).sum() for p in params]).sum().sqrt())
+    scale = min(1.0, CLIP / (norm + 1e-6))
+    with torch.no_grad():
+        for p in params:
+            p.sub_(LR * scale * p.grad)
+    return {"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "norm": norm}
+
+
+def simt_step(zero_stage: int, ep_size: int) -> dict[str, Any]:
+    import torch.distributed as dist
+
+    from gppf_dist.config.schema import RunConfig
+    from gppf_dist.dist.env import init_distributed
+    from gppf_dist.dist.mesh import build_expert_groups
+    from gppf_dist.engine.deepspeed import count_in_grad_norm, create_engine
+    from gppf_dist.engine.experts import keep_lego_shards
+    from gppf_dist.engine.lego_optim import LegoOptimizer
+    from gppf_dist.engine.step import StepContext, TaskRuntime, run_iteration
+    from gppf_dist.parallel.expert import EPSession, apply_expert_parallel, record_lego_shapes
+    from gppf_dist.parallel.plan import EPLayout
+    from gppf_dist.simt.objective import TaskWeights
+    from gppf_dist.simt.plan import TaskDemand, plan_static
+    from gppf_dist.tasks.base import Batch
+    from gppf_dist.tasks.registry import get_task_type
+
+    info = init_distributed("gloo", torch.device("cpu"), 60)
+    model, specs, data = _setup()
+    owners = model.param_owners()
+    layout = EPLayout(info.world_size, ep_size, 4)
+    groups = build_expert_groups(layout, info.rank)
+    session = None
+    if ep_size > 1:
+        shapes = record_lego_shapes(model, {t: tuple(s.input_size) for t, s in specs.items()})
+        session = EPSession(layout, groups.ep, layout.ep_rank(info.rank), model.router.route,
+                            shapes, num_layers=0)  # fmt: skip
+        apply_expert_parallel(model, session)
+    apart = ep_size > 1
+    is_lego = {n: owners[n].startswith("lego:") for n, _ in model.named_parameters()}
+    dense = [p for n, p in model.named_parameters() if not (apart and is_lego[n])]
+    optimizer = torch.optim.SGD(dense, lr=LR)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    cfg = RunConfig()
+    cfg.parallel.zero_stage, cfg.parallel.ep_size, cfg.trainer.grad_clip = zero_stage, ep_size, CLIP
+    with keep_lego_shards(model, owners):
+        engine = create_engine(
+            cfg, model, optimizer, scheduler, info.world_size, torch.device("cpu")
+        )
+    legos = None
+    if apart:
+        named = [(n, p) for n, p in model.named_parameters() if is_lego[n]]
+        lego_opt = torch.optim.SGD([p for _, p in named], lr=LR)
+        lego_sched = torch.optim.lr_scheduler.LambdaLR(lego_opt, lambda s: 1.0)
+        legos = LegoOptimizer(named, lego_opt, lego_sched, info.world_size, groups.edp, groups.ep)
+        count_in_grad_norm(engine, lambda: legos.sq_norm)
+
+    demands = [TaskDemand(t, BATCH, STREAMS, w) for t, w in TASKS.items()]
+    plan = plan_static(demands, info.world_size)
+    runtimes = {
+        t: TaskRuntime(i, get_task_type(specs[t].type), TaskWeights(w, BATCH))
+        for i, (t, w) in enumerate(TASKS.items())
+    }
+    per_stream = BATCH // STREAMS
+    for work in plan.rank_work(info.rank):
+        images, targets = data[work.task]
+        idx = torch.cat(
+            [torch.arange(s * per_stream, (s + 1) * per_stream) for s in work.stream_ids]
+        )
+        batch = Batch(
+            task=work.task,
+            images=images[idx],
+            targets=_slice(targets, idx),
+            groups=torch.zeros(len(idx), dtype=torch.long),
+            keys=[],
+        )
+        runtimes[work.task].loader = iter([batch])
+    ctx = StepContext(
+        engine=engine,
+        tasks=runtimes,
+        world_size=info.world_size,
+        rank=info.rank,
+        device=torch.device("cpu"),
+        owners=owners,
+        active_legos=lambda task: set(),
+        grad_clip=CLIP,
+        own_reduction=False,
+        ep=session,
+        ep_ranks=tuple(groups.ep_ranks),
+        edp_group=groups.edp,
+        ep_group=groups.ep,
+        legos=legos,
+    )
+    result = run_iteration(ctx, plan, set(TASKS))
+    params = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
+    dist.destroy_process_group()
+    return {"params": params, "norm": result.grad_norm, "works": plan.rank_work(info.rank)}
+
+
+@pytest.mark.parametrize(("zero_stage", "ep_size"), [(1, 2), (2, 2), (2, 1)])
+def test_zero_update_with_expert_parallel_legos_equals_reference(
+    zero_stage: int, ep_size: int
+) -> None:
+    expected = reference()
+    results = run_distributed(simt_step, 2, zero_stage, ep_size)
+    assert {len(r["works"]) for r in results} == {1, 2}  # one rank idles a micro-step
+    lego_names = {n for n in expected["params"] if ".legos." in n}
+    legos_seen: set[str] = set()
+    for result in results:
+        held = {n for n in result["params"] if ".legos." in n}
+        assert len(held) * ep_size == len(lego_names)  # 1/E of the legos on each rank
+        assert result["norm"] > CLIP  # clipping is active, so its norm matters
+        assert result["norm"] == pytest.approx(expected["norm"], rel=1e-4)
+        for name, value in result["params"].items():
+            torch.testing.assert_close(
+                value, expected["params"][name], rtol=1e-4, atol=1e-6, msg=name
+            )
+            legos_seen.update({name} if ".legos." in name else set())
+    assert legos_seen == lego_names
