@@ -1,4 +1,5 @@
-"""The ready-made launch scripts end to end: DeepSpeed with a localhost hostfile, torchrun."""
+"""Launching end to end: the ready-made scripts (DeepSpeed with a localhost hostfile, torchrun)
+and gppf-train's own launcher=deepspeed."""
 
 from __future__ import annotations
 
@@ -64,3 +65,31 @@ def test_torchrun_script_single_node(tmp_path: Path, tiny_shards: Path) -> None:
     )
     assert "1 node(s) x 2 process(es)" in out
     assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2]
+
+
+def test_gppf_train_launcher_deepspeed(tmp_path: Path, tiny_shards: Path) -> None:
+    run_dir = tmp_path / "run"
+    gppf_train = str(Path(sys.executable).parent / "gppf-train")
+    cmd = [
+        gppf_train, "experiment=demo", *COMMON, f"run.dir={run_dir}", f"data.root={tiny_shards}",
+        "launcher=deepspeed", f"launcher.hostfile={REPO / 'launch' / 'hostfile.example'}",
+        "trainer.max_steps=2", "trainer.eval_at_start=false",
+    ]  # fmt: skip
+    env = {**os.environ, "WANDB_PROJECT": "gppf-test"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    spawned = [line for line in out.splitlines() if "spawned with command" in line]
+    assert len(spawned) == 2, out[-3000:]  # `localhost slots=2`
+    for line in spawned:  # every worker reads the one resolved config: Hydra ran once
+        assert f"'gppf_dist.cli.worker', '{run_dir / 'config.yaml'}'" in line
+        assert "--local_rank" not in line
+    assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2]
+    assert "WANDB_PROJECT=gppf-test" in (run_dir / "deepspeed_env").read_text()
+
+    bad = tmp_path / "hosts"
+    bad.write_text("node001 slots=two\n")
+    cmd = [*cmd[:-3], f"launcher.hostfile={bad}", "trainer.max_steps=2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2  # a configuration error: no worker started
+    assert f"`launcher.hostfile`={str(bad)!r} line 1" in proc.stderr

@@ -27,7 +27,7 @@ def test_gpus_per_node_sets_processes_per_node(compose_run: Callable[..., RunCon
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "pbs"}, "`launcher`='pbs': must be local, none or slurm"),
+        ({"name": "pbs"}, "`launcher`='pbs': must be local, none, deepspeed or slurm"),
         ({"name": "slurm", "nodes": 0}, "`launcher.nodes`=0"),
         ({"name": "slurm", "gpus_per_node": -1}, "`launcher.gpus_per_node`=-1"),
     ],

@@ -2,6 +2,7 @@
 
 gppf-train experiment=demo                     # 2 local workers (torch elastic agent)
 gppf-train experiment=demo launcher.nproc=1 trainer.max_steps=20
+gppf-train experiment=demo launcher=deepspeed launcher.hostfile=launch/hostfile.example
 torchrun --nproc-per-node 8 -m gppf_dist.cli.train launcher=none ...   # under a launcher
 """
 
@@ -48,10 +49,18 @@ def train(cfg: RunConfig, config_path: Path) -> None:
 
     run_dir = Path(cfg.run.dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
-    if cfg.launcher.name == "local":
-        from gppf_dist.launch.local import launch_local
+    if cfg.launcher.name in ("local", "deepspeed"):
+        from gppf_dist.launch.deepspeed import launch_deepspeed
+        from gppf_dist.launch.local import WorkersFailedError, launch_local
 
-        launch_local(cfg.launcher, config_path)
+        try:
+            if cfg.launcher.name == "local":
+                launch_local(cfg.launcher, config_path)
+            else:
+                launch_deepspeed(cfg.launcher, config_path)
+        except WorkersFailedError as err:
+            print(f"gppf-train: {err}", file=sys.stderr, flush=True)
+            sys.exit(1)
     elif cfg.launcher.name == "slurm":
         from gppf_dist.launch.slurm import SubmitError, submit_slurm
 

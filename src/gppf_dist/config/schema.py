@@ -162,8 +162,9 @@ class ParallelSection:
 class LauncherSection:
     name: str = "local"
     """local: torch elastic agent starting `nproc` workers; none: run one worker in this process
-    (under torchrun/srun, which set RANK/WORLD_SIZE); slurm: submit `launch/slurm/gppf.sbatch`
-    with sbatch (one srun task per node, torchrun inside), print the job id and return."""
+    (under torchrun/srun, which set RANK/WORLD_SIZE); deepspeed: DeepSpeed's launcher, one
+    worker per slot of `hostfile`; slurm: submit `launch/slurm/gppf.sbatch` with sbatch (one
+    srun task per node, torchrun inside), print the job id and return."""
     nproc: int = 2
     """Worker processes per node. launcher=slurm with `gpus_per_node` > 0: one per GPU (set to
     `gpus_per_node`); with `gpus_per_node`=0 (CPU nodes): `nproc` per node."""
@@ -172,7 +173,12 @@ class LauncherSection:
     max_restarts: int = 0
     """launcher=local: how often the agent restarts all workers after one fails (they resume)."""
     master_port: int = 0
-    """Rendezvous port for launcher=local; 0 picks a free one."""
+    """Rendezvous port for launcher=local and deepspeed; 0 picks a free one."""
+    # ---- launcher=deepspeed -------------------------------------------------------------------
+    hostfile: str | None = None
+    """`<host> slots=<n>` per line; None: this machine with `nproc` slots."""
+    master_addr: str | None = None
+    """None: the hostfile's first host."""
     # ---- launcher=slurm (sbatch options; None / 0 leaves the cluster's default) ----------
     partition: str | None = None
     nodes: int = 1
@@ -188,10 +194,10 @@ class LauncherSection:
 
     def __post_init__(self) -> None:
         _check(
-            self.name in ("local", "none", "slurm"),
+            self.name in ("local", "none", "deepspeed", "slurm"),
             "launcher",
             self.name,
-            "must be local, none or slurm",
+            "must be local, none, deepspeed or slurm",
         )
         _check(self.nproc >= 1, "launcher.nproc", self.nproc, "must be >= 1")
         _check(self.nnodes >= 1, "launcher.nnodes", self.nnodes, "must be >= 1")

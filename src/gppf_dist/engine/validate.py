@@ -16,10 +16,25 @@ from gppf_dist.tasks.registry import TASK_TYPES
 
 
 def planned_world_size(cfg: RunConfig, env_world_size: int | None) -> int:
-    """launcher=local starts nproc x nnodes workers; launcher=none joins the launcher's world."""
+    """launcher=local and slurm start nproc x nnodes workers, deepspeed one per hostfile slot;
+    launcher=none joins the launcher's world."""
     if cfg.launcher.name in ("local", "slurm"):
         return cfg.launcher.nproc * cfg.launcher.nnodes
+    if cfg.launcher.name == "deepspeed":
+        from gppf_dist.config.hostfile import planned_hosts
+
+        return sum(h.slots for h in planned_hosts(cfg.launcher))
     return env_world_size or 1
+
+
+def _world_origin(cfg: RunConfig) -> str:
+    launcher = cfg.launcher
+    if launcher.name == "deepspeed":
+        where = launcher.hostfile or f"launcher.nproc={launcher.nproc}"
+        return f"the slots of {where}"
+    if launcher.name == "none":
+        return "the launcher's WORLD_SIZE"
+    return f"launcher.nproc={launcher.nproc} x launcher.nnodes={launcher.nnodes}"
 
 
 def validate_run(cfg: RunConfig, world_size: int) -> None:
@@ -73,7 +88,7 @@ def _validate_parallel(cfg: RunConfig, world_size: int) -> None:
     if world_size % ep:
         raise ValueError(
             f"`parallel.ep_size`={ep} must divide the world size {world_size} "
-            f"(launcher.nproc={cfg.launcher.nproc} x launcher.nnodes={cfg.launcher.nnodes})"
+            f"({_world_origin(cfg)})"
         )
     if cfg.model.num_legos % ep:
         raise ValueError(

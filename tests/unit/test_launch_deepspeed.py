@@ -1,0 +1,85 @@
+"""launcher=deepspeed, pure parts: hostfiles, the world size they give, the launcher command,
+the variables forwarded to every host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gppf_dist.config.hostfile import Host, planned_hosts, read_hostfile
+from gppf_dist.config.schema import LauncherSection, RunConfig
+from gppf_dist.engine.validate import planned_world_size
+from gppf_dist.launch.deepspeed import deepspeed_command, forwarded_env
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_example_hostfile_is_this_machine_with_two_slots() -> None:
+    assert read_hostfile(REPO / "launch" / "hostfile.example") == [Host("localhost", 2)]
+
+
+def test_hostfile_with_comments_and_several_hosts(tmp_path: Path) -> None:
+    path = tmp_path / "hosts"
+    path.write_text("# cluster\nnode001 slots=8  # first\n\nnode002 slots=4\n")
+    assert read_hostfile(path) == [Host("node001", 8), Host("node002", 4)]
+    cfg = RunConfig()
+    cfg.launcher = LauncherSection(name="deepspeed", hostfile=str(path))
+    assert planned_world_size(cfg, None) == 12
+
+
+def test_without_hostfile_this_machine_runs_nproc_workers() -> None:
+    launcher = LauncherSection(name="deepspeed", nproc=3)
+    assert planned_hosts(launcher) == [Host("localhost", 3)]
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("node001\n", "line 1: 'node001' is not '<hostname> slots=<n>'"),
+        ("node001 slots=2\nnode002 slots=0\n", "line 2: 'node002 slots=0'"),
+        ("node001 slots=2\nnode001 slots=2\n", "line 2: host 'node001' twice"),
+        ("# nothing\n", "lists no hosts"),
+    ],
+)
+def test_bad_hostfile_names_the_key_file_and_line(tmp_path: Path, text: str, reason: str) -> None:
+    path = tmp_path / "hosts"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="`launcher.hostfile`") as err:
+        read_hostfile(path)
+    assert str(path) in str(err.value) and reason in str(err.value)
+
+
+def test_missing_hostfile_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="does not exist"):
+        read_hostfile(tmp_path / "nope")
+
+
+def test_one_host_runs_without_ssh_and_workers_read_the_saved_config() -> None:
+    launcher = LauncherSection(name="deepspeed")
+    cmd = deepspeed_command(
+        launcher, [Host("localhost", 2)], Path("h"), Path("run/config.yaml"), "py", 29500
+    )
+    assert cmd[:3] == ["py", "-m", "deepspeed.launcher.runner"]
+    assert cmd[cmd.index("--master_addr") + 1] == "127.0.0.1"
+    assert "--no_ssh" in cmd and cmd[cmd.index("--node_rank") + 1] == "0"
+    assert cmd[-4:] == ["--no_local_rank", "--module", "gppf_dist.cli.worker", "run/config.yaml"]
+
+
+def test_several_hosts_go_through_pdsh_with_the_first_as_master() -> None:
+    launcher = LauncherSection(name="deepspeed", hostfile="h")
+    hosts = [Host("node001", 8), Host("node002", 8)]
+    cmd = deepspeed_command(launcher, hosts, Path("h"), Path("c.yaml"), "py", 29500)
+    assert "--no_ssh" not in cmd
+    assert cmd[cmd.index("--master_addr") + 1] == "node001"
+    launcher = LauncherSection(name="deepspeed", hostfile="h", master_addr="10.0.0.1")
+    cmd = deepspeed_command(launcher, hosts, Path("h"), Path("c.yaml"), "py", 29500)
+    assert cmd[cmd.index("--master_addr") + 1] == "10.0.0.1"
+
+
+def test_forwarded_env_keeps_the_users_file_and_the_run_variables(tmp_path: Path) -> None:
+    user = tmp_path / ".deepspeed_env"
+    user.write_text("NCCL_IB_DISABLE=1\n")
+    environ = {"WANDB_PROJECT": "p", "HOME": "/root", "GPPF_X": "1", "OMP_NUM_THREADS": "4"}
+    lines = forwarded_env(environ, user).splitlines()
+    assert lines == ["NCCL_IB_DISABLE=1", "GPPF_X=1", "OMP_NUM_THREADS=4", "WANDB_PROJECT=p"]
