@@ -67,7 +67,7 @@ def reference() -> dict[str, Any]:
     return {"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "norm": norm}
 
 
-def simt_step(zero_stage: int, ep_size: int) -> dict[str, Any]:
+def simt_step(zero_stage: int, ep_size: int, poison: bool = False) -> dict[str, Any]:
     import torch.distributed as dist
 
     from gppf_dist.config.schema import RunConfig
@@ -150,10 +150,20 @@ def simt_step(zero_stage: int, ep_size: int) -> dict[str, Any]:
         ep_group=groups.ep,
         legos=legos,
     )
+    before = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
+    if poison:  # a non-finite gradient in one lego only: DeepSpeed must see it and skip
+        lego = next(p for n, p in engine.module.named_parameters() if is_lego[n])
+        lego.register_hook(lambda g: g * float("nan"))
     result = run_iteration(ctx, plan, set(TASKS))
     params = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
     dist.destroy_process_group()
-    return {"params": params, "norm": result.grad_norm, "works": plan.rank_work(info.rank)}
+    return {
+        "params": params,
+        "before": before,
+        "norm": result.grad_norm,
+        "works": plan.rank_work(info.rank),
+        "epochs": (scheduler.last_epoch, legos.scheduler.last_epoch if legos else None),
+    }
 
 
 @pytest.mark.parametrize(("zero_stage", "ep_size"), [(1, 2), (2, 2), (2, 1)])
@@ -176,3 +186,12 @@ def test_zero_update_with_expert_parallel_legos_equals_reference(
             )
             legos_seen.update({name} if ".legos." in name else set())
     assert legos_seen == lego_names
+
+
+def test_a_non_finite_lego_gradient_skips_the_whole_step() -> None:
+    """DeepSpeed skips a step whose norm is not finite; the legos must skip it with it (no NaN
+    weights, no momentum or decay step, no schedule drift)."""
+    for result in run_distributed(simt_step, 2, 1, 2, True):
+        assert result["epochs"] == (0, 0)
+        for name, value in result["params"].items():
+            assert torch.equal(value, result["before"][name]), name

@@ -40,6 +40,8 @@ def test_resumable_layouts_pass(tmp_path: Path, was: tuple[int, int, int], now: 
         ((2, 2, 2), Topology(2, 2, 0), "`parallel.zero_stage`=0"),
         ((2, 2, 1), Topology(2, 1, 1), "`parallel.ep_size`=1"),
         ((2, 1, 2), Topology(2, 2, 2), "`parallel.ep_size`=2"),
+        ((2, 2, 1), Topology(4, 2, 1), "to 2"),  # ZeRO partitions are per rank
+        ((4, 1, 2), Topology(2, 1, 2), "to 4"),
     ],
 )
 def test_layouts_that_would_load_wrongly_are_refused_naming_the_key(
@@ -51,8 +53,24 @@ def test_layouts_that_would_load_wrongly_are_refused_naming_the_key(
     assert named in str(err.value) and str(tag) in str(err.value)
 
 
-def test_markers_without_a_topology_are_accepted(tmp_path: Path) -> None:
+def old_marker(tmp_path: Path, zero0: bool) -> Path:
+    """A marker written before the layout was recorded: the world size only."""
     tag = tmp_path / "step_00000001"
-    tag.mkdir()
+    (tag / "gppf").mkdir(parents=True)
+    if zero0:
+        (tag / "gppf" / "shared.pt").write_bytes(b"")
     (tag / COMPLETE).write_text(json.dumps({"step": 1, "world_size": 2}))
-    check_topology(tag, Topology(1, 1, 2))
+    return tag
+
+
+def test_old_markers_get_their_stage_from_the_files(tmp_path: Path) -> None:
+    zero0 = old_marker(tmp_path / "a", zero0=True)
+    check_topology(zero0, Topology(1, 2, 0))
+    with pytest.raises(ValueError, match="`parallel.zero_stage`=0"):
+        check_topology(zero0, Topology(2, 1, 1))
+    zero12 = old_marker(tmp_path / "b", zero0=False)
+    check_topology(zero12, Topology(2, 1, 2))
+    with pytest.raises(ValueError, match="use `parallel.zero_stage`=1 or 2"):
+        check_topology(zero12, Topology(2, 1, 0))
+    with pytest.raises(ValueError, match="`parallel.ep_size`=2"):
+        check_topology(zero12, Topology(2, 2, 1))

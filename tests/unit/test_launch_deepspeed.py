@@ -6,11 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from gppf_dist.config.hostfile import Host, planned_hosts, read_hostfile
 from gppf_dist.config.schema import LauncherSection, RunConfig
 from gppf_dist.engine.validate import planned_world_size
-from gppf_dist.launch.deepspeed import deepspeed_command, forwarded_env
+from gppf_dist.launch.deepspeed import (
+    MULTI_HOST_PORT,
+    deepspeed_command,
+    forwarded_env,
+    launch_environment,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +68,13 @@ def test_one_host_runs_without_ssh_and_workers_read_the_saved_config() -> None:
     )
     assert cmd[:3] == ["py", "-m", "deepspeed.launcher.runner"]
     assert cmd[cmd.index("--master_addr") + 1] == "127.0.0.1"
-    assert "--no_ssh" in cmd and cmd[cmd.index("--node_rank") + 1] == "0"
+    assert "--no_ssh" in cmd
+    # a one-host hostfile naming another machine still runs here: the rendezvous stays local
+    named = deepspeed_command(launcher, [Host("node007", 2)], Path("h"), Path("c"), "py", 1)
+    assert (
+        named[named.index("--master_addr") + 1] == "127.0.0.1"
+        and cmd[cmd.index("--node_rank") + 1] == "0"
+    )
     assert cmd[-4:] == ["--no_local_rank", "--module", "gppf_dist.cli.worker", "run/config.yaml"]
 
 
@@ -77,9 +89,29 @@ def test_several_hosts_go_through_pdsh_with_the_first_as_master() -> None:
     assert cmd[cmd.index("--master_addr") + 1] == "10.0.0.1"
 
 
-def test_forwarded_env_keeps_the_users_file_and_the_run_variables(tmp_path: Path) -> None:
-    user = tmp_path / ".deepspeed_env"
-    user.write_text("NCCL_IB_DISABLE=1\n")
-    environ = {"WANDB_PROJECT": "p", "HOME": "/root", "GPPF_X": "1", "OMP_NUM_THREADS": "4"}
-    lines = forwarded_env(environ, user).splitlines()
-    assert lines == ["NCCL_IB_DISABLE=1", "GPPF_X=1", "OMP_NUM_THREADS=4", "WANDB_PROJECT=p"]
+def test_forwarded_env_keeps_the_users_files_and_the_run_variables(tmp_path: Path) -> None:
+    home, cwd = tmp_path / "home.env", tmp_path / "cwd.env"
+    home.write_text("NCCL_SOCKET_IFNAME=ib0\n")
+    cwd.write_text("NCCL_IB_DISABLE=1\n")
+    environ = {"WANDB_PROJECT": "p", "HOME": "/root", "GPPF_X": "1", "PYTHONPATH": "/x"}
+    lines = forwarded_env(environ, [home, tmp_path / "absent", cwd]).splitlines()
+    assert lines == ["NCCL_SOCKET_IFNAME=ib0", "NCCL_IB_DISABLE=1", "GPPF_X=1", "WANDB_PROJECT=p"]
+
+
+def test_several_hosts_get_a_private_env_file_without_local_defaults(tmp_path: Path) -> None:
+    hosts = [Host("node001", 8), Host("node002", 8)]
+    environ = {"WANDB_API_KEY": "secret", "PATH": "/bin"}
+    env, port = launch_environment(hosts, tmp_path, environ, 0)
+    env_file = Path(env["DS_ENV_FILE"])
+    assert env_file.parent == tmp_path and port == MULTI_HOST_PORT
+    assert env_file.stat().st_mode & 0o777 == 0o600  # W&B keys may be in it
+    assert "WANDB_API_KEY=secret" in env_file.read_text().splitlines()
+    assert "DS_ACCELERATOR" not in env  # this machine's hardware says nothing about the hosts'
+
+
+def test_one_host_inherits_this_environment(tmp_path: Path) -> None:
+    env, port = launch_environment([Host("localhost", 2)], tmp_path, {"WANDB_MODE": "x"}, 0)
+    assert "DS_ENV_FILE" not in env and not list(tmp_path.iterdir())
+    assert env["WANDB_MODE"] == "x"
+    assert env.get("DS_ACCELERATOR") == (None if torch.cuda.is_available() else "cpu")
+    assert port > 0

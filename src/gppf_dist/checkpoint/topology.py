@@ -25,26 +25,54 @@ class Topology:
     zero_stage: int
 
 
-def check_topology(tag_dir: Path, now: Topology) -> None:
-    """Raise ValueError, naming the keys, if the checkpoint in `tag_dir` cannot resume at `now`."""
+ZERO_UNKNOWN = -1
+"""An old ZeRO 1/2 checkpoint whose stage was not recorded."""
+
+
+def saved_topology(tag_dir: Path) -> Topology | None:
+    """The layout a checkpoint was saved at, from its COMPLETE marker. Markers written before the
+    layout was recorded hold the world size only: their ZeRO stage shows in the files (ZeRO 0
+    always wrote `gppf/shared.pt`; ZeRO 1/2 then ran without expert parallelism)."""
     marker = tag_dir / COMPLETE
     saved = json.loads(marker.read_text()) if marker.is_file() else {}
-    if "zero_stage" not in saved:  # written before the topology was recorded
+    if "world_size" not in saved:
+        return None
+    if "zero_stage" in saved:
+        return Topology(int(saved["world_size"]), int(saved["ep_size"]), int(saved["zero_stage"]))
+    zero_stage = 0 if (tag_dir / "gppf" / "shared.pt").is_file() else ZERO_UNKNOWN
+    return Topology(int(saved["world_size"]), 0 if zero_stage == 0 else 1, zero_stage)
+
+
+def check_topology(tag_dir: Path, now: Topology) -> None:
+    """Raise ValueError, naming the keys, if the checkpoint in `tag_dir` cannot resume at `now`."""
+    was = saved_topology(tag_dir)
+    if was is None:
         return
-    was = Topology(int(saved["world_size"]), int(saved["ep_size"]), int(saved["zero_stage"]))
+    stage = "1 or 2" if was.zero_stage == ZERO_UNKNOWN else str(was.zero_stage)
+    ep = "?" if was.ep_size == 0 else str(was.ep_size)
     where = (
-        f"checkpoint {str(tag_dir)!r} was saved with `parallel.zero_stage`={was.zero_stage}, "
-        f"`parallel.ep_size`={was.ep_size} at world size {was.world_size}"
+        f"checkpoint {str(tag_dir)!r} was saved with `parallel.zero_stage`={stage}, "
+        f"`parallel.ep_size`={ep} at world size {was.world_size}"
     )
-    if was.zero_stage != now.zero_stage:
+    zero_then, zero_now = was.zero_stage != 0, now.zero_stage != 0
+    if zero_then != zero_now or (was.zero_stage > 0 and was.zero_stage != now.zero_stage):
         raise ValueError(
             f"{where}; it cannot resume with `parallel.zero_stage`={now.zero_stage}: "
-            f"use `parallel.zero_stage`={was.zero_stage}"
+            f"use `parallel.zero_stage`={stage}"
         )
-    if now.zero_stage > 0 and (was.ep_size > 1) != (now.ep_size > 1):
+    if now.zero_stage == 0:
+        return
+    if (was.ep_size > 1) != (now.ep_size > 1):
         raise ValueError(
             f"{where}; under ZeRO {now.zero_stage} it cannot resume with "
             f"`parallel.ep_size`={now.ep_size} (DeepSpeed partitions the legos' optimizer state "
             "only without expert parallelism). Resume at an ep_size on the same side of 1, or "
             "save with `parallel.zero_stage`=0 for checkpoints that resume at any EP size"
+        )
+    if was.world_size != now.world_size:
+        raise ValueError(
+            f"{where}; under ZeRO {now.zero_stage} it cannot resume at world size "
+            f"{now.world_size} (DeepSpeed's optimizer partitions are per rank): set "
+            f"`launcher.nproc` x `launcher.nnodes` (or the hostfile's slots) to {was.world_size}, "
+            "or save with `parallel.zero_stage`=0 for checkpoints that resume at any world size"
         )

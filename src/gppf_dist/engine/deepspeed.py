@@ -88,6 +88,11 @@ def count_in_grad_norm(engine: Any, extra_sq_norm: Callable[[], torch.Tensor]) -
     optimizer.scaled_global_norm = scaled_global_norm
 
 
+def step_applied(engine: Any) -> bool:
+    """False when DeepSpeed skipped its last step (ZeRO treats a non-finite norm as overflow)."""
+    return bool(engine.was_step_applied())
+
+
 def global_grad_norm(engine: Any) -> float:
     """The gradient norm DeepSpeed clipped by in its last step (ZeRO 1/2)."""
     norm = engine.get_global_grad_norm()

@@ -53,12 +53,14 @@ class LegoOptimizer:
         device = self.named[0][1].device if self.named else torch.device("cpu")
         self.sq_norm = sharded_sq_norm((p for _, p in self.named), self.ep_group, device)
 
-    def step(self, global_norm: float, max_norm: float) -> None:
-        """Clip by the global norm DeepSpeed just used, step, advance the schedule, clear."""
-        params = [p for _, p in self.named]
-        scale_to_norm(params, global_norm, max_norm)
-        self.optimizer.step()
-        self.scheduler.step()
+    def step(self, global_norm: float, max_norm: float, applied: bool) -> None:
+        """Follow DeepSpeed's step: if it was applied, clip by the global norm it used, step and
+        advance the schedule; if it skipped the step (a non-finite norm, the legos' included),
+        skip it too, so both keep the same parameters' history and the same schedule. Clear."""
+        if applied:
+            scale_to_norm([p for _, p in self.named], global_norm, max_norm)
+            self.optimizer.step()
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def follow_schedule(self, scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
@@ -70,3 +72,4 @@ class LegoOptimizer:
             self.optimizer.param_groups, self.scheduler.base_lrs, lambdas, strict=True
         ):
             group["lr"] = base * fn(scheduler.last_epoch)
+        self.scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]  # type: ignore[attr-defined]

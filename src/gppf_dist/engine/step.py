@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from gppf_dist.engine.deepspeed import accumulate, global_grad_norm
+from gppf_dist.engine.deepspeed import accumulate, global_grad_norm, step_applied
 from gppf_dist.engine.lego_optim import LegoOptimizer
 from gppf_dist.parallel.expert import EPSession, PeerWork
 from gppf_dist.simt.objective import TaskWeights, local_objective
@@ -197,7 +197,7 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
     if not ctx.own_reduction:
         grad_norm = global_grad_norm(engine)
         if ctx.legos is not None:
-            ctx.legos.step(grad_norm, ctx.grad_clip)
+            ctx.legos.step(grad_norm, ctx.grad_clip, applied=step_applied(engine))
     assert totals is not None
     return _unpack(ctx, totals.double().cpu(), float(reg.detach()), grad_norm, data_s)
 
