@@ -67,7 +67,9 @@ def reference() -> dict[str, Any]:
     return {"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "norm": norm}
 
 
-def simt_step(zero_stage: int, ep_size: int, poison: bool = False) -> dict[str, Any]:
+def simt_step(
+    zero_stage: int, ep_size: int, poison: bool = False, precision: str = "fp32"
+) -> dict[str, Any]:
     import torch.distributed as dist
 
     from gppf_dist.config.schema import RunConfig
@@ -149,6 +151,8 @@ def simt_step(zero_stage: int, ep_size: int, poison: bool = False) -> dict[str, 
         edp_group=groups.edp,
         ep_group=groups.ep,
         legos=legos,
+        precision=precision,
+        channels_last=precision == "bf16",
     )
     before = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
     if poison:  # a non-finite gradient in one lego only: DeepSpeed must see it and skip
@@ -195,3 +199,17 @@ def test_a_non_finite_lego_gradient_skips_the_whole_step() -> None:
         assert result["epochs"] == (0, 0)
         for name, value in result["params"].items():
             assert torch.equal(value, result["before"][name]), name
+
+
+def test_bf16_autocast_and_channels_last_under_expert_parallelism() -> None:
+    """Mixed precision keeps fp32 parameters and exchanges (an idle rank has no activation to
+    take a dtype from): the update stays close to the fp32 one, yet bf16 really ran."""
+    expected = reference()
+    for result in run_distributed(simt_step, 2, 1, 2, False, "bf16"):
+        assert result["norm"] != expected["norm"]
+        assert result["norm"] == pytest.approx(expected["norm"], rel=0.05)
+        for name, value in result["params"].items():
+            assert value.dtype == torch.float32, name
+            torch.testing.assert_close(
+                value, expected["params"][name], rtol=0.05, atol=5e-3, msg=name
+            )

@@ -47,9 +47,25 @@ def test_misspelled_key_is_rejected_naming_it(compose_run: Compose) -> None:
         compose_run("trainer.max_step=5")
 
 
-def test_single_field_rule_names_key_and_value(compose_run: Compose) -> None:
-    with pytest.raises(ValueError, match=r"`parallel.zero_stage`=3"):
-        compose_run("parallel.zero_stage=3")
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("parallel.zero_stage=3", r"`parallel.zero_stage`=3"),
+        ("trainer.precision=fp16", r"`trainer.precision`='fp16': must be fp32 or bf16"),
+    ],
+)
+def test_single_field_rule_names_key_and_value(
+    compose_run: Compose, override: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        compose_run(override)
+
+
+def test_deepspeed_launcher_composes(compose_run: Compose) -> None:
+    cfg = compose_run("launcher=deepspeed", "launcher.hostfile=h", "trainer.precision=bf16")
+    assert (cfg.launcher.name, cfg.launcher.hostfile, cfg.trainer.precision) == (
+        "deepspeed", "h", "bf16",
+    )  # fmt: skip
 
 
 def test_saved_config_round_trips(compose_run: Compose, tmp_path: Path) -> None:

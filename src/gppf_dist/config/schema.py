@@ -48,6 +48,12 @@ class TrainerSection:
     progress: bool = True
     device: str = "auto"
     """`auto` picks CUDA when available, else CPU."""
+    precision: str = "fp32"
+    """fp32, or bf16: forward and losses under bf16 autocast, with fp32 parameters, gradients
+    and optimizer state (so SIMT's exact reductions are unchanged)."""
+    channels_last: bool = False
+    """Images in NHWC memory format: convolutions follow their input's format, so activations
+    run NHWC (faster on GPUs); parameters keep theirs (DeepSpeed broadcasts and flattens them)."""
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 0, "trainer.max_steps", self.max_steps, "must be >= 0")
@@ -67,6 +73,12 @@ class TrainerSection:
             "trainer.device",
             self.device,
             "must be auto, cpu or cuda",
+        )
+        _check(
+            self.precision in ("fp32", "bf16"),
+            "trainer.precision",
+            self.precision,
+            "must be fp32 or bf16",
         )
 
 

@@ -90,6 +90,17 @@ class StepContext:
     ep_group: dist.ProcessGroup | None = None
     legos: LegoOptimizer | None = None
     """Expert parallelism under ZeRO 1/2: the legos' own reduction and optimizer."""
+    precision: str = "fp32"
+    """"bf16": forward and loss under autocast (parameters, gradients, optimizer stay fp32)."""
+    channels_last: bool = False
+    """Images in NHWC memory format (activations follow; parameters keep their layout)."""
+
+
+def _compute(ctx: StepContext) -> contextlib.AbstractContextManager:
+    """Mixed precision: the forward and the loss run under bf16 autocast; backward runs outside
+    it, and parameters, gradients and the optimizer stay fp32, so every reduction path (SIMT's,
+    DeepSpeed's, the legos') is unchanged."""
+    return torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.precision == "bf16")
 
 
 def _backward_contexts(ctx: StepContext, n: int) -> contextlib.AbstractContextManager:
@@ -143,7 +154,8 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
                 _begin_ep(ctx, plan, present, i)
             if work is None:  # idle EP micro-step: serve the peers' lego calls only
                 with contexts[i]:
-                    token = ctx.ep.finish(reg.new_zeros(()).requires_grad_())  # type: ignore[union-attr]
+                    with _compute(ctx):
+                        token = ctx.ep.finish(reg.new_zeros(()).requires_grad_())  # type: ignore[union-attr]
                     engine.backward(token + extra if i == 0 else token)  # type: ignore[attr-defined]
                 continue
             task = ctx.tasks[work.task]
@@ -153,16 +165,20 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
             t1 = time.perf_counter()
             data_s += t1 - t0
             images = batch.images.to(ctx.device, non_blocking=True)
+            if ctx.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
             targets = move_to(batch.targets, ctx.device)
             with contexts[i]:
-                outputs = engine(work.task, images)  # type: ignore[operator]
-                per_sample = task.task_type.loss(outputs, targets, batch.groups.to(ctx.device))
-                assert per_sample.shape == (images.shape[0],), (
-                    f"{work.task}: loss must be per-sample, got shape {tuple(per_sample.shape)}"
-                )
-                loss = local_objective(per_sample, task.weights, ctx.world_size)
-                if ctx.ep is not None:  # layers the task's head did not need still exchange
-                    loss = loss + ctx.ep.finish(per_sample.sum() * 0.0)
+                with _compute(ctx):
+                    outputs = engine(work.task, images)  # type: ignore[operator]
+                    groups = batch.groups.to(ctx.device)
+                    per_sample = task.task_type.loss(outputs, targets, groups).float()
+                    assert per_sample.shape == (images.shape[0],), (
+                        f"{work.task}: loss must be per-sample, got shape {tuple(per_sample.shape)}"
+                    )
+                    loss = local_objective(per_sample, task.weights, ctx.world_size)
+                    if ctx.ep is not None:  # layers the task's head did not need still exchange
+                        loss = loss + ctx.ep.finish(per_sample.sum() * 0.0)
                 engine.backward(loss + extra if i == 0 else loss)  # type: ignore[attr-defined]
             loss_sums[task.index] += per_sample.detach().double().sum()
             task_seconds[task.index] += time.perf_counter() - t1

@@ -127,6 +127,8 @@ def run_worker(cfg: RunConfig) -> None:
         edp_group=groups.edp,
         ep_group=groups.ep,
         legos=legos,
+        precision=cfg.trainer.precision,
+        channels_last=cfg.trainer.channels_last,
     )
 
     # ---- logging --------------------------------------------------------------------------

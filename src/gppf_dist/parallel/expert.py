@@ -31,6 +31,9 @@ from gppf_dist.parallel.all_to_all import all_to_all
 from gppf_dist.parallel.plan import EPLayout
 
 Shapes = dict[str, list[tuple[int, ...] | None]]
+WIRE_DTYPE = torch.float32
+"""Activations travel as fp32 whatever autocast made of them: receivers size their buffers from
+the plan and the recorded shapes, and need no dtype from the sender (an idle rank has none)."""
 
 
 @dataclass
@@ -113,7 +116,7 @@ class ExpertLegoLayer(nn.Module):
         owners = sorted({layout.owner(i) for i in indices})
         remote = [p for p in owners if p != me]
         if h is not None:
-            flat = h.reshape(-1)
+            flat = h.reshape(-1).to(WIRE_DTYPE)
             send = torch.cat([flat] * len(remote)) if len(remote) > 1 else flat
             send = send if remote else flat[:0]
             send_splits = [flat.numel() if p in remote else 0 for p in range(size)]
@@ -121,7 +124,7 @@ class ExpertLegoLayer(nn.Module):
             s.remote_calls += len(remote)
         else:
             assert token is not None
-            send = token.new_zeros(0) + token * 0.0
+            send = token.new_zeros(0, dtype=WIRE_DTYPE) + token.to(WIRE_DTYPE) * 0.0
             send_splits = [0] * size
         # ---- what I receive: each other peer's activation if its task uses one of my legos
         recv_splits, served = [], []
@@ -142,7 +145,7 @@ class ExpertLegoLayer(nn.Module):
             assert peer.task is not None and shape is not None
             x = received[offset : offset + n].view(peer.batch, *shape)
             offset += n
-            outs.append(self._serve(peer.task, mine, x).reshape(-1))
+            outs.append(self._serve(peer.task, mine, x).reshape(-1).to(WIRE_DTYPE))
         back = torch.cat(outs) if outs else received[:0]
         # ---- combine: results return by the reverse exchange and are summed with my own part
         result = all_to_all(back, recv_splits, send_splits, s.group)
@@ -156,7 +159,7 @@ class ExpertLegoLayer(nn.Module):
             assert task is not None
             mine = [j for j, i in enumerate(s.selected(task, self.index)) if layout.owner(i) == me]
             total = total + self._serve(task, mine, h)
-        return total
+        return total.to(h.dtype)
 
     def _serve(self, task: str, positions: list[int], x: torch.Tensor) -> torch.Tensor:
         """Σ over the route positions `positions` (legos I own) of gate · lego(x)."""
