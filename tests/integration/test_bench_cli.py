@@ -1,4 +1,5 @@
-"""`gppf-bench {data,step,ep} --json` each print one JSON object with a positive `ratio`.
+"""`gppf-bench {data,step,ep} --json` each print one JSON object with a positive `ratio`;
+`gppf-bench throughput --json` its images per second, training FLOPs per image and MFU.
 
 Short settings keep this a smoke test of the real benchmark code paths (spawned gloo processes,
 DeepSpeed engine and MoE, our loader and plain webdataset); the figures themselves are recorded
@@ -36,3 +37,17 @@ def test_bench_prints_one_json_object_with_a_ratio(args: list[str]) -> None:
     if args[0] == "ep":
         per_rank = result["lego_bytes_per_rank"]
         assert per_rank["e2"] * 2 == per_rank["e1"]
+
+
+def test_throughput_reports_images_per_second_flops_and_mfu() -> None:
+    args = ["throughput", "--json", "--model", "gppf_r50_tiny", "--size", "64", "--batch", "4"]
+    args += ["--steps", "2", "--warmup", "1", "--channels-last", "--peak-tflops", "1"]
+    proc = subprocess.run([BENCH, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    result = json.loads(lines[-1])
+    assert result["img_per_s"] == pytest.approx(4 / result["step_s"])
+    assert result["train_gflop_per_img"] > 0
+    expected_mfu = result["img_per_s"] * result["train_gflop_per_img"] / 1000
+    assert result["mfu"] == pytest.approx(expected_mfu)
+    assert result["config"]["precision"] == "bf16" and result["config"]["channels_last"]

@@ -1,4 +1,5 @@
-"""`gppf-bench {data,step,ep} [...]`: each prints a table, or one JSON object with --json."""
+"""`gppf-bench {data,step,ep,throughput} [...]`: each prints a table, or one JSON object with
+--json."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ BENCHES = {
     "data": "gppf_dist.bench.data",
     "step": "gppf_dist.bench.step",
     "ep": "gppf_dist.bench.ep",
+    "throughput": "gppf_dist.bench.throughput",
 }
 
 
