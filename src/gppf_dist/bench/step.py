@@ -39,17 +39,25 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="global batch per task")
     p.add_argument("--steps", type=int, default=8, help="timed steps per block")
     p.add_argument("--blocks", type=int, default=4, help="alternating blocks per side")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--json", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and args.nproc > torch.cuda.device_count():
+        raise SystemExit(f"--nproc {args.nproc}: only {torch.cuda.device_count()} GPU(s) here")
+    return args
 
 
-def _setup(args: argparse.Namespace) -> dict[str, Any]:
+def _setup(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Model, plan and this rank's batches; identical construction on every rank."""
     import yaml
 
     from gppf_dist.config.model import model_config_from_dict
     from gppf_dist.model.build import build_model
     from gppf_dist.simt.plan import TaskDemand, plan_static
+    from gppf_dist.tasks.base import move_to
     from gppf_dist.tasks.demo import demo_specs, synthetic_batch
     from gppf_dist.tasks.registry import get_task_type
 
@@ -57,16 +65,23 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
     model_cfg = model_config_from_dict(yaml.safe_load(conf.read_text()))
     specs = demo_specs()
     torch.manual_seed(0)
-    model = build_model(model_cfg, specs)
+    model = build_model(model_cfg, specs).to(device)
     demands = [TaskDemand(t, args.batch, 4) for t in specs]
     plan = plan_static(demands, dist.get_world_size())
     batches = {}
     for work in plan.rank_work(dist.get_rank()):
         gen = torch.Generator().manual_seed(zlib.crc32(work.task.encode()))
         images, targets = synthetic_batch(specs[work.task], work.local_batch, gen)
-        batches[work.task] = (images, targets)
+        batches[work.task] = (images.to(device), move_to(targets, device))
     types = {t: get_task_type(s.type) for t, s in specs.items()}
-    return {"model": model, "plan": plan, "batches": batches, "types": types, "specs": specs}
+    return {
+        "model": model,
+        "plan": plan,
+        "batches": batches,
+        "types": types,
+        "specs": specs,
+        "device": device,
+    }
 
 
 def _simt_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
@@ -82,7 +97,7 @@ def _simt_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
     model = setup["model"]
     optimizer, scheduler = build_optimizer(model, cfg.trainer)
     world, rank = dist.get_world_size(), dist.get_rank()
-    engine = create_engine(cfg, model, optimizer, scheduler, world, torch.device("cpu"))
+    engine = create_engine(cfg, model, optimizer, scheduler, world, setup["device"])
     runtimes = {}
     for i, task in enumerate(setup["specs"]):
         runtimes[task] = TaskRuntime(i, setup["types"][task], TaskWeights(1.0, args.batch))
@@ -91,7 +106,7 @@ def _simt_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
             task=task,
             images=images,
             targets=targets,
-            groups=torch.zeros(len(images), dtype=torch.long),
+            groups=torch.zeros(len(images), dtype=torch.long, device=images.device),
             keys=[],
         )
         runtimes[task].loader = itertools.repeat(batch)
@@ -100,11 +115,12 @@ def _simt_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
         tasks=runtimes,
         world_size=world,
         rank=rank,
-        device=torch.device("cpu"),
+        device=setup["device"],
         owners=model.param_owners(),
         active_legos=lambda t: active_legos(model, t),
         grad_clip=cfg.trainer.grad_clip,
         own_reduction=True,
+        precision=args.precision,
     )
     present = set(setup["specs"])
     return lambda: run_iteration(ctx, setup["plan"], present)
@@ -118,12 +134,15 @@ def _bare_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
     world = dist.get_world_size()
     params = [p for p in model.parameters() if p.requires_grad]
     works = setup["plan"].rank_work(dist.get_rank())
+    bf16 = args.precision == "bf16"
 
     def step() -> None:
         for work in works:
             images, targets = setup["batches"][work.task]
-            groups = torch.zeros(len(images), dtype=torch.long)
-            per_sample = setup["types"][work.task].loss(model(work.task, images), targets, groups)
+            groups = torch.zeros(len(images), dtype=torch.long, device=images.device)
+            with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
+                outputs = model(work.task, images)
+                per_sample = setup["types"][work.task].loss(outputs, targets, groups).float()
             (per_sample.sum() * world / args.batch + model.regularizer()).backward()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
         flat = torch.cat([g.reshape(-1) for g in grads])
@@ -141,8 +160,9 @@ def _bare_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
 
 
 def _worker(rank: int, world: int, port: int, out: str, args: argparse.Namespace) -> None:
-    join_local_group(rank, world, port, threads=max(1, (os.cpu_count() or 1) // world))
-    setup = _setup(args)
+    threads = max(1, (os.cpu_count() or 1) // world)
+    device = join_local_group(rank, world, port, threads, args.device)
+    setup = _setup(args, device)
     simt, bare = _simt_runner(setup, args), _bare_runner(setup, args)
     time_steps(simt, 2), time_steps(bare, 2)  # warm up both
     times: dict[str, list[float]] = {"simt": [], "bare": []}
@@ -172,6 +192,8 @@ def main(argv: list[str]) -> None:
         "bare_step_s": bare,
         "nproc": args.nproc,
         "model": args.model,
+        "device": args.device,
+        "precision": args.precision,
         "steps_per_side": len(times["simt"]),
     }
     if args.json:
