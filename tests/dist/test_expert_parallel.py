@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import torch
 
 from .harness import run_distributed
@@ -13,7 +14,7 @@ from .harness import run_distributed
 TASKS = ["cls_object", "det", "pose"]
 
 
-def ep_step() -> dict[str, Any]:
+def ep_step(placement: tuple[tuple[int, ...], ...] = ()) -> dict[str, Any]:
     import torch.distributed as dist
 
     from gppf_dist.config.model import ModelConfig
@@ -50,7 +51,7 @@ def ep_step() -> dict[str, Any]:
     model.zero_grad(set_to_none=True)
     lego_params_dense = sum(p.numel() for n, p in model.named_parameters() if "legos" in n)
 
-    layout = EPLayout(2, 2, 4)
+    layout = EPLayout(2, 2, 4, placement)
     mesh = build_expert_groups(layout, info.rank)
     shapes = record_lego_shapes(model, {t: tuple(s.input_size) for t, s in specs.items()})
     session = EPSession(
@@ -89,8 +90,15 @@ def ep_step() -> dict[str, Any]:
     }
 
 
-def test_ep2_halves_legos_and_matches_dense_gradients() -> None:
-    results = run_distributed(ep_step, 2)
+@pytest.mark.parametrize(
+    "placement",
+    [(), ((1, 0, 0, 1), (0, 1, 1, 0), (1, 1, 0, 0), (0, 1, 0, 1))],
+    ids=["contiguous", "placed"],
+)
+def test_ep2_halves_legos_and_matches_dense_gradients(
+    placement: tuple[tuple[int, ...], ...],
+) -> None:
+    results = run_distributed(ep_step, 2, placement)
     for result in results:
         assert result["lego_ep"] * 2 == result["lego_dense"]
         for name, grad in result["ep"].items():

@@ -4,6 +4,7 @@ DeepSpeed ZeRO 1/2, where checkpoints resume at the same EP split and refuse ano
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -113,3 +114,21 @@ def test_zero2_ep2_resumes_at_its_split_and_refuses_another(
     assert refused.returncode != 0
     assert "it cannot resume with `parallel.ep_size`=1" in refused.stderr + refused.stdout
     assert sorted(losses(tmp_path)) == list(range(1, STEPS + 1))  # no step ran
+
+
+def test_placement_from_frozen_routes_keeps_the_losses(
+    demo_shards: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Resuming with frozen routes re-places the legos (parallel.place_legos): where they live
+    changes, the losses do not."""
+    frozen = ("parallel.ep_size=2", "model.router.freeze_after=2", *COMMON)
+    straight, resumed = tmp_path_factory.mktemp("frozen"), tmp_path_factory.mktemp("placed")
+    run_train(straight, demo_shards, *frozen, f"trainer.max_steps={STEPS}")
+    run_train(resumed, demo_shards, *frozen, "trainer.max_steps=3")
+    proc = run_train(resumed, demo_shards, *frozen, f"trainer.max_steps={STEPS}")
+    line = next(x for x in proc.stdout.splitlines() if "lego placement from frozen routes" in x)
+    placed = json.loads(line.split(": ", 1)[1].split(";")[0])
+    assert placed != [[0, 0, 1, 1]] * len(placed)  # not the contiguous split: legos moved
+    a, b = losses(straight), losses(resumed)
+    for step in range(4, STEPS + 1):
+        assert close(b[step], a[step]), (step, a[step], b[step])

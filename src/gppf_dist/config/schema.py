@@ -155,6 +155,9 @@ class ParallelSection:
     remote_lego_cost: float = 0.25
     """Locality-aware placement (EP, frozen routes): predicted extra cost of a task whose lego
     calls are all remote, as a fraction of its compute per sample (0 disables)."""
+    place_legos: bool = True
+    """EP, resuming with frozen routes: place the legos each task group uses on one rank
+    (`parallel/placement.py`) instead of the contiguous split."""
 
     def __post_init__(self) -> None:
         _check(self.ep_size >= 1, "parallel.ep_size", self.ep_size, "must be >= 1")

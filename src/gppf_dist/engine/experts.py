@@ -1,5 +1,5 @@
-"""Wiring expert parallelism into a worker: shard the legos, keep them through engine start-up,
-and under ZeRO 1/2 give them their own optimizer.
+"""Wiring expert parallelism into a worker: place and shard the legos, keep them through engine
+start-up, and under ZeRO 1/2 give them their own optimizer.
 
 Also reports how many lego calls were served by the requesting rank itself (locality).
 """
@@ -7,19 +7,25 @@ Also reports how many lego calls were served by the requesting rank itself (loca
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
-from gppf_dist.config.schema import TrainerSection
+from gppf_dist.checkpoint.manager import COMPLETE
+from gppf_dist.config.schema import RunConfig, TrainerSection
 from gppf_dist.dist.mesh import ExpertGroups
 from gppf_dist.engine.deepspeed import count_in_grad_norm
 from gppf_dist.engine.lego_optim import LegoOptimizer
 from gppf_dist.engine.optim import build_optimizer
+from gppf_dist.engine.resume import resume_tag
 from gppf_dist.engine.runtime import TaskSet
 from gppf_dist.parallel.expert import EPSession, apply_expert_parallel, record_lego_shapes
+from gppf_dist.parallel.placement import group_tasks, local_fraction, place_legos
 from gppf_dist.parallel.plan import EPLayout
 
 
@@ -71,10 +77,12 @@ def locality_affinity(
         return None
     out = {}
     for task, cost in tasks.items():
-        selected = [int(i) for layer in router.route(task).indices for i in layer]
+        selected = [
+            (layer, int(i)) for layer, ids in enumerate(router.route(task).indices) for i in ids
+        ]
         row = []
         for rank in range(layout.world_size):
-            remote = sum(layout.owner(i) != layout.ep_rank(rank) for i in selected)
+            remote = sum(layout.owner(i, layer) != layout.ep_rank(rank) for layer, i in selected)
             row.append(weight * cost * remote / len(selected))
         out[task] = row
     return out
@@ -101,3 +109,67 @@ def build_lego_optimizer(
     legos = LegoOptimizer(named, optimizer, scheduler, layout.world_size, groups.edp, groups.ep)
     count_in_grad_norm(engine, lambda: legos.sq_norm)
     return legos
+
+
+def placement_from_checkpoint(
+    tag_dir: Path | None,
+    task_names: list[str],
+    batch_sizes: dict[str, int],
+    num_legos: int,
+    ep_size: int,
+) -> tuple[tuple[tuple[int, ...], ...], float, float] | None:
+    """(lego placement, its predicted local fraction, the contiguous split's) for a run resuming
+    from `tag_dir` with frozen routes, or None (no checkpoint, or routes not frozen yet: the
+    contiguous split stays).
+
+    Task costs are the checkpoint's measured per-sample costs times the batch sizes."""
+    if tag_dir is None or not (tag_dir / "gppf" / "shared.pt").is_file():
+        return None
+    buffers = torch.load(tag_dir / "gppf" / "shared.pt", weights_only=False)["buffers"]
+    if not bool(buffers.get("router.is_frozen", False)):
+        return None
+    index = buffers["router.frozen_index"]
+    selections = {t: index[j].tolist() for j, t in enumerate(task_names) if t in batch_sizes}
+    marker = tag_dir / COMPLETE
+    info = json.loads(marker.read_text()) if marker.is_file() else {}
+    per_sample = ((info.get("costs") or {}).get("per_sample_s")) or {}
+    costs = {t: per_sample.get(t, 1.0) * batch_sizes[t] for t in selections}
+    placement = place_legos(selections, costs, num_legos, ep_size)
+    groups = group_tasks(selections, costs, ep_size)
+    home = {t: g for g, tasks in enumerate(groups) for t in tasks}
+    contiguous = EPLayout(ep_size, ep_size, num_legos)
+    split = tuple(tuple(contiguous.owner(i, 0) for i in range(num_legos)) for _ in index[0])
+    best_home = {  # the contiguous split at its best: every task on its most local rank
+        t: max(range(ep_size), key=lambda r, t=t: local_fraction({t: sel}, costs, split, {t: r}))
+        for t, sel in selections.items()
+    }
+    before = local_fraction(selections, costs, split, best_home)
+    return placement, local_fraction(selections, costs, placement, home), before
+
+
+def resumed_placement(
+    cfg: RunConfig, taskset: TaskSet, task_names: list[str], is_main: bool
+) -> tuple[tuple[int, ...], ...]:
+    """The lego placement for this start (collective): from the frozen routes of the checkpoint
+    `cfg.resume` picks, read by rank 0; () keeps the contiguous split. Routes that freeze during
+    a run take effect at its next start (resume)."""
+    found: list[Any] = [None]
+    if dist.get_rank() == 0:
+        tag = resume_tag(Path(cfg.run.dir) / "checkpoints", cfg.resume)
+        tag_dir = Path(cfg.run.dir) / "checkpoints" / tag if tag else None
+        batch_sizes = {n: t.batch_size for n, t in taskset.active.items()}
+        found[0] = placement_from_checkpoint(
+            tag_dir, task_names, batch_sizes, cfg.model.num_legos, cfg.parallel.ep_size
+        )
+    dist.broadcast_object_list(found, src=0)
+    if found[0] is None:
+        return ()
+    placement, local, before = found[0]
+    if is_main:
+        print(
+            f"lego placement from frozen routes: {[list(p) for p in placement]}; predicted "
+            f"{local:.0%} of lego calls local with each task on its group's rank (the "
+            f"contiguous split: {before:.0%} with each task on its best rank)",
+            flush=True,
+        )
+    return placement

@@ -76,6 +76,13 @@ def save(
     dist.barrier()
 
 
+def resume_tag(ckpt_dir: Path, resume: str) -> str | None:
+    """The checkpoint tag that `resume` (auto/never/tag) picks in `ckpt_dir`, if any."""
+    if resume == "never":
+        return None
+    return find_latest(ckpt_dir) if resume == "auto" else resume
+
+
 def restore(
     engine: Any,
     run_dir: Path,
@@ -91,9 +98,7 @@ def restore(
     ckpt_dir = run_dir / "checkpoints"
     choice: list[str | None] = [None]
     if dist.get_rank() == 0:
-        choice[0] = (
-            None if resume == "never" else (find_latest(ckpt_dir) if resume == "auto" else resume)
-        )
+        choice[0] = resume_tag(ckpt_dir, resume)
     dist.broadcast_object_list(choice, src=0)
     tag = choice[0]
     if tag is None:

@@ -29,6 +29,7 @@ from gppf_dist.engine.experts import (
     keep_lego_shards,
     locality_affinity,
     not_lego,
+    resumed_placement,
     shard_legos,
 )
 from gppf_dist.engine.optim import build_optimizer
@@ -71,7 +72,10 @@ def run_worker(cfg: RunConfig) -> None:
     taskset = TaskSet.build(cfg, manifest)
     model = build_model(cfg.model, taskset.specs).to(device)
     owners = model.param_owners()
-    layout = EPLayout(info.world_size, cfg.parallel.ep_size, cfg.model.num_legos)
+    placement = ()
+    if cfg.parallel.ep_size > 1 and cfg.parallel.place_legos:
+        placement = resumed_placement(cfg, taskset, model.router.task_names, info.is_main)
+    layout = EPLayout(info.world_size, cfg.parallel.ep_size, cfg.model.num_legos, placement)
     groups = build_expert_groups(layout, info.rank)
     session = shard_legos(model, layout, groups, info.rank, taskset) if layout.ep_size > 1 else None
     lr_mults = {name: t.lr_mult for name, t in taskset.active.items()}

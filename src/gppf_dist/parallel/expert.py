@@ -84,7 +84,7 @@ class ExpertLegoLayer(nn.Module):
 
     def __init__(self, layer: LegoLayer, index: int, session: EPSession) -> None:
         super().__init__()
-        owned = session.layout.owned(session.ep_rank)
+        owned = session.layout.owned(session.ep_rank, index)
         # Global lego ids as keys: parameter names match the dense model's (legos.<id>.*).
         self.legos = nn.ModuleDict({str(i): layer.legos[i] for i in owned})
         self.fused = layer.fused
@@ -113,7 +113,7 @@ class ExpertLegoLayer(nn.Module):
         s, layout = self.session, self.session.layout
         size, me = layout.ep_size, s.ep_rank
         # ---- what I send: my activation, once to each *other* owner of a selected lego
-        owners = sorted({layout.owner(i) for i in indices})
+        owners = sorted({layout.owner(i, self.index) for i in indices})
         remote = [p for p in owners if p != me]
         if h is not None:
             flat = h.reshape(-1).to(WIRE_DTYPE)
@@ -133,7 +133,7 @@ class ExpertLegoLayer(nn.Module):
             mine = []
             if shape is not None and q != me:
                 mine = [j for j, i in enumerate(s.selected(peer.task, self.index))
-                        if layout.owner(i) == me]  # fmt: skip
+                        if layout.owner(i, self.index) == me]  # fmt: skip
             served.append((peer, shape, mine))
             recv_splits.append(peer.batch * math.prod(shape) if mine and shape else 0)
         received = all_to_all(send, send_splits, recv_splits, s.group)
@@ -157,7 +157,8 @@ class ExpertLegoLayer(nn.Module):
         if me in owners:
             task = s.peers[me].task
             assert task is not None
-            mine = [j for j, i in enumerate(s.selected(task, self.index)) if layout.owner(i) == me]
+            selected = s.selected(task, self.index)
+            mine = [j for j, i in enumerate(selected) if layout.owner(i, self.index) == me]
             total = total + self._serve(task, mine, h)
         return total.to(h.dtype)
 
@@ -198,6 +199,11 @@ def record_lego_shapes(model: nn.Module, tasks: dict[str, tuple[int, int]]) -> S
 def apply_expert_parallel(model: nn.Module, session: EPSession) -> list[ExpertLegoLayer]:
     """Replace every LegoLayer (in forward order) with an ExpertLegoLayer holding 1/E of it."""
     targets = [(name, m) for name, m in model.named_modules() if isinstance(m, LegoLayer)]
+    placement = session.layout.placement
+    if placement and len(placement) != len(targets):
+        raise ValueError(
+            f"lego placement has {len(placement)} layers, the model {len(targets)} lego layers"
+        )
     replaced = []
     for index, (name, layer) in enumerate(targets):
         parent_name, _, attr = name.rpartition(".")

@@ -7,6 +7,10 @@ legos and reduce their gradients together (the expert-data-parallel, EDP, group)
 
     W=4, E=2, N=4:   EP groups [0,1] [2,3]     EDP groups [0,2] [1,3]
                      legos 0,1 on ranks 0,2;   legos 2,3 on ranks 1,3
+
+That contiguous split is the default. A `placement` (per lego layer, the EP rank of each lego;
+every EP rank N/E legos per layer) replaces it, e.g. to co-locate the legos that frozen routes
+use together (`parallel/placement.py`). Lego ids stay global whatever the placement.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ class EPLayout:
     world_size: int
     ep_size: int
     num_legos: int
+    placement: tuple[tuple[int, ...], ...] = ()
+    """Per lego layer, the EP rank holding each lego; () is the contiguous split."""
 
     def __post_init__(self) -> None:
         if self.ep_size < 1 or self.world_size % self.ep_size:
@@ -29,6 +35,13 @@ class EPLayout:
             raise ValueError(
                 f"`parallel.ep_size`={self.ep_size} must divide `model.num_legos`={self.num_legos}"
             )
+        for layer, owners in enumerate(self.placement):
+            counts = [sum(o == e for o in owners) for e in range(self.ep_size)]
+            if len(owners) != self.num_legos or counts != [self.legos_per_rank] * self.ep_size:
+                raise ValueError(
+                    f"lego placement of layer {layer} is {list(owners)}: it must give each of the "
+                    f"{self.ep_size} EP ranks {self.legos_per_rank} of the {self.num_legos} legos"
+                )
 
     @property
     def legos_per_rank(self) -> int:
@@ -50,10 +63,11 @@ class EPLayout:
     def all_edp_groups(self) -> list[list[int]]:
         return [self.edp_group(e) for e in range(self.ep_size)]
 
-    def owner(self, lego: int) -> int:
-        """EP rank that holds lego `lego` (same for every layer)."""
+    def owner(self, lego: int, layer: int) -> int:
+        """EP rank that holds lego `lego` of lego layer `layer`."""
+        if self.placement:
+            return self.placement[layer][lego]
         return lego // self.legos_per_rank
 
-    def owned(self, ep_rank: int) -> list[int]:
-        n = self.legos_per_rank
-        return list(range(ep_rank * n, (ep_rank + 1) * n))
+    def owned(self, ep_rank: int, layer: int) -> list[int]:
+        return [i for i in range(self.num_legos) if self.owner(i, layer) == ep_rank]
