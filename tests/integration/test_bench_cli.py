@@ -24,8 +24,9 @@ BENCH = str(Path(sys.executable).parent / "gppf-bench")
         ["data", "--json", "--seconds", "2", "--task", "cls_object", "--task", "det"],
         ["step", "--json", "--steps", "2", "--blocks", "1"],
         ["ep", "--json", "--steps", "2", "--blocks", "1", "--tokens", "64"],
+        ["placement", "--json", "--cases", "20"],
     ],
-    ids=["data", "step", "ep"],
+    ids=["data", "step", "ep", "placement"],
 )
 def test_bench_prints_one_json_object_with_a_ratio(args: list[str]) -> None:
     proc = subprocess.run([BENCH, *args], capture_output=True, text=True, timeout=300)
@@ -34,6 +35,8 @@ def test_bench_prints_one_json_object_with_a_ratio(args: list[str]) -> None:
     assert len(lines) == 1, proc.stdout[-2000:]
     result = json.loads(lines[0])
     assert result["ratio"] > 0
+    if args[0] == "placement":  # never predicted worse than the contiguous split
+        assert result["worse_cases"] == 0 and result["ratio"] >= 1
     if args[0] == "ep":
         per_rank = result["lego_bytes_per_rank"]
         assert per_rank["e2"] * 2 == per_rank["e1"]

@@ -3,9 +3,17 @@ co-locating what tasks use together."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
-from gppf_dist.parallel.placement import group_tasks, local_fraction, place_legos
+from gppf_dist.parallel.placement import (
+    contiguous,
+    group_tasks,
+    local_fraction,
+    place_legos,
+    predicted_local,
+)
 from gppf_dist.parallel.plan import EPLayout
 
 CONTIGUOUS = ((0, 0, 1, 1), (0, 0, 1, 1))
@@ -64,3 +72,16 @@ def test_layout_uses_the_placement_per_layer() -> None:
     assert layout.owned(0, 0) == [1, 2] and layout.owned(0, 1) == [0, 2]
     assert layout.owner(3, 0) == 1 and layout.owner(3, 1) == 1
     assert EPLayout(4, 2, 4).owned(1, 5) == [2, 3]  # contiguous by default, any layer
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_never_predicted_worse_than_the_contiguous_split(seed: int) -> None:
+    rng = random.Random(seed)
+    legos, ep, layers = rng.choice([(4, 2, 3), (8, 2, 4), (8, 4, 2)])
+    selections = {f"t{j}": [rng.sample(range(legos), 2) for _ in range(layers)] for j in range(6)}
+    costs = {t: rng.uniform(0.5, 3.0) for t in selections}
+    placement = place_legos(selections, costs, legos, ep)
+    EPLayout(ep, ep, legos, placement)
+    assert predicted_local(selections, costs, placement, ep) >= predicted_local(
+        selections, costs, contiguous(layers, legos, ep), ep
+    )

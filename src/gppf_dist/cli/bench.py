@@ -1,5 +1,5 @@
-"""`gppf-bench {data,step,ep,throughput} [...]`: each prints a table, or one JSON object with
---json."""
+"""`gppf-bench {data,step,ep,throughput,placement} [...]`: each prints a table, or one JSON
+object with --json."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ BENCHES = {
     "step": "gppf_dist.bench.step",
     "ep": "gppf_dist.bench.ep",
     "throughput": "gppf_dist.bench.throughput",
+    "placement": "gppf_dist.bench.placement",
 }
 
 

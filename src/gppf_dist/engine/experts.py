@@ -25,7 +25,7 @@ from gppf_dist.engine.optim import build_optimizer
 from gppf_dist.engine.resume import resume_tag
 from gppf_dist.engine.runtime import TaskSet
 from gppf_dist.parallel.expert import EPSession, apply_expert_parallel, record_lego_shapes
-from gppf_dist.parallel.placement import group_tasks, local_fraction, place_legos
+from gppf_dist.parallel.placement import contiguous, place_legos, predicted_local
 from gppf_dist.parallel.plan import EPLayout
 
 
@@ -135,16 +135,12 @@ def placement_from_checkpoint(
     per_sample = ((info.get("costs") or {}).get("per_sample_s")) or {}
     costs = {t: per_sample.get(t, 1.0) * batch_sizes[t] for t in selections}
     placement = place_legos(selections, costs, num_legos, ep_size)
-    groups = group_tasks(selections, costs, ep_size)
-    home = {t: g for g, tasks in enumerate(groups) for t in tasks}
-    contiguous = EPLayout(ep_size, ep_size, num_legos)
-    split = tuple(tuple(contiguous.owner(i, 0) for i in range(num_legos)) for _ in index[0])
-    best_home = {  # the contiguous split at its best: every task on its most local rank
-        t: max(range(ep_size), key=lambda r, t=t: local_fraction({t: sel}, costs, split, {t: r}))
-        for t, sel in selections.items()
-    }
-    before = local_fraction(selections, costs, split, best_home)
-    return placement, local_fraction(selections, costs, placement, home), before
+    split = contiguous(len(index[0]), num_legos, ep_size)
+    return (
+        placement,
+        predicted_local(selections, costs, placement, ep_size),
+        predicted_local(selections, costs, split, ep_size),
+    )
 
 
 def resumed_placement(
@@ -168,8 +164,8 @@ def resumed_placement(
     if is_main:
         print(
             f"lego placement from frozen routes: {[list(p) for p in placement]}; predicted "
-            f"{local:.0%} of lego calls local with each task on its group's rank (the "
-            f"contiguous split: {before:.0%} with each task on its best rank)",
+            f"{local:.0%} of lego calls local (the contiguous split: {before:.0%}), each task "
+            "on its most local rank with costs balanced",
             flush=True,
         )
     return placement

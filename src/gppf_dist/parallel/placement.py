@@ -8,7 +8,10 @@ each task uses are known, so:
   1. tasks are grouped into E groups of similar cost (one per EP rank), each task joining the
      group whose chosen legos overlap its own most (ties: the lighter group), heaviest first;
   2. in every layer each rank takes, up to its N/E legos, the legos its group's tasks use most
-     (weighted by task cost), greedily by weight; unclaimed legos fill the remaining places.
+     (weighted by task cost), greedily by weight; unclaimed legos fill the remaining places;
+  3. each task is re-homed to its most local rank under that placement (costs kept balanced),
+     and 2–3 repeat a few rounds; the candidate with the highest predicted local fraction wins,
+     the contiguous split included.
 
 The SIMT planner's locality term (`parallel.remote_lego_cost`) then prefers to run a task on a
 rank of its group. The result is deterministic: every rank computes the same placement.
@@ -37,12 +40,12 @@ def group_tasks(selections: Selections, costs: dict[str, float], groups: int) ->
     return members
 
 
-def place_legos(
-    selections: Selections, costs: dict[str, float], num_legos: int, ep_size: int
+def _assign(
+    selections: Selections, costs: dict[str, float], members: list[list[str]], num_legos: int
 ) -> tuple[tuple[int, ...], ...]:
-    """Per lego layer, the EP rank of each lego (each rank num_legos / ep_size of them)."""
+    """Per layer, each rank takes (up to N/E) the legos its members use most, by cost."""
+    ep_size = len(members)
     per_rank = num_legos // ep_size
-    members = group_tasks(selections, costs, ep_size)
     num_layers = len(next(iter(selections.values())))
     placement = []
     for layer in range(num_layers):
@@ -66,6 +69,66 @@ def place_legos(
                 owner[lego], free[rank] = rank, free[rank] - 1
         placement.append(tuple(owner))
     return tuple(placement)
+
+
+def balanced_homes(
+    selections: Selections,
+    costs: dict[str, float],
+    placement: tuple[tuple[int, ...], ...],
+    ep_size: int,
+) -> dict[str, int]:
+    """A home rank per task under `placement`: heaviest first, the most local rank among those
+    its cost fits (total / E, 25% slack), else the lightest."""
+    cap = sum(costs[t] for t in selections) / ep_size * 1.25
+    load = [0.0] * ep_size
+    home: dict[str, int] = {}
+    for task in sorted(selections, key=lambda t: (-costs[t], t)):
+        fits = [r for r in range(ep_size) if load[r] + costs[task] <= cap] or [
+            min(range(ep_size), key=lambda r: (load[r], r))
+        ]
+        best = max(
+            fits,
+            key=lambda r: (local_fraction({task: selections[task]}, costs, placement, {task: r}),
+                           -load[r], -r),
+        )  # fmt: skip
+        home[task] = best
+        load[best] += costs[task]
+    return home
+
+
+def predicted_local(
+    selections: Selections,
+    costs: dict[str, float],
+    placement: tuple[tuple[int, ...], ...],
+    ep_size: int,
+) -> float:
+    """Local fraction of `placement` with every task at its balanced home."""
+    home = balanced_homes(selections, costs, placement, ep_size)
+    return local_fraction(selections, costs, placement, home)
+
+
+def contiguous(num_layers: int, num_legos: int, ep_size: int) -> tuple[tuple[int, ...], ...]:
+    per_rank = num_legos // ep_size
+    return tuple(tuple(i // per_rank for i in range(num_legos)) for _ in range(num_layers))
+
+
+def place_legos(
+    selections: Selections, costs: dict[str, float], num_legos: int, ep_size: int, rounds: int = 4
+) -> tuple[tuple[int, ...], ...]:
+    """Per lego layer, the EP rank of each lego (each rank num_legos / ep_size of them).
+
+    Alternates `rounds` times between placing legos for task groups and re-homing the tasks
+    under that placement; keeps the candidate with the highest predicted local fraction, the
+    contiguous split included (so it is never predicted worse than the default)."""
+    num_layers = len(next(iter(selections.values())))
+    candidates = [contiguous(num_layers, num_legos, ep_size)]
+    members = group_tasks(selections, costs, ep_size)
+    for _ in range(rounds):
+        candidates.append(_assign(selections, costs, members, num_legos))
+        home = balanced_homes(selections, costs, candidates[-1], ep_size)
+        members = [[t for t in selections if home[t] == r] for r in range(ep_size)]
+    scores = [predicted_local(selections, costs, c, ep_size) for c in candidates]
+    return candidates[max(range(len(candidates)), key=lambda j: (round(scores[j], 12), -j))]
 
 
 def local_fraction(
