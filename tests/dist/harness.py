@@ -11,19 +11,12 @@ from typing import Any
 
 import torch.multiprocessing as mp
 
-from gppf_dist.dist.env import free_port
+from gppf_dist.dist.env import free_port, set_local_rank_env
 
 
 def _entry(rank: int, fn: Callable[..., Any], world: int, port: int, out: str, args: tuple) -> None:
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        DS_ACCELERATOR="cpu",
-        OMP_NUM_THREADS="1",
-    )
+    set_local_rank_env(rank, world, port)
+    os.environ.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
     result = fn(*args)
     Path(out, f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
 

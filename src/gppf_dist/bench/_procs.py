@@ -9,19 +9,15 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 
+from gppf_dist.dist.env import set_local_rank_env
+
 
 def join_local_group(
     rank: int, world: int, port: int, threads: int = 1, device: str = "cpu"
 ) -> torch.device:
     """Join a group of `world` processes on localhost (spawned by the benchmark): gloo on CPU,
     nccl with one GPU per rank on CUDA. Returns this rank's device."""
-    os.environ.update(
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-    )
+    set_local_rank_env(rank, world, port)
     torch.set_num_threads(threads)
     if device == "cuda":
         torch.cuda.set_device(rank)

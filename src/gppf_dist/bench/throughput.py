@@ -16,15 +16,14 @@ import argparse
 import dataclasses
 import itertools
 import json
-import os
 import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from gppf_dist.dist.env import free_port
+from gppf_dist.bench._procs import time_steps
+from gppf_dist.dist.env import free_port, set_local_rank_env
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -76,8 +75,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from gppf_dist.tasks.demo import synthetic_batch
     from gppf_dist.tasks.registry import get_task_type
 
-    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
+    set_local_rank_env(0, 1, free_port())
     device = pick_device(args.device, rank_info_from_env())
     init_distributed("auto", device, 600)
     model, spec = _model_and_spec(args)
@@ -112,17 +110,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         channels_last=args.channels_last,
     )
     plan = plan_static([TaskDemand(args.task, args.batch, 1)], 1)
-    times = []
-    for i in range(args.warmup + args.steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
+
+    def step() -> None:
         run_iteration(ctx, plan, {args.task})
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    step_s = statistics.median(times)
+
+    time_steps(step, args.warmup)
+    step_s = statistics.median(time_steps(step, args.steps))
     img_per_s = args.batch / step_s
     mfu = img_per_s * gflop * 1e9 / (args.peak_tflops * 1e12) if args.peak_tflops else None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"

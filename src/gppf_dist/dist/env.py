@@ -42,6 +42,18 @@ def rank_info_from_env() -> RankInfo:
     )
 
 
+def set_local_rank_env(rank: int, world_size: int, port: int) -> None:
+    """The variables a launcher sets, for one of `world_size` processes on this machine (tests and
+    benchmarks that spawn their own processes)."""
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
