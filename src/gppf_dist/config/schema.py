@@ -53,7 +53,16 @@ class TrainerSection:
     and optimizer state (so SIMT's exact reductions are unchanged)."""
     channels_last: bool = False
     """Images in NHWC memory format: convolutions follow their input's format, so activations
-    run NHWC (faster on GPUs); parameters keep theirs (DeepSpeed broadcasts and flattens them)."""
+    run NHWC (faster on GPUs), and the model's convolution weights are converted too."""
+    activation_checkpointing: bool = False
+    """Recompute every lego layer's mixture in the backward pass instead of keeping its
+    activations (less memory for large inputs, about one more forward of the legos in time);
+    losses and gradients are unchanged."""
+    tf32: bool = True
+    """CUDA only: TF32 tensor-core matmuls and convolutions for fp32 work (what GPU users expect;
+    set false for bit-level comparisons across world sizes on a GPU)."""
+    cudnn_benchmark: bool = True
+    """CUDA only: let cuDNN time its convolution algorithms per input shape on first use."""
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 0, "trainer.max_steps", self.max_steps, "must be >= 0")
@@ -158,6 +167,10 @@ class ParallelSection:
     place_legos: bool = True
     """EP, resuming with frozen routes: place the legos each task group uses on one rank
     (`parallel/placement.py`) instead of the contiguous split."""
+    check_splits: bool = False
+    """Debug: before every expert-parallel exchange, peers compare their send and receive split
+    sizes and raise naming the layer and ranks on a mismatch (one extra small exchange each; on
+    NCCL a mismatch otherwise hangs or corrupts instead of raising)."""
 
     def __post_init__(self) -> None:
         _check(self.ep_size >= 1, "parallel.ep_size", self.ep_size, "must be >= 1")
