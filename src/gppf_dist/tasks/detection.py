@@ -11,6 +11,10 @@ centre, and its largest `ltrb` distance fits its level's range (`(4s, 8s]`, firs
 last level unbounded); ties go to the smallest box. Per-sample loss = focal / #pos + mean GIoU
 loss over positives + mean centerness BCE over positives (#pos counted in that sample only); the
 centerness term has its target entropy subtracted (a KL) so the loss is 0 at a perfect fit.
+
+Device discipline (DESIGN.md §6): the head's location grids are built on the device once per
+level sizes and cached, and the loss is dense masked arithmetic (no boolean-mask indexing), so
+neither makes the host wait for the device. `decode` (evaluation only) does select on the host.
 """
 
 from __future__ import annotations
@@ -60,36 +64,60 @@ class FCOSHead(nn.Module):
         self.scales = nn.Parameter(torch.ones(len(self.strides)))
         with torch.no_grad():
             self.predict.bias[:num_classes] = -math.log((1 - 0.01) / 0.01)
+        self._grids: dict[Any, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def forward(self, feats: list[torch.Tensor]) -> dict[str, Any]:
         maps = self.fpn([feats[i] for i in self.level_ids])
-        cls, reg, ctr, points, strides, ranges = [], [], [], [], [], []
-        n = len(self.strides)
+        cls, reg, ctr, sizes = [], [], [], []
+        c = self.num_classes
         for li, (m, s) in enumerate(zip(maps, self.strides, strict=True)):
             t = self.tower(m)
-            b, _, h, w = t.shape
+            sizes.append((t.shape[-2], t.shape[-1]))
             pred = self.predict(t).flatten(2).transpose(1, 2)  # [B, h·w, C + 5]
-            c = self.num_classes
             cls.append(pred[..., :c])
             reg.append(torch.exp((self.scales[li] * pred[..., c : c + 4]).clamp(max=10.0)) * s)
             ctr.append(pred[..., c + 4])
-            ys, xs = torch.meshgrid(
-                torch.arange(h, device=t.device), torch.arange(w, device=t.device), indexing="ij"
-            )
-            pts = torch.stack([xs, ys], dim=-1).reshape(-1, 2).float() * s + s // 2
-            points.append(pts)
-            strides.append(torch.full((h * w,), float(s), device=t.device))
-            lo = 0.0 if li == 0 else 4.0 * s
-            hi = math.inf if li == n - 1 else 8.0 * s
-            ranges.append(torch.tensor([lo, hi], device=t.device).expand(h * w, 2))
+        points, strides, ranges = self.grids(tuple(sizes), maps[0].device)
         return {
             "cls": torch.cat(cls, 1),
             "reg": torch.cat(reg, 1),
             "ctr": torch.cat(ctr, 1),
-            "points": torch.cat(points),
-            "strides": torch.cat(strides),
-            "ranges": torch.cat(ranges),
+            "points": points,
+            "strides": strides,
+            "ranges": ranges,
         }
+
+    def grids(
+        self, sizes: tuple[tuple[int, int], ...], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Location centres [A, 2], strides [A] and regression ranges [A, 2] (float32).
+
+        They depend only on the levels' sizes, so they are built once per (sizes, device), on
+        the device itself (no tensor from Python data, no host-to-device copy), then reused.
+        """
+        key = (sizes, device)
+        if key not in self._grids:
+            with torch.inference_mode(False):  # cached tensors must be usable by autograd later
+                self._grids[key] = self._make_grids(sizes, device)
+        return self._grids[key]
+
+    def _make_grids(
+        self, sizes: tuple[tuple[int, int], ...], device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        points, strides, ranges = [], [], []
+        last = len(self.strides) - 1
+        for li, ((h, w), s) in enumerate(zip(sizes, self.strides, strict=True)):
+            ys, xs = torch.meshgrid(
+                torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
+            )
+            points.append(torch.stack([xs, ys], dim=-1).reshape(-1, 2).float() * s + s // 2)
+            strides.append(torch.full((h * w,), float(s), device=device))
+            lo = 0.0 if li == 0 else 4.0 * s
+            hi = math.inf if li == last else 8.0 * s
+            level_range = torch.full((h * w, 2), lo, device=device)
+            level_range[:, 1].fill_(hi)
+            ranges.append(level_range)
+        return torch.cat(points), torch.cat(strides), torch.cat(ranges)
 
 
 def assign(
@@ -230,8 +258,9 @@ class DetectionTask:
         cls, ctr = outputs["cls"].float(), outputs["ctr"].float()
         positive, boxes, labels = assign(outputs, targets["boxes"], targets["labels"])
         num_pos = positive.sum(1).clamp(min=1).float()
-        onehot = torch.zeros_like(cls)
-        onehot[positive] = F.one_hot(labels[positive], cls.shape[-1]).to(cls.dtype)
+        # dense one-hot of the positives' labels (a boolean-mask scatter would sync with the host)
+        classes = torch.arange(cls.shape[-1], device=labels.device)
+        onehot = ((labels[..., None] == classes) & positive[..., None]).to(cls.dtype)
         focal = _sigmoid_focal(cls, onehot).sum(dim=(1, 2)) / num_pos
         pred = decode_boxes(outputs)
         giou = 1.0 - generalized_iou(pred, boxes)

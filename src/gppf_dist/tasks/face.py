@@ -55,8 +55,10 @@ class ArcFaceHead(nn.Module):
 
 def arcface_logits(cos: torch.Tensor, identity: torch.Tensor, s: float, m: float) -> torch.Tensor:
     cos = cos.float().clamp(-1 + 1e-7, 1 - 1e-7)
-    known = identity < cos.shape[1]
-    onehot = F.one_hot(identity.clamp(max=cos.shape[1] - 1), cos.shape[1]).bool() & known[:, None]
+    # a dense comparison, not F.one_hot (whose class-range check reads values back to the host
+    # on some devices); an identity >= the class count matches no column (identity_ce zeroes it)
+    classes = torch.arange(cos.shape[1], device=identity.device)
+    onehot = identity[:, None] == classes
     theta = torch.acos(cos)
     # Beyond θ = π - m, cos(θ + m) stops decreasing; fall back to a linear penalty (as ArcFace).
     margin = torch.where(cos > math.cos(math.pi - m), torch.cos(theta + m), cos - m * math.sin(m))
