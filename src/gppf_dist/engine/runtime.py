@@ -18,6 +18,7 @@ from torch import nn
 from gppf_dist.config.schema import RunConfig, TaskSection
 from gppf_dist.data.loader import TaskLoader
 from gppf_dist.data.manifest import Manifest
+from gppf_dist.engine.prefetch import DevicePrefetcher
 from gppf_dist.engine.step import StepResult, TaskRuntime
 from gppf_dist.simt.costs import CostTable
 from gppf_dist.simt.objective import TaskWeights
@@ -110,11 +111,13 @@ def build_loaders(
     rank: int,
     runtimes: dict[str, TaskRuntime],
     positions: dict[str, dict[Any, Any]],
+    device: torch.device,
 ) -> None:
-    """A loader for each task this rank runs under `plan`, starting at the saved positions."""
+    """A loader for each task this rank runs under `plan`, starting at the saved positions;
+    its batches arrive on `device` a step ahead (`prefetch.py`)."""
     for work in plan.rank_work(rank):
         saved = {int(k): v for k, v in positions.get(work.task, {}).items()}
-        runtimes[work.task].loader = TaskLoader(
+        loader = TaskLoader(
             root=Path(cfg.data.root),
             manifest=manifest,
             task=work.task,
@@ -128,6 +131,7 @@ def build_loaders(
             start_positions={s: saved[s] for s in work.stream_ids if s in saved} or None,
             num_workers=cfg.data.num_workers,
         )
+        runtimes[work.task].loader = DevicePrefetcher(loader, device, cfg.trainer.channels_last)
 
 
 def local_positions(
@@ -217,10 +221,10 @@ def step_record(
             for i, n in enumerate(names)
             if n in present
         },
-        **{
+        **{  # of the previous step (see StepResult.task_seconds)
             f"cost_ms/{n}": 1e3 * float(result.task_seconds[i]) / float(batch[i])
             for i, n in enumerate(names)
-            if n in present
+            if float(result.task_seconds[i]) > 0
         },
         **{f"data/skipped/{n}": int(result.skipped[i]) for i, n in enumerate(names)},
         "time/step_s": step_s,

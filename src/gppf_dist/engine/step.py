@@ -7,6 +7,16 @@ nobody produced, leaves absent tasks untouched); with ZeRO 1/2 DeepSpeed partiti
 the gradients itself, so every parameter joins every step (configs where a task can be absent
 are rejected up front for ZeRO 1/2). Expert-parallel legos under ZeRO 1/2 are reduced and
 stepped beside DeepSpeed (`lego_optim.py`), clipped by the same global norm.
+
+Device discipline (DESIGN.md §6): every tensor the step computes stays on the compute device,
+statistics included; between the first forward and the optimizer step nothing waits for the
+device (`engine/host_sync.py` finds such calls; `tests/unit/test_step_device.py` counts them).
+The step's one host sync is documented where it is made: reading the all-reduced statistics,
+the regularizer and the gradient norm back, in one copy, after the optimizer step. Compute times
+come from `DeviceTimer` (CUDA events on GPUs), read after that sync, so a step's times ride in
+the next step's statistics. The training precision is applied inside the model's forward
+(`precision.py`), because DeepSpeed's forward switches an outer autocast off; the step's own
+autocast covers the losses, which run outside the engine.
 """
 
 from __future__ import annotations
@@ -21,11 +31,13 @@ import torch.distributed as dist
 
 from gppf_dist.engine.deepspeed import accumulate, global_grad_norm, step_applied
 from gppf_dist.engine.lego_optim import LegoOptimizer
+from gppf_dist.engine.prefetch import batch_to_device
+from gppf_dist.engine.timing import DeviceTimer
 from gppf_dist.parallel.expert import EPSession, PeerWork
 from gppf_dist.simt.objective import TaskWeights, local_objective
 from gppf_dist.simt.plan import Plan, Work
 from gppf_dist.simt.reduce import clip_gradients, produced_parameters, reduce_gradients
-from gppf_dist.tasks.base import Batch, TaskType, move_to
+from gppf_dist.tasks.base import Batch, TaskType
 
 
 @dataclass
@@ -47,9 +59,11 @@ class StepResult:
     skipped: torch.Tensor
     """Per-task counts of bad samples skipped so far by this run's loaders."""
     task_seconds: torch.Tensor
-    """Per-task compute time (forward + backward) summed over the ranks that ran it."""
+    """Per-task compute time (forward + backward) summed over the ranks that ran it, of the
+    *previous* step (device timings are read after a step's end-of-step sync; zeros at the
+    first step of a process)."""
     rank_busy_s: torch.Tensor
-    """Per-rank compute time of this step (excluding data waits)."""
+    """Per-rank compute time (excluding data waits) of the previous step, as `task_seconds`."""
     stop: bool
     """Some rank was asked to stop (preemption): every rank checkpoints and exits now."""
     regularizer: float
@@ -93,12 +107,15 @@ class StepContext:
     precision: str = "fp32"
     """"bf16": forward and loss under autocast (parameters, gradients, optimizer stay fp32)."""
     channels_last: bool = False
-    """Images in NHWC memory format (activations follow; parameters keep their layout)."""
+    """Images in NHWC memory format (the model's weights are converted by `precision.py`)."""
+    timer: DeviceTimer | None = None
+    """Compute timings across steps (created at the first step)."""
 
 
 def _compute(ctx: StepContext) -> contextlib.AbstractContextManager:
-    """Mixed precision: the forward and the loss run under bf16 autocast; backward runs outside
-    it, and parameters, gradients and the optimizer stay fp32, so every reduction path (SIMT's,
+    """Mixed precision for what runs outside the engine's forward (losses, idle EP exchanges);
+    the forward gets its autocast inside the model (`precision.py`). Backward runs outside it,
+    and parameters, gradients and the optimizer stay fp32, so every reduction path (SIMT's,
     DeepSpeed's, the legos') is unchanged."""
     return torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.precision == "bf16")
 
@@ -135,10 +152,11 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
     engine = ctx.engine
     module = engine.module  # type: ignore[attr-defined]
     num_tasks = len(ctx.tasks)
+    if ctx.timer is None:
+        ctx.timer = DeviceTimer(ctx.device)
+    timer = ctx.timer
     loss_sums = torch.zeros(num_tasks, dtype=torch.float64, device=ctx.device)
-    task_seconds = torch.zeros(num_tasks, dtype=torch.float64)
     data_s = 0.0
-    start = time.perf_counter()
     calls0 = (ctx.ep.local_calls, ctx.ep.remote_calls) if ctx.ep is not None else (0, 0)
     micro = _micro_steps(ctx, plan, present)
     with _backward_contexts(ctx, max(1, len(micro))) as contexts:
@@ -153,41 +171,39 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
             if ctx.ep is not None:
                 _begin_ep(ctx, plan, present, i)
             if work is None:  # idle EP micro-step: serve the peers' lego calls only
+                t_start = timer.mark()
                 with contexts[i]:
                     with _compute(ctx):
                         token = ctx.ep.finish(reg.new_zeros(()).requires_grad_())  # type: ignore[union-attr]
                     engine.backward(token + extra if i == 0 else token)  # type: ignore[attr-defined]
+                timer.add(num_tasks, t_start, timer.mark())
                 continue
             task = ctx.tasks[work.task]
             assert task.loader is not None, f"no loader for planned task {work.task}"
             t0 = time.perf_counter()
-            batch = next(task.loader)
-            t1 = time.perf_counter()
-            data_s += t1 - t0
-            images = batch.images.to(ctx.device, non_blocking=True)
-            if ctx.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            targets = move_to(batch.targets, ctx.device)
+            batch = batch_to_device(next(task.loader), ctx.device, ctx.channels_last)
+            data_s += time.perf_counter() - t0
+            t_start = timer.mark()
             with contexts[i]:
                 with _compute(ctx):
-                    outputs = engine(work.task, images)  # type: ignore[operator]
-                    groups = batch.groups.to(ctx.device)
-                    per_sample = task.task_type.loss(outputs, targets, groups).float()
-                    assert per_sample.shape == (images.shape[0],), (
+                    outputs = engine(work.task, batch.images)  # type: ignore[operator]
+                    per_sample = task.task_type.loss(outputs, batch.targets, batch.groups).float()
+                    assert per_sample.shape == (batch.images.shape[0],), (
                         f"{work.task}: loss must be per-sample, got shape {tuple(per_sample.shape)}"
                     )
                     loss = local_objective(per_sample, task.weights, ctx.world_size)
                     if ctx.ep is not None:  # layers the task's head did not need still exchange
                         loss = loss + ctx.ep.finish(per_sample.sum() * 0.0)
                 engine.backward(loss + extra if i == 0 else loss)  # type: ignore[attr-defined]
+            t_end = timer.mark()
+            timer.add(task.index, t_start, t_end)
+            timer.add(num_tasks, t_start, t_end)
             loss_sums[task.index] += per_sample.detach().double().sum()
-            task_seconds[task.index] += time.perf_counter() - t1
-    grad_norm = 0.0
     calls = (0, 0)
     if ctx.ep is not None:
         calls = (ctx.ep.local_calls - calls0[0], ctx.ep.remote_calls - calls0[1])
-    busy_s = time.perf_counter() - start - data_s  # compute only: no data wait, no reduction
-    stats = _local_stats(ctx, loss_sums, task_seconds, busy_s, calls)
+    stats = _local_stats(ctx, loss_sums, calls)
+    grad_norm: torch.Tensor | None = None
     if ctx.own_reduction:
         legos = {t: ctx.active_legos(t) for t in present}
         produced = produced_parameters(ctx.owners, present, legos)
@@ -205,52 +221,62 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
                 [p for _, p in dense], ctx.grad_clip, [p for _, p in sharded], ctx.ep_group
             )
     else:
-        totals = stats.to(ctx.device)
+        totals = stats
         dist.all_reduce(totals, op=dist.ReduceOp.SUM)
         if ctx.legos is not None:  # before the step: DeepSpeed's clipping norm includes them
             ctx.legos.reduce()
     engine.step()  # type: ignore[attr-defined]
     if not ctx.own_reduction:
-        grad_norm = global_grad_norm(engine)
+        norm = global_grad_norm(engine)  # DeepSpeed's ZeRO step has read its norm already
+        grad_norm = torch.tensor(norm, dtype=torch.float64, device=ctx.device)
         if ctx.legos is not None:
-            ctx.legos.step(grad_norm, ctx.grad_clip, applied=step_applied(engine))
-    assert totals is not None
-    return _unpack(ctx, totals.double().cpu(), float(reg.detach()), grad_norm, data_s)
+            ctx.legos.step(norm, ctx.grad_clip, applied=step_applied(engine))
+    assert totals is not None and grad_norm is not None
+    # The step's one host sync (documented in the module docstring): statistics, regularizer
+    # and gradient norm come back in one copy, after the optimizer step.
+    host = torch.cat(
+        [totals.double(), reg.detach().double().reshape(1), grad_norm.double().reshape(1)]
+    ).tolist()
+    timer.collect_step(num_tasks + 1)  # the device has finished: the step's events are readable
+    return _unpack(ctx, host[:-2], host[-2], host[-1], data_s)
 
 
-def _local_stats(
-    ctx: StepContext,
-    loss_sums: torch.Tensor,
-    task_seconds: torch.Tensor,
-    busy_s: float,
-    calls: tuple[int, int],
-) -> torch.Tensor:
-    """This rank's share of the step statistics; summed over ranks they are the global ones."""
+def _local_stats(ctx: StepContext, loss_sums: torch.Tensor, calls: tuple[int, int]) -> torch.Tensor:
+    """This rank's share of the step statistics; summed over ranks they are the global ones.
+
+    On the compute device (they ride in the first gradient bucket): the loss sums are there
+    already; the host-side numbers travel in one non-blocking copy."""
+    assert ctx.timer is not None
     n, w = len(ctx.tasks), ctx.world_size
-    skipped = torch.zeros(n, dtype=torch.float64)
+    skipped = [0.0] * n
     for task in ctx.tasks.values():
         if task.loader is not None:
             skipped[task.index] = float(sum(getattr(task.loader, "skipped", {}).values()))
-    busy = torch.zeros(w, dtype=torch.float64)
-    busy[ctx.rank] = busy_s
-    flags = torch.tensor(
-        [float(calls[0]), float(calls[1]), 1.0 if ctx.stop_requested() else 0.0],
-        dtype=torch.float64,
-    )
-    return torch.cat([loss_sums.cpu(), skipped, task_seconds, busy, flags])
+    timed = ctx.timer.last or [0.0] * (n + 1)
+    busy = [0.0] * w
+    busy[ctx.rank] = timed[n]
+    flags = [float(calls[0]), float(calls[1]), 1.0 if ctx.stop_requested() else 0.0]
+    host = torch.tensor(skipped + timed[:n] + busy + flags, dtype=torch.float64)
+    if ctx.device.type == "cuda":
+        host = host.pin_memory()
+    return torch.cat([loss_sums, host.to(ctx.device, non_blocking=True)])
 
 
 def _unpack(
-    ctx: StepContext, totals: torch.Tensor, reg: float, grad_norm: float, data_s: float
+    ctx: StepContext, totals: list[float], reg: float, grad_norm: float, data_s: float
 ) -> StepResult:
     n, w = len(ctx.tasks), ctx.world_size
+
+    def part(start: int, stop: int) -> torch.Tensor:
+        return torch.tensor(totals[start:stop], dtype=torch.float64)
+
     return StepResult(
-        task_loss_sums=totals[:n],
-        skipped=totals[n : 2 * n],
-        task_seconds=totals[2 * n : 3 * n],
-        rank_busy_s=totals[3 * n : 3 * n + w],
-        stop=bool(totals[-1] > 0),
-        lego_calls=(float(totals[-3]), float(totals[-2])),
+        task_loss_sums=part(0, n),
+        skipped=part(n, 2 * n),
+        task_seconds=part(2 * n, 3 * n),
+        rank_busy_s=part(3 * n, 3 * n + w),
+        stop=totals[-1] > 0,
+        lego_calls=(totals[-3], totals[-2]),
         regularizer=reg,
         grad_norm=grad_norm,
         data_s=data_s,

@@ -15,6 +15,7 @@ from gppf_dist.config.load import to_container
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.data.manifest import load_manifest
 from gppf_dist.dist.env import (
+    configure_cuda_math,
     init_distributed,
     pick_device,
     rank_info_from_env,
@@ -33,6 +34,7 @@ from gppf_dist.engine.experts import (
     shard_legos,
 )
 from gppf_dist.engine.optim import build_optimizer
+from gppf_dist.engine.precision import apply_precision, to_channels_last
 from gppf_dist.engine.preempt import PreemptionFlag
 from gppf_dist.engine.runtime import (
     TaskSet,
@@ -53,6 +55,7 @@ from gppf_dist.logging.heatmap import render_usage
 from gppf_dist.logging.metrics import MetricsFile
 from gppf_dist.logging.wandb_run import open_run
 from gppf_dist.model.build import build_model
+from gppf_dist.model.lego import set_activation_checkpointing
 from gppf_dist.parallel.plan import EPLayout
 from gppf_dist.simt.costs import CostTable
 from gppf_dist.simt.plan import present_tasks
@@ -62,6 +65,7 @@ def run_worker(cfg: RunConfig) -> None:
     # ---- process group, device, checks --------------------------------------------------
     device = pick_device(cfg.trainer.device, rank_info_from_env())
     info = init_distributed(cfg.parallel.backend, device, cfg.parallel.timeout_s)
+    configure_cuda_math(device, tf32=cfg.trainer.tf32, cudnn_benchmark=cfg.trainer.cudnn_benchmark)
     validate_run(cfg, info.world_size)
     run_dir = Path(cfg.run.dir)
     seed_everything(cfg.trainer.seed)
@@ -71,6 +75,8 @@ def run_worker(cfg: RunConfig) -> None:
     manifest = load_manifest(Path(cfg.data.root))
     taskset = TaskSet.build(cfg, manifest)
     model = build_model(cfg.model, taskset.specs).to(device)
+    apply_precision(model, device, cfg.trainer.precision)
+    set_activation_checkpointing(model, cfg.trainer.activation_checkpointing)
     owners = model.param_owners()
     placement = ()
     if cfg.parallel.ep_size > 1 and cfg.parallel.place_legos:
@@ -85,6 +91,8 @@ def run_worker(cfg: RunConfig) -> None:
     )
     with keep_lego_shards(model, owners):  # DeepSpeed broadcasts rank 0's parameters
         engine = create_engine(cfg, model, optimizer, scheduler, info.world_size, device)
+    if cfg.trainer.channels_last and cfg.parallel.zero_stage == 0:  # see precision.py
+        to_channels_last(model)
     writes_legos = info.rank < layout.ep_size
     legos = named = None
     if legos_apart:
@@ -113,7 +121,7 @@ def run_worker(cfg: RunConfig) -> None:
     )
     runtimes = taskset.runtimes()
     build_loaders(
-        cfg, taskset, manifest, plan, info.rank, runtimes, state.get("data_positions", {})
+        cfg, taskset, manifest, plan, info.rank, runtimes, state.get("data_positions", {}), device
     )
     ctx = StepContext(
         engine=engine,
@@ -192,13 +200,13 @@ def run_worker(cfg: RunConfig) -> None:
                 )
                 close_loaders(runtimes)
                 plan = new_plan
-                build_loaders(cfg, taskset, manifest, plan, info.rank, runtimes, positions)
+                build_loaders(cfg, taskset, manifest, plan, info.rank, runtimes, positions, device)
         engine.module.set_step(step)
         present = present_tasks(taskset.demands(), step)
         t0 = time.perf_counter()
         result = run_iteration(ctx, plan, present)
         step_s = time.perf_counter() - t0
-        for name in present:
+        for name in taskset.names:  # the previous step's times (zero: did not run)
             costs.update(
                 name,
                 float(result.task_seconds[runtimes[name].index]),

@@ -17,6 +17,14 @@ Selection and gates (training):
 The Gumbel noise is drawn from a `torch.Generator` seeded from (noise_seed, step, task index,
 layer): identical on every process and independent of the global RNG.
 
+Host syncs: which legos run is Python control flow, so the selection must be on the host. It is
+made for every task at once from one host copy of all logits (and the noise) per step, taken
+in `set_step` — before the step's first forward, right after the previous step's end-of-step
+sync, when the device queue is empty — and reused by every `route()` of that step. `route()`
+itself only launches device work (gather, softmax): no `.tolist()` per forward. The copy is
+retaken when the step, the train/eval mode or the logits (in-place edits, `load_state_dict`)
+change.
+
 Regularizers (data-independent, router parameters only), on `p_{t,l} = softmax(α_{t,l})`:
 - balance: `N · Σ_i p̄_{l,i}² - 1` with `p̄_l` the mean over tasks; 0 iff usage is uniform.
 - sharing: mean over task pairs of the cosine distance between `p_{t,l}` and `p_{s,l}`.
@@ -24,6 +32,7 @@ Regularizers (data-independent, router parameters only), on `p_{t,l} = softmax(�
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,6 +52,26 @@ def _mix_seed(*parts: int) -> int:
         h = (h ^ (p & _MASK64)) * 0xBF58476D1CE4E5B9 & _MASK64
         h ^= h >> 31
     return h & _MASK64
+
+
+def _to_device(host: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy to `device` without blocking the host (pinned source on CUDA)."""
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
+
+
+@dataclass
+class _Selection:
+    """One step's top-k of every task, on the host (control flow) and on the device (gates)."""
+
+    key: tuple[int, bool, tuple[int, ...]]
+    indices: list[list[list[int]]]
+    """[task][layer][k] python ints."""
+    index: torch.Tensor
+    """[task, layer, k] the same, on the logits' device."""
+    noise: torch.Tensor | None
+    """[task, layer, N] Gumbel noise on the logits' device, during the warm-up."""
 
 
 class TaskRouter(nn.Module):
@@ -72,6 +101,7 @@ class TaskRouter(nn.Module):
         )
         self.register_buffer("is_frozen", torch.zeros((), dtype=torch.bool))
         self._frozen_lists: list[list[list[int]]] | None = None
+        self._selection: _Selection | None = None
 
     # --- schedule ---------------------------------------------------------------------------
     def set_step(self, step: int) -> None:
@@ -84,6 +114,7 @@ class TaskRouter(nn.Module):
                     self.frozen_index[t] = self.logits[name].topk(self.top_k, dim=-1).indices
                 self.is_frozen.fill_(True)
             self._frozen_lists = self.frozen_index.tolist()
+        self._select()
 
     def _noise_schedule(self) -> tuple[float, float]:
         """(noise scale, temperature) at the current step; (0, 1) outside the warm-up."""
@@ -114,9 +145,36 @@ class TaskRouter(nn.Module):
     ) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._frozen_lists = self.frozen_index.tolist() if bool(self.is_frozen) else None
+        self._selection = None
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> TaskRouter:
+        self._selection = None  # its device copies would stay behind on the old device
+        return super()._apply(fn, *args, **kwargs)
+
+    def _selection_key(self) -> tuple[int, bool, tuple[int, ...]]:
+        return (self.step, self.training, tuple(p._version for p in self.logits.values()))
+
+    def _select(self) -> _Selection:
+        """Every task's top-k at the current step, from one host copy of the logits (the one
+        host sync of routing; see the module docstring)."""
+        key = self._selection_key()
+        if self._selection is not None and self._selection.key == key:
+            return self._selection
+        logits = torch.stack([self.logits[n].detach() for n in self.task_names])
+        device = logits.device
+        scale, tau = self._noise_schedule()
+        noise = None
+        scores = logits.cpu()
+        if scale > 0:
+            noise = torch.stack([self.gumbel_noise(t, self.step) for t in range(len(logits))])
+            scores = scores + scale * noise
+            noise = _to_device(noise, device)
+        index = (scores / tau).topk(self.top_k, dim=-1).indices
+        self._selection = _Selection(key, index.tolist(), _to_device(index, device), noise)
+        return self._selection
 
     def route(self, task: str) -> Route:
-        """The selected legos and gates of `task` at every lego layer."""
+        """The selected legos and gates of `task` at every lego layer (no host sync)."""
         t = self.task_names.index(task)
         logits = self.logits[task]
         frozen = self._frozen()
@@ -124,16 +182,17 @@ class TaskRouter(nn.Module):
             index = self.frozen_index[t].to(logits.device)
             gates = torch.softmax(logits.gather(-1, index), dim=-1)
             return Route(indices=frozen[t], gates=gates)
+        selection = self._select()
         scale, tau = self._noise_schedule()
         scores = logits
-        if scale > 0:
-            scores = logits + scale * self.gumbel_noise(t, self.step).to(logits.device)
+        if selection.noise is not None:
+            scores = logits + scale * selection.noise[t]
         scores = scores / tau
-        index = scores.detach().topk(self.top_k, dim=-1).indices
+        index = selection.index[t]
         hard = torch.softmax(scores.gather(-1, index), dim=-1)
         soft = torch.softmax(scores, dim=-1).gather(-1, index)
         gates = hard.detach() + soft - soft.detach()
-        return Route(indices=index.tolist(), gates=gates)
+        return Route(indices=selection.indices[t], gates=gates)
 
     def usage(self) -> torch.Tensor:
         """[num_tasks, num_layers, N] deterministic gate weights (0 for unselected), detached."""

@@ -105,10 +105,10 @@ def reduce_gradients(
     return summed_extra
 
 
-def _sq_norm(params: Iterable[nn.Parameter]) -> torch.Tensor:
+def _sq_norm(params: Iterable[nn.Parameter], device: torch.device) -> torch.Tensor:
     grads = [p.grad.detach().float() for p in params if p.grad is not None]
     if not grads:
-        return torch.zeros((), dtype=torch.float64)
+        return torch.zeros((), dtype=torch.float64, device=device)
     return torch.stack([g.pow(2).sum() for g in grads]).sum().double()
 
 
@@ -117,22 +117,33 @@ def sharded_sq_norm(
     params: Iterable[nn.Parameter], group: dist.ProcessGroup | None, device: torch.device
 ) -> torch.Tensor:
     """Squared L2 norm of gradients split over `group` (each member holds its own share):
-    the local share summed over the group (float64, on the CPU)."""
-    sq = _sq_norm(params).reshape(1).to(device)
+    the local share summed over the group (float64 scalar on `device`; no host sync)."""
+    sq = _sq_norm(params, device).reshape(1).to(device)
     if group is not None and dist.get_world_size(group) > 1:
         dist.all_reduce(sq, group=group)
-    return sq.cpu().reshape(())
+    return sq.reshape(())
 
 
 @torch.no_grad()
-def scale_to_norm(params: Iterable[nn.Parameter], norm: float, max_norm: float) -> None:
-    """Clip: scale every gradient by min(1, max_norm / (norm + 1e-6)); max_norm 0 disables."""
+def scale_to_norm(
+    params: Iterable[nn.Parameter], norm: float | torch.Tensor, max_norm: float
+) -> None:
+    """Clip: scale every gradient by min(1, max_norm / (norm + 1e-6)); max_norm 0 disables.
+
+    With `norm` a device tensor the scale stays on the device (no host sync): computed in
+    float64 like the Python float it replaces, then applied in float32."""
     if max_norm <= 0:
         return
-    scale = min(1.0, max_norm / (norm + 1e-6))
-    for p in params:
-        if p.grad is not None:
-            p.grad.mul_(scale)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    if isinstance(norm, torch.Tensor):
+        scale = (max_norm / (norm.double() + 1e-6)).clamp(max=1.0).to(grads[0].dtype)
+        torch._foreach_mul_(grads, scale)
+        return
+    factor = min(1.0, max_norm / (norm + 1e-6))
+    for g in grads:
+        g.mul_(factor)
 
 
 @torch.no_grad()
@@ -141,16 +152,18 @@ def clip_gradients(
     max_norm: float,
     sharded: Iterable[nn.Parameter] = (),
     shard_group: dist.ProcessGroup | None = None,
-) -> float:
-    """Clip to the global L2 norm, counting every parameter exactly once; returns the norm.
+) -> torch.Tensor:
+    """Clip to the global L2 norm, counting every parameter exactly once; returns the norm as a
+    float64 scalar on the parameters' device (reading it is the caller's host sync, after the
+    optimizer step).
 
     After `reduce_gradients` every rank holds the same gradients of replicated parameters, so
     their share is local; expert-parallel legos are split over the EP group (each EP group holds
     all of them once), so their squared norms are summed over `shard_group`.
     """
     replicated, sharded = list(replicated), list(sharded)
-    device = replicated[0].device if replicated else torch.device("cpu")
-    sq = _sq_norm(replicated) + sharded_sq_norm(sharded, shard_group, device)
-    norm = float(sq.sqrt())
+    device = (replicated or sharded)[0].device if replicated or sharded else torch.device("cpu")
+    sq = _sq_norm(replicated, device) + sharded_sq_norm(sharded, shard_group, device)
+    norm = sq.sqrt()
     scale_to_norm(replicated + sharded, norm, max_norm)
     return norm

@@ -1,0 +1,214 @@
+"""Where host and device meet in the step, checked with parameters and batches on `meta`.
+
+`meta` stands in for CUDA: an op mixing a CPU tensor with a meta tensor fails the way it would
+with a CUDA tensor, and reading a meta tensor's value (`.item()`, `float()`) fails the way a
+host sync would show up. Process-group-free parts only (world size 1); the multi-process step is
+in tests/dist/test_step_device.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from gppf_dist.engine.host_sync import HostSyncCounter
+from gppf_dist.engine.prefetch import DevicePrefetcher
+from gppf_dist.engine.step import StepContext, TaskRuntime, _local_stats
+from gppf_dist.engine.timing import DeviceTimer
+from gppf_dist.simt.objective import TaskWeights
+from gppf_dist.simt.reduce import clip_gradients, reduce_gradients
+from gppf_dist.tasks.base import Batch
+
+META = torch.device("meta")
+
+
+def _ctx(device: torch.device, num_tasks: int = 3, world: int = 2) -> StepContext:
+    tasks = {
+        f"t{i}": TaskRuntime(i, None, TaskWeights(1.0, 4))  # type: ignore[arg-type]
+        for i in range(num_tasks)
+    }
+    ctx = StepContext(
+        engine=None,
+        tasks=tasks,
+        world_size=world,
+        rank=1,
+        device=device,
+        owners={},
+        active_legos=lambda t: set(),
+        grad_clip=1.0,
+        own_reduction=True,
+    )
+    ctx.timer = DeviceTimer(device)
+    return ctx
+
+
+def test_step_statistics_are_built_on_the_compute_device() -> None:
+    ctx = _ctx(META)
+    loss_sums = torch.zeros(3, dtype=torch.float64, device=META)
+    stats = _local_stats(ctx, loss_sums, (2, 1))
+    assert stats.device == META
+    assert stats.shape == (3 + 3 + 3 + 2 + 3,)  # losses, skipped, seconds, busy, flags
+
+
+def test_statistics_ride_in_the_gradient_bucket_on_the_device() -> None:
+    layer = nn.Linear(4, 3, device=META)
+    for p in layer.parameters():
+        p.grad = torch.empty_like(p)
+    named = list(layer.named_parameters())
+    extra = _local_stats(_ctx(META), torch.zeros(3, dtype=torch.float64, device=META), (0, 0))
+    summed = reduce_gradients(named, {n for n, _ in named}, 1, extra=extra)
+    assert summed is not None and summed.device == META
+    assert all(p.grad.device == META for p in layer.parameters())
+
+
+def test_clipping_keeps_the_norm_on_the_device() -> None:
+    # Reading the norm on the host (float(norm)) would fail here: a meta tensor has no value.
+    layer = nn.Linear(4, 3, device=META)
+    for p in layer.parameters():
+        p.grad = torch.empty_like(p)
+    norm = clip_gradients(list(layer.parameters()), 1.0)
+    assert isinstance(norm, torch.Tensor) and norm.device == META
+
+
+def test_clipping_matches_the_host_formula() -> None:
+    torch.manual_seed(0)
+    params = [nn.Parameter(torch.randn(5, 3)) for _ in range(3)]
+    for p in params:
+        p.grad = torch.randn_like(p) * 4
+    grads = [p.grad.clone() for p in params]
+    norm = clip_gradients(params, 1.0)
+    expected = torch.stack([g.double().pow(2).sum() for g in grads]).sum().sqrt()
+    torch.testing.assert_close(norm, expected)
+    factor = min(1.0, 1.0 / (float(expected) + 1e-6))
+    for p, g in zip(params, grads, strict=True):
+        assert torch.equal(p.grad, g * factor)
+
+
+def test_router_routes_without_host_sync_and_on_the_device() -> None:
+    from gppf_dist.config.model import RouterConfig
+    from gppf_dist.model.router import TaskRouter
+
+    router = TaskRouter(["a", "b"], 4, 4, 2, RouterConfig(gumbel_warmup_steps=10))
+    router.set_step(3)  # the step's host copy of the selection is taken here, once
+    expected = {t: router.route(t).indices for t in ("a", "b")}
+    with HostSyncCounter() as counter:
+        routes = {t: router.route(t) for t in ("a", "b")}
+    assert counter.records == [], counter.by_site()
+    assert {t: r.indices for t, r in routes.items()} == expected
+    # The same selection the per-forward host read made: top-k of the noisy scores.
+    scale, tau = router._noise_schedule()
+    for t, name in enumerate(("a", "b")):
+        scores = (router.logits[name] + scale * router.gumbel_noise(t, 3)) / tau
+        assert routes[name].indices == scores.topk(2, dim=-1).indices.tolist()
+    # On the stand-in device, gates are computed there from the device copy of the selection.
+    router.to(META)  # a meta router has no values to read: give it the host copy from above
+    router._selection = _host_selection_on(router, META, expected)
+    assert router.route("a").gates.device == META
+
+
+def _host_selection_on(router: Any, device: torch.device, indices: dict[str, Any]) -> Any:
+    from gppf_dist.model.router import _Selection
+
+    index = torch.tensor([indices[n] for n in router.task_names]).to(device)
+    noise = torch.zeros(len(router.task_names), 4, 4, device=device)
+    return _Selection(router._selection_key(), [indices[n] for n in router.task_names], index, noise)
+
+
+def test_router_selection_is_retaken_when_logits_change() -> None:
+    from gppf_dist.config.model import RouterConfig
+    from gppf_dist.model.router import TaskRouter
+
+    router = TaskRouter(["a"], 2, 4, 1, RouterConfig(gumbel_warmup_steps=0))
+    router.set_step(0)
+    with torch.no_grad():
+        router.logits["a"].zero_()
+        router.logits["a"][:, 3] = 5.0
+    assert router.route("a").indices == [[3], [3]]
+
+
+class _CountingLoader:
+    """A loader with positions and skip counts, like TaskLoader."""
+
+    def __init__(self) -> None:
+        self.step = 0
+
+    def __next__(self) -> Batch:
+        self.step += 1
+        images = torch.full((2, 3, 4, 4), self.step, dtype=torch.uint8)
+        return Batch(task="t", images=images, targets={"y": torch.zeros(2)},
+                     groups=torch.zeros(2, dtype=torch.long), keys=[])  # fmt: skip
+
+    def positions(self) -> dict[int, int]:
+        return {0: self.step}
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        return {"bad": self.step}
+
+
+def test_prefetcher_delivers_on_the_device_one_step_ahead() -> None:
+    loader = _CountingLoader()
+    prefetcher = DevicePrefetcher(loader, META, channels_last=True)
+    assert prefetcher.positions() == {0: 0}
+    batch = next(prefetcher)
+    assert batch.images.device == META and batch.targets["y"].device == META
+    assert batch.groups.device == META
+    assert batch.images.is_contiguous(memory_format=torch.channels_last)
+    assert loader.step == 2  # the next batch is already read (and its copy issued)
+    assert prefetcher.positions() == {0: 1}  # but a checkpoint resumes after the consumed one
+    assert prefetcher.skipped == {"bad": 1}
+
+
+def test_prefetcher_positions_resume_exactly(tiny_shards: Path) -> None:
+    from gppf_dist.data.loader import TaskLoader
+    from gppf_dist.data.manifest import load_manifest
+    from gppf_dist.data.testing import ResizeTaskType, fake_spec
+
+    manifest = load_manifest(tiny_shards)
+
+    def loader(start: Any = None) -> TaskLoader:
+        return TaskLoader(
+            root=tiny_shards, manifest=manifest, task="cls_object", spec=fake_spec("cls_object"),
+            task_type=ResizeTaskType(), num_streams=2, stream_ids=[0, 1],
+            per_stream_batch=3, seed=0, start_positions=start,
+        )  # fmt: skip
+
+    prefetched = DevicePrefetcher(loader(), torch.device("cpu"))
+    first = [next(prefetched) for _ in range(3)]
+    resumed = DevicePrefetcher(loader(prefetched.positions()), torch.device("cpu"))
+    plain = loader()
+    expected = list(itertools.islice(plain, 5))
+    for got, want in zip(first + [next(resumed), next(resumed)], expected, strict=True):
+        assert got.keys == want.keys and torch.equal(got.images, want.images)
+
+
+def test_host_sync_counter_sees_syncs_and_names_the_site() -> None:
+    x = torch.randn(4)
+    with HostSyncCounter() as counter:
+        x.sum().item()
+        x.tolist()
+        float(x[0])
+        _ = x[x > 0]
+        x.cpu()
+        torch.where(x > 0)
+        _ = x * 2 + torch.where(x > 0, x, 0.0)  # dense arithmetic: not a sync
+    ops = [r.op for r in counter.records]
+    assert ops == ["item", "tolist", "__float__", "__getitem__[bool mask]", "cpu", "where(cond)"]
+    assert all(r.site == "outside gppf_dist" for r in counter.records)
+
+
+@pytest.mark.parametrize("device", ["cpu"])
+def test_timer_reports_after_collect(device: str) -> None:
+    timer = DeviceTimer(torch.device(device))
+    start = timer.mark()
+    timer.add(0, start, timer.mark())
+    timer.add(1, start, timer.mark())
+    assert timer.last is None
+    seconds = timer.collect_step(3)
+    assert seconds[0] >= 0 and seconds[1] >= 0 and seconds[2] == 0 and timer.last == seconds
+    assert timer.collect_step(3) == [0.0, 0.0, 0.0]
