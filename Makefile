@@ -10,7 +10,7 @@ export DS_ACCELERATOR ?= cpu
 export WANDB_SILENT := true
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help setup demo test test-unit test-dist test-integration lint fmt shards clean
+.PHONY: help setup demo test test-unit test-dist test-integration gpu-check lint fmt shards clean
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ test-dist: $(STAMP) ## Distributed tests (real gloo process groups)
 
 test-integration: $(STAMP) ## End-to-end CLI tests
 	$(VENV)/bin/pytest -q tests/integration
+
+gpu-check: $(STAMP) ## GPU checks of DESIGN.md §6 as one JSON, also in runs/gpu-check.json (CPU smoke without CUDA)
+	$(VENV)/bin/gppf-bench gpu-check --out runs/gpu-check.json
 
 lint: $(STAMP) ## ruff check and format check
 	$(VENV)/bin/ruff check src tests

@@ -8,6 +8,9 @@ demo sizes, or `--model`), the same task-to-rank plan, the same model initialisa
   gradient, clip, `optimizer.step()`.
 
 They alternate in blocks so machine noise hits both alike; the ratio is of median step times.
+Each side first runs `--warmup` untimed steps (default 5: on a GPU, cuDNN's autotuner times its
+algorithms over the first steps of every input shape, and allocator pools fill). `run(args)`
+returns the result that `--json` prints.
 """
 
 from __future__ import annotations
@@ -39,10 +42,14 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=DEFAULT_BATCH, help="global batch per task")
     p.add_argument("--steps", type=int, default=8, help="timed steps per block")
     p.add_argument("--blocks", type=int, default=4, help="alternating blocks per side")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps per side first")
+    p.add_argument("--threads", type=int, help="intra-op threads per process (cores / nproc)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.warmup < 0:
+        raise SystemExit(f"--warmup {args.warmup}: must be >= 0")
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.device == "cuda" and args.nproc > torch.cuda.device_count():
@@ -88,6 +95,7 @@ def _simt_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
     from gppf_dist.config.schema import RunConfig
     from gppf_dist.engine.deepspeed import create_engine
     from gppf_dist.engine.optim import build_optimizer
+    from gppf_dist.engine.precision import apply_precision
     from gppf_dist.engine.runtime import active_legos
     from gppf_dist.engine.step import StepContext, TaskRuntime, run_iteration
     from gppf_dist.simt.objective import TaskWeights
@@ -95,6 +103,7 @@ def _simt_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
 
     cfg = RunConfig()
     model = setup["model"]
+    apply_precision(model, setup["device"], args.precision)
     optimizer, scheduler = build_optimizer(model, cfg.trainer)
     world, rank = dist.get_world_size(), dist.get_rank()
     engine = create_engine(cfg, model, optimizer, scheduler, world, setup["device"])
@@ -160,11 +169,17 @@ def _bare_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
 
 
 def _worker(rank: int, world: int, port: int, out: str, args: argparse.Namespace) -> None:
-    threads = max(1, (os.cpu_count() or 1) // world)
+    from gppf_dist.config.schema import RunConfig
+    from gppf_dist.dist.env import configure_cuda_math
+
+    threads = args.threads or max(1, (os.cpu_count() or 1) // world)
     device = join_local_group(rank, world, port, threads, args.device)
+    trainer = RunConfig().trainer  # cuDNN autotuning and TF32 as training has them, both sides
+    configure_cuda_math(device, tf32=trainer.tf32, cudnn_benchmark=trainer.cudnn_benchmark)
     setup = _setup(args, device)
-    simt, bare = _simt_runner(setup, args), _bare_runner(setup, args)
-    time_steps(simt, 2), time_steps(bare, 2)  # warm up both
+    bare = _bare_runner(setup, args)  # first: it copies the model before SIMT wraps it
+    simt = _simt_runner(setup, args)
+    time_steps(simt, args.warmup), time_steps(bare, args.warmup)
     times: dict[str, list[float]] = {"simt": [], "bare": []}
     for _ in range(args.blocks):
         times["simt"] += time_steps(simt, args.steps)
@@ -174,8 +189,8 @@ def _worker(rank: int, world: int, port: int, out: str, args: argparse.Namespace
     dist.destroy_process_group()
 
 
-def main(argv: list[str]) -> None:
-    args = _parse(argv)
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Spawn the processes, time both sides, return the result `--json` prints."""
     with tempfile.TemporaryDirectory() as tmp:
         out = str(Path(tmp) / "times.json")
         mp.start_processes(
@@ -186,7 +201,7 @@ def main(argv: list[str]) -> None:
         )
         times = json.loads(Path(out).read_text())
     simt, bare = statistics.median(times["simt"]), statistics.median(times["bare"])
-    result = {
+    return {
         "ratio": simt / bare,
         "simt_step_s": simt,
         "bare_step_s": bare,
@@ -194,13 +209,21 @@ def main(argv: list[str]) -> None:
         "model": args.model,
         "device": args.device,
         "precision": args.precision,
+        "batch": args.batch,
         "steps_per_side": len(times["simt"]),
+        "warmup": args.warmup,
     }
+
+
+def main(argv: list[str]) -> None:
+    args = _parse(argv)
+    result = run(args)
+    simt, bare = result["simt_step_s"], result["bare_step_s"]
     if args.json:
         print(json.dumps(result))
     else:
         print(
             f"SIMT step {simt * 1e3:.1f} ms, bare loop {bare * 1e3:.1f} ms "
-            f"(median of {len(times['simt'])} each, {args.nproc} processes, {args.model}): "
+            f"(median of {result['steps_per_side']} each, {args.nproc} processes, {args.model}): "
             f"ratio {simt / bare:.3f}"
         )

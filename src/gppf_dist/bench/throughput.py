@@ -8,6 +8,12 @@ Training FLOPs per image are 3x the forward FLOPs that torch's FlopCounterMode c
 routed model at that size (forward + backward of activations and weights); MFU is
 img/s x FLOPs per image / peak, reported when `--peak-tflops` is given. Steps are timed one by
 one, synchronizing the device, after `--warmup` untimed steps; the figure is the median.
+
+`peak_mem_gib` is the device's peak allocated memory over the warm-up and timed steps
+(`torch.cuda.max_memory_allocated` after a reset; parameters, gradients and optimizer state
+included); on CPU it is the process's peak resident set instead (`mem_source` says which).
+`--activation-checkpointing` recomputes the lego mixtures in backward
+(`trainer.activation_checkpointing`). `run(argv)` returns the result that `--json` prints.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import resource
 import statistics
 from pathlib import Path
 from typing import Any
@@ -38,6 +45,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--peak-tflops", type=float, help="device peak, for MFU (H100 bf16: 989)")
+    p.add_argument(
+        "--activation-checkpointing", action="store_true", help="recompute lego mixtures"
+    )
     p.add_argument("--json", action="store_true")
     return p.parse_args(argv)
 
@@ -62,12 +72,26 @@ def _model_and_spec(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    from gppf_dist.config.schema import RunConfig
     from gppf_dist.dist.env import init_distributed, pick_device, rank_info_from_env
+
+    set_local_rank_env(0, 1, free_port())
+    device = pick_device(args.device, rank_info_from_env())
+    init_distributed("auto", device, 600)
+    try:
+        return _measure(args, device)
+    finally:  # also after an out-of-memory error, so the caller can report it and go on
+        torch.distributed.destroy_process_group()
+
+
+def _measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    from gppf_dist.config.schema import RunConfig
+    from gppf_dist.dist.env import configure_cuda_math
     from gppf_dist.engine.deepspeed import create_engine
     from gppf_dist.engine.optim import build_optimizer
+    from gppf_dist.engine.precision import apply_precision, to_channels_last
     from gppf_dist.engine.runtime import active_legos
     from gppf_dist.engine.step import StepContext, TaskRuntime, run_iteration
+    from gppf_dist.model.lego import set_activation_checkpointing
     from gppf_dist.model.summary import count_gmacs
     from gppf_dist.simt.objective import TaskWeights
     from gppf_dist.simt.plan import TaskDemand, plan_static
@@ -75,17 +99,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from gppf_dist.tasks.demo import synthetic_batch
     from gppf_dist.tasks.registry import get_task_type
 
-    set_local_rank_env(0, 1, free_port())
-    device = pick_device(args.device, rank_info_from_env())
-    init_distributed("auto", device, 600)
-    model, spec = _model_and_spec(args)
-    model.eval()
-    gflop = 3 * 2 * count_gmacs(model, args.task, torch.zeros(1, 3, args.size, args.size).byte())
-    model.train()
-    model = model.to(device)
     cfg = RunConfig()
+    configure_cuda_math(device, tf32=cfg.trainer.tf32, cudnn_benchmark=cfg.trainer.cudnn_benchmark)
+    model, spec = _model_and_spec(args)
+    model = model.to(device).eval()
+    probe = torch.zeros(1, 3, args.size, args.size, dtype=torch.uint8, device=device)
+    gflop = 3 * 2 * count_gmacs(model, args.task, probe)
+    model.train()
+    set_activation_checkpointing(model, args.activation_checkpointing)
+    apply_precision(model, device, args.precision)  # as the worker does (engine/worker.py)
     optimizer, scheduler = build_optimizer(model, cfg.trainer)
     engine = create_engine(cfg, model, optimizer, scheduler, 1, device)
+    if args.channels_last:  # after the engine: DeepSpeed's broadcast needs dense weights
+        to_channels_last(model)
     images, targets = synthetic_batch(spec, args.batch, torch.Generator().manual_seed(0))
     batch = Batch(
         task=args.task,
@@ -114,23 +140,47 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     def step() -> None:
         run_iteration(ctx, plan, {args.task})
 
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     time_steps(step, args.warmup)
     step_s = statistics.median(time_steps(step, args.steps))
     img_per_s = args.batch / step_s
     mfu = img_per_s * gflop * 1e9 / (args.peak_tflops * 1e12) if args.peak_tflops else None
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    torch.distributed.destroy_process_group()
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak_mem, mem_source = torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    else:  # Linux reports ru_maxrss in KiB
+        name = "cpu"
+        peak_mem, mem_source = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "max_rss"
     return {
         "img_per_s": img_per_s,
         "step_s": step_s,
         "train_gflop_per_img": gflop,
         "mfu": mfu,
+        "batch": args.batch,
+        "peak_mem_gib": peak_mem / 2**30,
+        "mem_source": mem_source,
         "device": name,
         "config": {
             k: getattr(args, k)
-            for k in ("model", "task", "size", "batch", "precision", "channels_last", "steps")
+            for k in (
+                "model",
+                "task",
+                "size",
+                "batch",
+                "precision",
+                "channels_last",
+                "activation_checkpointing",
+                "steps",
+                "warmup",
+            )
         },
     }
+
+
+def run(argv: list[str]) -> dict[str, Any]:
+    """The result `gppf-bench throughput <argv> --json` prints."""
+    return measure(_parse(argv))
 
 
 def main(argv: list[str]) -> None:
@@ -144,5 +194,6 @@ def main(argv: list[str]) -> None:
         f"{args.model} {args.task} {args.size}px batch {args.batch} {args.precision}"
         f"{' channels-last' if args.channels_last else ''} on {result['device']}: "
         f"{result['img_per_s']:.1f} img/s ({result['step_s'] * 1e3:.1f} ms/step, "
-        f"{result['train_gflop_per_img']:.3g} training GFLOP/img{mfu})"
+        f"{result['train_gflop_per_img']:.3g} training GFLOP/img{mfu}, "
+        f"peak memory {result['peak_mem_gib']:.2f} GiB)"
     )

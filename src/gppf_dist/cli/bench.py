@@ -1,5 +1,6 @@
 """`gppf-bench {data,step,ep,throughput,placement} [...]`: each prints a table, or one JSON
-object with --json."""
+object with --json. `gppf-bench gpu-check` runs the GPU checks of DESIGN.md §6 (some of these
+benchmarks among them) and prints one JSON summary."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ BENCHES = {
     "ep": "gppf_dist.bench.ep",
     "throughput": "gppf_dist.bench.throughput",
     "placement": "gppf_dist.bench.placement",
+    "gpu-check": "gppf_dist.bench.gpu_check",
 }
 
 
