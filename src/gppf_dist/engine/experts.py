@@ -30,9 +30,20 @@ from gppf_dist.parallel.plan import EPLayout
 
 
 def shard_legos(
-    model: nn.Module, layout: EPLayout, groups: ExpertGroups, rank: int, taskset: TaskSet
+    model: nn.Module,
+    layout: EPLayout,
+    groups: ExpertGroups,
+    rank: int,
+    taskset: TaskSet,
+    *,
+    wire_dtype: torch.dtype = torch.float32,
+    check_splits: bool = False,
 ) -> EPSession:
-    """Record each task's lego activation shapes, then keep only this rank's legos."""
+    """Record each task's lego activation shapes, then keep only this rank's legos.
+
+    `wire_dtype`: the dtype lego activations and their gradients travel in, the training
+    precision (bf16 under trainer.precision=bf16); it must be the same on every rank.
+    `check_splits`: parallel.check_splits (peers compare split sizes before each dispatch)."""
     sizes = {n: (t.input_size[0], t.input_size[1]) for n, t in taskset.active.items()}
     shapes = record_lego_shapes(model, sizes)
     assert groups.ep is not None
@@ -43,6 +54,8 @@ def shard_legos(
         route_of=model.router.route,  # type: ignore[union-attr, arg-type]
         shapes=shapes,
         num_layers=0,
+        wire_dtype=wire_dtype,
+        check_splits=check_splits,
     )
     apply_expert_parallel(model, session)
     return session

@@ -4,16 +4,24 @@ A lego layer's contract is `mix(h, indices, gates) = Σ_{i∈indices} g_i · leg
 `ExpertLegoLayer` keeps only its rank's legos and computes the mixture by *task-level* dispatch
 inside the EP group:
 
-  1. dispatch: a rank sends its activation h (the whole batch of its current task) once to each
-     owner of a selected lego (`all_to_all_single`, uneven and zero splits);
+  1. dispatch: a rank sends its activation h (the whole batch of its current task) to each
+     other owner of a selected lego: the same tensor to each, from where it lies, no k-fold
+     send buffer (`all_to_all.exchange`: uneven and zero sizes);
   2. each owner applies its selected legos, gated by the task's route, to every activation it got;
   3. combine: results go back by the reverse exchange and are summed.
 
+Activations and their gradients travel in the session's `wire_dtype`, the training precision
+(bf16 under bf16 training), the same on every rank.
+
 Split sizes need no exchange: every rank knows, from the SIMT plan, which task each EP peer runs
 in the current micro-step, the task's route (replicated router) and its activation shapes
-(recorded once at start-up). Ranks of an EP group run the same number of micro-steps (idle ones
-run dummy exchanges), and every micro-step issues exactly two exchanges per lego layer forward and
-two backward, in layer order, on every rank: collectives stay symmetric (DESIGN.md §5.4).
+(recorded once at start-up), and the wire dtype from the config. Ranks of an EP group run the
+same number of micro-steps (idle ones run dummy exchanges), and every micro-step issues exactly
+two exchanges per lego layer forward and two backward, in layer order, on every rank:
+collectives stay symmetric (DESIGN.md §5.4). With `check_splits` (parallel.check_splits, a debug
+aid) the peers also compare their split sizes before each layer's dispatch, one small extra
+exchange, and raise naming the layer and the ranks if sender and receiver disagree; the combine
+and both backward exchanges reuse the dispatch's sizes, swapped.
 """
 
 from __future__ import annotations
@@ -27,13 +35,10 @@ import torch.distributed as dist
 from torch import nn
 
 from gppf_dist.model.lego import LegoLayer, Route
-from gppf_dist.parallel.all_to_all import all_to_all
+from gppf_dist.parallel.all_to_all import check_splits, exchange
 from gppf_dist.parallel.plan import EPLayout
 
 Shapes = dict[str, list[tuple[int, ...] | None]]
-WIRE_DTYPE = torch.float32
-"""Activations travel as fp32 whatever autocast made of them: receivers size their buffers from
-the plan and the recorded shapes, and need no dtype from the sender (an idle rank has none)."""
 
 
 @dataclass
@@ -59,6 +64,13 @@ class EPSession:
     layers: list[ExpertLegoLayer] = field(default_factory=list)
     local_calls: int = 0
     remote_calls: int = 0
+    wire_dtype: torch.dtype = torch.float32
+    """Activations and gradients travel in this dtype (the training precision), set alike on
+    every rank: receivers size their buffers from the plan, the recorded shapes and it, and need
+    no dtype from the sender (an idle rank has none)."""
+    check_splits: bool = False
+    """Debug (parallel.check_splits): peers compare split sizes before each dispatch (one small
+    exchange and a host sync per lego layer)."""
 
     def begin(self, peers: list[PeerWork]) -> None:
         assert len(peers) == self.layout.ep_size
@@ -111,23 +123,24 @@ class ExpertLegoLayer(nn.Module):
         self, h: torch.Tensor | None, indices: list[int], token: torch.Tensor | None
     ) -> torch.Tensor:
         s, layout = self.session, self.session.layout
-        size, me = layout.ep_size, s.ep_rank
-        # ---- what I send: my activation, once to each *other* owner of a selected lego
+        size, me, wire = layout.ep_size, s.ep_rank, s.wire_dtype
+        # ---- what I send: my activation, the same tensor to each *other* owner of a selected lego
         owners = sorted({layout.owner(i, self.index) for i in indices})
         remote = [p for p in owners if p != me]
         if h is not None:
-            flat = h.reshape(-1).to(WIRE_DTYPE)
-            send = torch.cat([flat] * len(remote)) if len(remote) > 1 else flat
-            send = send if remote else flat[:0]
-            send_splits = [flat.numel() if p in remote else 0 for p in range(size)]
+            flat = h.reshape(-1).to(wire)
+            # Without a remote owner the dispatch stays in the graph through an empty slice of h:
+            # its backward is a collective the peers are waiting for.
+            nothing = flat.new_empty(0) if remote else flat[:0]
+            send = [flat if p in remote else nothing for p in range(size)]
             s.local_calls += int(me in owners)
             s.remote_calls += len(remote)
         else:
             assert token is not None
-            send = token.new_zeros(0, dtype=WIRE_DTYPE) + token.to(WIRE_DTYPE) * 0.0
-            send_splits = [0] * size
+            send = [token.new_zeros(0, dtype=wire) + token.to(wire) * 0.0] * size
+        send_sizes = [t.numel() for t in send]
         # ---- what I receive: each other peer's activation if its task uses one of my legos
-        recv_splits, served = [], []
+        recv_sizes, served = [], []
         for q, peer in enumerate(s.peers):
             shape = s.shapes[peer.task][self.index] if peer.task is not None else None
             mine = []
@@ -135,25 +148,34 @@ class ExpertLegoLayer(nn.Module):
                 mine = [j for j, i in enumerate(s.selected(peer.task, self.index))
                         if layout.owner(i, self.index) == me]  # fmt: skip
             served.append((peer, shape, mine))
-            recv_splits.append(peer.batch * math.prod(shape) if mine and shape else 0)
-        received = all_to_all(send, send_splits, recv_splits, s.group)
+            recv_sizes.append(peer.batch * math.prod(shape) if mine and shape else 0)
+        if s.check_splits:
+            where = f"lego layer {self.index}"
+            check_splits(send_sizes, recv_sizes, s.group, send[0].device, where)
+        received = exchange(send, recv_sizes, s.group)
         # ---- serve: apply my selected legos to each received activation, gated by its route
-        outs, offset = [], 0
-        for (peer, shape, mine), n in zip(served, recv_splits, strict=True):
-            if n == 0:
+        back = []
+        for (peer, shape, mine), x in zip(served, received, strict=True):
+            if x.numel() == 0:
+                back.append(x)  # keeps the dispatch in the graph of the combine
                 continue
             assert peer.task is not None and shape is not None
-            x = received[offset : offset + n].view(peer.batch, *shape)
-            offset += n
-            outs.append(self._serve(peer.task, mine, x).reshape(-1).to(WIRE_DTYPE))
-        back = torch.cat(outs) if outs else received[:0]
+            x = self._compute_input(x.view(peer.batch, *shape))
+            out = self._serve(peer.task, mine, x).reshape(-1).to(wire)
+            assert out.numel() == x.numel(), (self.index, out.numel(), x.numel())
+            back.append(out)
         # ---- combine: results return by the reverse exchange and are summed with my own part
-        result = all_to_all(back, recv_splits, send_splits, s.group)
+        results = exchange(back, send_sizes, s.group)
         if h is None:
-            return result
-        # With no remote owner the combined result is empty but must stay in the graph: its
-        # backward is a collective the peers are waiting for (a pruned branch would hang them).
-        total = result.view(len(remote), *h.shape).sum(0) if remote else result.sum() * 0.0
+            return torch.cat(results)  # empty, but its backward runs the peers' exchanges
+        if remote:
+            total = results[remote[0]].view(h.shape).to(h.dtype)
+            for p in remote[1:]:
+                total = total + results[p].view(h.shape).to(h.dtype)
+        else:
+            # The combined result is empty but must stay in the graph: its backward is a
+            # collective the peers are waiting for (a pruned branch would hang them).
+            total = results[0].sum() * 0.0
         if me in owners:
             task = s.peers[me].task
             assert task is not None
@@ -161,6 +183,14 @@ class ExpertLegoLayer(nn.Module):
             mine = [j for j, i in enumerate(selected) if layout.owner(i, self.index) == me]
             total = total + self._serve(task, mine, h)
         return total.to(h.dtype)
+
+    def _compute_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A received activation as the legos take it: under autocast as it came (autocast casts
+        per op); outside autocast (e.g. the dummy exchanges evaluation runs after the model's
+        forward, which serve the peers) in the legos' own dtype."""
+        if torch.is_autocast_enabled(x.device.type):
+            return x
+        return x.to(next(self.legos.parameters()).dtype)
 
     def _serve(self, task: str, positions: list[int], x: torch.Tensor) -> torch.Tensor:
         """Σ over the route positions `positions` (legos I own) of gate · lego(x)."""
