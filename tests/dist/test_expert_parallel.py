@@ -14,15 +14,19 @@ from .harness import run_distributed
 TASKS = ["cls_object", "det", "pose"]
 
 
-def ep_step(placement: tuple[tuple[int, ...], ...] = ()) -> dict[str, Any]:
+def ep_step(
+    placement: tuple[tuple[int, ...], ...] = (), checkpointed: bool = False
+) -> dict[str, Any]:
     import torch.distributed as dist
 
     from gppf_dist.config.model import ModelConfig
     from gppf_dist.dist.env import init_distributed
     from gppf_dist.dist.mesh import build_expert_groups
     from gppf_dist.model.build import build_model
+    from gppf_dist.model.lego import set_activation_checkpointing
     from gppf_dist.parallel.expert import (
         EPSession,
+        ExpertLegoLayer,
         PeerWork,
         apply_expert_parallel,
         record_lego_shapes,
@@ -51,6 +55,7 @@ def ep_step(placement: tuple[tuple[int, ...], ...] = ()) -> dict[str, Any]:
     model.zero_grad(set_to_none=True)
     lego_params_dense = sum(p.numel() for n, p in model.named_parameters() if "legos" in n)
 
+    set_activation_checkpointing(model, checkpointed)  # the worker's order: before sharding
     layout = EPLayout(2, 2, 4, placement)
     mesh = build_expert_groups(layout, info.rank)
     shapes = record_lego_shapes(model, {t: tuple(s.input_size) for t, s in specs.items()})
@@ -62,7 +67,8 @@ def ep_step(placement: tuple[tuple[int, ...], ...] = ()) -> dict[str, Any]:
         shapes=shapes,
         num_layers=0,
     )
-    apply_expert_parallel(model, session)
+    experts = apply_expert_parallel(model, session)
+    assert all(isinstance(e, ExpertLegoLayer) and e.checkpointed == checkpointed for e in experts)
     lego_params_ep = sum(p.numel() for n, p in model.named_parameters() if "legos" in n)
 
     # Micro-steps: rank 0 runs cls_object then pose; rank 1 runs det then idles.
@@ -91,14 +97,18 @@ def ep_step(placement: tuple[tuple[int, ...], ...] = ()) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "placement",
-    [(), ((1, 0, 0, 1), (0, 1, 1, 0), (1, 1, 0, 0), (0, 1, 0, 1))],
-    ids=["contiguous", "placed"],
+    ("placement", "checkpointed"),
+    [
+        ((), False),
+        (((1, 0, 0, 1), (0, 1, 1, 0), (1, 1, 0, 0), (0, 1, 0, 1)), False),
+        ((), True),  # the local lego mixture recomputed in backward; exchanges are not
+    ],
+    ids=["contiguous", "placed", "checkpointed"],
 )
 def test_ep2_halves_legos_and_matches_dense_gradients(
-    placement: tuple[tuple[int, ...], ...],
+    placement: tuple[tuple[int, ...], ...], checkpointed: bool
 ) -> None:
-    results = run_distributed(ep_step, 2, placement)
+    results = run_distributed(ep_step, 2, placement, checkpointed)
     for result in results:
         assert result["lego_ep"] * 2 == result["lego_dense"]
         for name, grad in result["ep"].items():

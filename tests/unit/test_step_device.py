@@ -116,7 +116,8 @@ def _host_selection_on(router: Any, device: torch.device, indices: dict[str, Any
 
     index = torch.tensor([indices[n] for n in router.task_names]).to(device)
     noise = torch.zeros(len(router.task_names), 4, 4, device=device)
-    return _Selection(router._selection_key(), [indices[n] for n in router.task_names], index, noise)
+    lists = [indices[n] for n in router.task_names]
+    return _Selection(router._selection_key(), lists, index, noise)
 
 
 def test_router_selection_is_retaken_when_logits_change() -> None:

@@ -94,7 +94,7 @@ def _host_syncs_job(model: str, batch: int, warmup: int, steps: int) -> dict[str
     from gppf_dist.bench._procs import join_local_group, time_steps
     from gppf_dist.bench.step import _setup, _simt_runner
     from gppf_dist.dist.env import free_port
-    from gppf_dist.engine.host_sync import HostSyncCounter
+    from gppf_dist.engine.host_sync import HostSyncCounter, watch_optimizer_step
 
     cuda = torch.cuda.is_available()
     device = join_local_group(0, 1, free_port(), 1, "cuda" if cuda else "cpu")
@@ -102,16 +102,23 @@ def _host_syncs_job(model: str, batch: int, warmup: int, steps: int) -> dict[str
     setup = _setup(args, device)
     step = _simt_runner(setup, args)
     time_steps(step, warmup)
-    with HostSyncCounter() as counter:
+    with HostSyncCounter() as counter, watch_optimizer_step(counter, step.engine):
         for _ in range(steps):
+            counter.phase = "step"  # from the step's start to the optimizer step: the hot path
             step()
+    hot = counter.hot_path()
+    after = [r for r in counter.records if r.phase == "after optimizer step"]
     result: dict[str, Any] = {
         "model": model,
         "tasks": len(setup["specs"]),
         "batch_per_task": batch,
         "steps": steps,
-        "per_step": counter.count / steps,
-        "by_site": {site: n / steps for site, n in counter.by_site().most_common()},
+        "per_step": len(hot) / steps,
+        "by_site": {site: n / steps for site, n in counter.by_site(hot).most_common()},
+        "after_optimizer_step_per_step": len(after) / steps,
+        "after_optimizer_step_by_site": {
+            site: n / steps for site, n in counter.by_site(after).most_common()
+        },
         "cuda_sync_warnings_per_step": None,
         "cuda_sync_warnings_by_site": None,
     }

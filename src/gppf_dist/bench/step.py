@@ -132,7 +132,14 @@ def _simt_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
         precision=args.precision,
     )
     present = set(setup["specs"])
-    return lambda: run_iteration(ctx, setup["plan"], present)
+    steps = itertools.count()
+
+    def run() -> Any:
+        model.set_step(next(steps))  # as the worker does: the step's routes are read here
+        return run_iteration(ctx, setup["plan"], present)
+
+    run.engine = engine  # type: ignore[attr-defined]
+    return run
 
 
 def _bare_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:

@@ -9,6 +9,7 @@ import json
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from gppf_dist.config.load import to_container
@@ -34,7 +35,7 @@ from gppf_dist.engine.experts import (
     shard_legos,
 )
 from gppf_dist.engine.optim import build_optimizer
-from gppf_dist.engine.precision import apply_precision, to_channels_last
+from gppf_dist.engine.precision import apply_precision, compute_dtype, to_channels_last
 from gppf_dist.engine.preempt import PreemptionFlag
 from gppf_dist.engine.runtime import (
     TaskSet,
@@ -83,7 +84,13 @@ def run_worker(cfg: RunConfig) -> None:
         placement = resumed_placement(cfg, taskset, model.router.task_names, info.is_main)
     layout = EPLayout(info.world_size, cfg.parallel.ep_size, cfg.model.num_legos, placement)
     groups = build_expert_groups(layout, info.rank)
-    session = shard_legos(model, layout, groups, info.rank, taskset) if layout.ep_size > 1 else None
+    session = None
+    if layout.ep_size > 1:
+        session = shard_legos(
+            model, layout, groups, info.rank, taskset,
+            wire_dtype=compute_dtype(cfg.trainer.precision) or torch.float32,
+            check_splits=cfg.parallel.check_splits,
+        )  # fmt: skip
     lr_mults = {name: t.lr_mult for name, t in taskset.active.items()}
     legos_apart = layout.ep_size > 1 and cfg.parallel.zero_stage > 0  # see lego_optim.py
     optimizer, scheduler = build_optimizer(

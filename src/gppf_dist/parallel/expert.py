@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gppf_dist.model.lego import LegoLayer, Route
+from gppf_dist.model.lego import LegoLayer, Route, mixture
 from gppf_dist.parallel.all_to_all import check_splits, exchange
 from gppf_dist.parallel.plan import EPLayout
 
@@ -100,18 +100,15 @@ class ExpertLegoLayer(nn.Module):
         # Global lego ids as keys: parameter names match the dense model's (legos.<id>.*).
         self.legos = nn.ModuleDict({str(i): layer.legos[i] for i in owned})
         self.fused = layer.fused
+        self.checkpointed = layer.checkpointed
+        """Recompute the local lego mixture in backward (never the exchanges: their backward
+        is already a collective, and a recomputed one would break the lockstep)."""
         self.index = index
         self.session = session
 
     def _mixture(self, ids: list[int], h: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
         legos = [self.legos[str(i)] for i in ids]
-        fused = getattr(type(legos[0]), "fused_mixture", None)
-        if fused is not None and self.fused:
-            return fused(legos, h, gates)
-        out = legos[0](h) * gates[0].to(h.dtype)
-        for j in range(1, len(legos)):
-            out = out + legos[j](h) * gates[j].to(h.dtype)
-        return out
+        return mixture(legos, h, gates, self.fused, self.checkpointed and self.training)
 
     def forward(self, h: torch.Tensor, indices: list[int], gates: torch.Tensor) -> torch.Tensor:
         s = self.session
@@ -196,7 +193,8 @@ class ExpertLegoLayer(nn.Module):
         """Σ over the route positions `positions` (legos I own) of gate · lego(x)."""
         route = self.session.routes[task]
         ids = [int(route.indices[self.index][j]) for j in positions]
-        return self._mixture(ids, x, route.gates[self.index][positions])
+        row = route.gates[self.index]  # pick by Python ints: views, no index tensor to upload
+        return self._mixture(ids, x, torch.stack([row[j] for j in positions]))
 
 
 def record_lego_shapes(model: nn.Module, tasks: dict[str, tuple[int, int]]) -> Shapes:
