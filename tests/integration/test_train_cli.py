@@ -75,7 +75,8 @@ def test_bf16_channels_last_checkpointed_run_trains(tmp_path: Path, tiny_shards:
         "trainer.activation_checkpointing=true",
     )
     fp32, bf16 = losses(tmp_path / "fp32"), losses(tmp_path / "bf16")
-    assert len(bf16) == 4 and all(abs(b - f) < 0.05 * abs(f) for b, f in zip(bf16, fp32))
+    assert len(bf16) == len(fp32) == 4
+    assert all(abs(b - f) < 0.05 * abs(f) for b, f in zip(bf16, fp32, strict=True))
     assert bf16 != fp32  # bf16 really ran
 
 
