@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+import gppf_dist
 from gppf_dist.engine.host_sync import HostSyncCounter
 from gppf_dist.engine.prefetch import DevicePrefetcher
 from gppf_dist.engine.step import StepContext, TaskRuntime, _local_stats
@@ -188,19 +190,96 @@ def test_prefetcher_positions_resume_exactly(tiny_shards: Path) -> None:
         assert got.keys == want.keys and torch.equal(got.images, want.images)
 
 
-def test_host_sync_counter_sees_syncs_and_names_the_site() -> None:
-    x = torch.randn(4)
+_X = torch.randn(5)
+_I = torch.tensor([1, 0, 2])
+_SYNCS: dict[str, tuple[Any, list[str]]] = {  # pattern: (call, what the counter records)
+    "item": (lambda: _X.sum().item(), ["item"]),
+    "tolist": (lambda: _X.tolist(), ["tolist"]),
+    "float": (lambda: float(_X[0]), ["__float__"]),
+    "bool": (lambda: bool(_X[0] > 0), ["__bool__"]),
+    "mask index": (lambda: _X[_X > 0], ["__getitem__[bool mask]"]),
+    "mask assign": (lambda: _X.clone().__setitem__(_X > 0, 0.0), ["__setitem__[bool mask]"]),
+    "masked_select": (lambda: _X.masked_select(_X > 0), ["masked_select"]),
+    "nonzero": (lambda: _X.nonzero(), ["nonzero"]),
+    "where(cond)": (lambda: torch.where(_X > 0), ["where(cond)"]),
+    "unique": (lambda: _I.unique(), ["unique"]),
+    "bincount": (lambda: torch.bincount(_I), ["bincount"]),
+    "repeat_interleave": (
+        lambda: _X[:3].repeat_interleave(_I),
+        ["repeat_interleave(tensor repeats)"],
+    ),
+    "cpu": (lambda: _X.cpu(), ["cpu"]),
+    "tensor onto a device": (lambda: torch.tensor([1.0], device="cpu"), ["tensor(device=cpu)"]),
+    "as_tensor onto a device": (
+        lambda: torch.as_tensor([1.0], device=META),
+        ["as_tensor(device=meta)"],
+    ),
+    # caught beneath the Python level: aten ops inside a call that is not itself a sync
+    "blocking copy": (lambda: _X.to(META), ["_to_copy(cpu -> meta) in to"]),
+    "blocking copy_": (
+        lambda: torch.empty(5, device=META).copy_(_X),
+        ["copy_(cpu -> meta) in copy_"],
+    ),
+    "index_put_ with a mask": (
+        lambda: torch.index_put_(_X.clone(), (_X > 0,), torch.zeros(())),
+        ["index_put_[bool mask] in index_put_"],
+    ),
+    "one_hot": (lambda: F.one_hot(_I, 3), ["_local_scalar_dense in one_hot"] * 2),
+}
+
+
+@pytest.mark.parametrize("pattern", list(_SYNCS))
+def test_host_sync_counter_sees_syncs_and_names_the_site(pattern: str) -> None:
+    call, ops = _SYNCS[pattern]
     with HostSyncCounter() as counter:
-        x.sum().item()
-        x.tolist()
-        float(x[0])
-        _ = x[x > 0]
-        x.cpu()
-        torch.where(x > 0)
-        _ = x * 2 + torch.where(x > 0, x, 0.0)  # dense arithmetic: not a sync
-    ops = [r.op for r in counter.records]
-    assert ops == ["item", "tolist", "__float__", "__getitem__[bool mask]", "cpu", "where(cond)"]
-    assert all(r.site == "outside gppf_dist" for r in counter.records)
+        call()
+    assert [r.op for r in counter.records] == ops  # the Python level hides its aten ops
+    assert all(r.site == "outside gppf_dist" and r.phase == "step" for r in counter.records)
+
+
+def test_host_sync_counter_passes_dense_arithmetic_and_host_construction() -> None:
+    x = _X
+    with HostSyncCounter() as counter:
+        mean = torch.where(x > 0, x, 0.0).sum() / (x > 0).sum().clamp(min=1)
+        onehot = torch.arange(3, device=x.device)[None] == _I[:, None]
+        _ = x.clone()[:, None].fill_(2.0) * mean + onehot.sum()
+        _ = x.repeat_interleave(2)[:5] + x.repeat_interleave(_I.new_ones(5), output_size=5)
+        host = torch.tensor([1.0, 2.0], dtype=torch.float64)  # made on the host: no sync
+        _ = host.to(META, non_blocking=True)  # asynchronous upload
+        y = x.clone()
+        y[0] = 1.0
+        y[_I] = 0.0
+    assert counter.records == [], counter.by_site()
+
+
+def test_host_sync_counter_names_our_site_and_spares_the_data_layer() -> None:
+    package = Path(gppf_dist.__file__).resolve().parent
+    code = "x.sum().item()\ntorch.nn.functional.one_hot(i, 3)\n"
+    with HostSyncCounter() as counter:
+        for layer in ("engine", "data"):
+            file = str((package / layer / "made_up.py").resolve())
+            exec(compile(code, file, "exec"), {"x": _X, "i": _I, "torch": torch})
+    assert counter.by_site() == {
+        "item at engine/made_up.py:1 in <module>": 1,
+        "_local_scalar_dense in one_hot at engine/made_up.py:2 in <module>": 2,
+    }
+
+
+def test_host_sync_counter_sees_backward() -> None:
+    class ReadBack(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+            return x * 1
+
+        @staticmethod
+        def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+            return grad * len(grad.nonzero())  # Python-level calls in backward run unseen
+
+    x = torch.randn(3, requires_grad=True)
+    loss = ReadBack.apply(x).sum()
+    with HostSyncCounter() as counter:
+        loss.backward()
+    assert [r.op for r in counter.records] == ["nonzero in backward"]  # seen by the aten level
 
 
 @pytest.mark.parametrize("device", ["cpu"])

@@ -2,10 +2,11 @@
 
 On a GPU, reading a value back (`.item()`, `bool(t)`, `.tolist()`, `.cpu()`), data-dependent
 shapes (`nonzero`, boolean-mask indexing, `masked_select`, one-argument `torch.where`) and tensors
-made from Python data (`torch.tensor(...)`: a host-to-device copy) stall the host until the
-device catches up. `SyncRecorder` sees these calls on any device, so this CPU test catches what
-would stall a GPU: every task type's head forward, loss and backward must record none. A second
-check runs them on the `meta` device, which has no values to read back at all.
+made from Python data onto a device (`torch.tensor(..., device=d)`: a host-to-device copy) stall
+the host until the device catches up. `HostSyncCounter` (engine/host_sync.py) sees these calls,
+and the aten ops beneath library functions such as `F.one_hot`, on any device, so this CPU test
+catches what would stall a GPU: every task type's head forward, loss and backward must record
+none. A second check runs them on the `meta` device, which has no values to read back at all.
 """
 
 from __future__ import annotations
@@ -19,10 +20,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
-from torch.overrides import TorchFunctionMode
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from gppf_dist.config.model import model_config_from_dict
+from gppf_dist.engine.host_sync import HostSyncCounter
 from gppf_dist.model.build import GppfModel, build_model
 from gppf_dist.tasks.base import move_to
 from gppf_dist.tasks.box_ops import generalized_iou
@@ -39,109 +39,6 @@ from gppf_dist.tasks.face import arcface_logits
 from gppf_dist.tasks.registry import get_task_type
 
 CONF = Path(__file__).parents[2] / "conf" / "model"
-aten = torch.ops.aten
-
-_READBACK_METHODS = {"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__"}
-_FROM_PYTHON_DATA = {"tensor", "as_tensor"}
-_SYNC_OPS = {
-    aten._local_scalar_dense.default,
-    aten.nonzero.default,
-    aten.argwhere.default,
-    aten.masked_select.default,
-    aten.is_nonzero.default,
-    aten.equal.default,
-    aten.lift_fresh.default,  # a tensor made from Python data
-    aten._unique2.default,
-    aten.unique_consecutive.default,
-    aten.bincount.default,
-    aten.repeat_interleave.Tensor,
-}
-_INDEX_OPS = {aten.index.Tensor, aten.index_put.default, aten.index_put_.default}
-
-
-def _device_of(value: Any) -> torch.device | None:
-    if isinstance(value, torch.device):
-        return value
-    if isinstance(value, str):
-        return torch.device(value)
-    return None
-
-
-class SyncRecorder(TorchFunctionMode):
-    """Records, as readable strings, every call that would make the host wait for a device."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.syncs: list[str] = []
-        self._dispatch = _DispatchRecorder(self.syncs)
-
-    def __enter__(self) -> SyncRecorder:
-        super().__enter__()
-        self._dispatch.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._dispatch.__exit__(*exc)
-        super().__exit__(*exc)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        kwargs = kwargs or {}
-        name = getattr(func, "__name__", "")
-        if name in _READBACK_METHODS or name in _FROM_PYTHON_DATA:
-            self.syncs.append(f"{name}()")
-        elif name == "to" and args and isinstance(args[0], torch.Tensor):
-            targets = [_device_of(a) for a in (*args[1:], kwargs.get("device"))]
-            if any(d is not None and d.type != args[0].device.type for d in targets):
-                self.syncs.append("to(another device)")
-        elif name == "where" and len(args) + len(kwargs) == 1:
-            self.syncs.append("where(cond)")
-        return func(*args, **kwargs)
-
-
-class _DispatchRecorder(TorchDispatchMode):
-    def __init__(self, syncs: list[str]) -> None:
-        super().__init__()
-        self.syncs = syncs
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        kwargs = kwargs or {}
-        if func in _SYNC_OPS:
-            self.syncs.append(str(func))
-        elif func in _INDEX_OPS and any(
-            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None
-        ):
-            self.syncs.append(f"{func} with a boolean mask")
-        elif func is aten._to_copy.default and kwargs.get("device") not in (None, args[0].device):
-            self.syncs.append(f"{func} to {kwargs['device']}")
-        return func(*args, **kwargs)
-
-
-def test_recorder_sees_the_usual_syncs() -> None:
-    x = torch.randn(5)
-    cases = [
-        lambda: x.sum().item(),
-        lambda: x.tolist(),
-        lambda: float(x.sum()),
-        lambda: bool(x[0] > 0),
-        lambda: x[x > 0],
-        lambda: x.masked_select(x > 0),
-        lambda: x.nonzero(),
-        lambda: torch.where(x > 0),
-        lambda: torch.tensor([1.0, 2.0]),
-        lambda: x.cpu(),
-        lambda: x.to("meta"),
-        lambda: x.clone().__setitem__(x > 0, 0.0),
-        lambda: F.one_hot(torch.tensor([1, 0]).long(), 3),
-    ]
-    for i, case in enumerate(cases):
-        with SyncRecorder() as rec:
-            case()
-        assert rec.syncs, i
-    with SyncRecorder() as rec:  # dense masked arithmetic is fine
-        mean = torch.where(x > 0, x, 0.0).sum() / (x > 0).sum().clamp(min=1)
-        onehot = torch.arange(3, device=x.device)[None] == x.long()[:, None]
-        x.clone()[:, None].fill_(2.0) * mean + onehot
-    assert rec.syncs == []
 
 
 @pytest.fixture(scope="module")
@@ -168,11 +65,11 @@ def test_head_loss_and_backward_make_no_host_sync(model: GppfModel, task: str) -
     feats, targets = head_inputs(model, task)
     groups = torch.zeros(3, dtype=torch.long)
     task_type = get_task_type(model.specs[task].type)
-    with SyncRecorder() as rec:
+    with HostSyncCounter() as counter:
         for _ in range(2):  # first (cache-building) and steady-state steps alike
             loss = task_type.loss(head(feats), targets, groups)
             loss.sum().backward()
-    assert rec.syncs == [], rec.syncs
+    assert counter.records == [], "\n".join(f"{n} x {s}" for s, n in counter.by_site().items())
     assert loss.shape == (3,) and torch.isfinite(loss).all()
 
 
