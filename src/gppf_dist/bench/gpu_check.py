@@ -10,6 +10,9 @@ one H100/H200), printed as one JSON object (`--out FILE` writes it there too):
   by call site, and on CUDA the warnings of `torch.cuda.set_sync_debug_mode("warn")`.
 * `step`: `gppf-bench step --nproc 1 --model gppf_r50 --batch 64 --precision bf16` (SIMT / bare).
 * `data`: `gppf-bench data` (decode + augment, one worker per pipeline) on a synthetic corpus.
+* `device_path`: pinned batches prefetched on a side stream and CUDA-event timings on the real
+  device (`bench/device_path.py`): batches arrive identical; wait per batch against a blocking
+  copy.
 
 Every job runs in its own process under a timeout, so an out-of-memory error, a crash or a hang
 in one cannot hide the others; a failed job records its error text, and the command exits 1.
@@ -56,7 +59,15 @@ def _settings(smoke: bool) -> dict[str, Any]:
             "host_syncs": {"model": "gppf_r50_tiny", "batch": 16, "warmup": 3, "steps": 3},
             "step": ["--nproc", "1", "--model", "gppf_r50", "--batch", "64", *BF16],
             "data": {"seconds": 16.0, "tasks": []},
-            "timeout_s": {"throughput": 120, "det": 60, "host_syncs": 60, "step": 150, "data": 60},
+            "device_path": {"num_batches": 8, "batch": 256, "size": 224},
+            "timeout_s": {
+                "throughput": 120,
+                "det": 60,
+                "host_syncs": 60,
+                "step": 150,
+                "data": 60,
+                "device_path": 60,
+            },  # fmt: skip
         }
     timed = ["--size", "64", "--batch", "4", "--warmup", "1", "--steps", "2", *BF16]
     return {
@@ -70,7 +81,15 @@ def _settings(smoke: bool) -> dict[str, Any]:
         "step": ["--nproc", "1", "--model", "gppf_r50_tiny", "--batch", "4", *BF16]
         + ["--steps", "1", "--blocks", "1", "--warmup", "1", "--threads", "1"],
         "data": {"seconds": 2.0, "tasks": ["cls_object", "det"]},
-        "timeout_s": {"throughput": 90, "det": 90, "host_syncs": 90, "step": 120, "data": 90},
+        "device_path": {"num_batches": 3, "batch": 2, "size": 32},
+        "timeout_s": {
+            "throughput": 90,
+            "det": 90,
+            "host_syncs": 90,
+            "step": 120,
+            "data": 90,
+            "device_path": 60,
+        },  # fmt: skip
     }
 
 
@@ -102,10 +121,17 @@ def _host_syncs_job(model: str, batch: int, warmup: int, steps: int) -> dict[str
     setup = _setup(args, device)
     step = _simt_runner(setup, args)
     time_steps(step, warmup)
+    module, set_step = setup["model"], setup["model"].set_step
+
+    def set_step_outside_the_step(value: int) -> None:
+        counter.phase = "set_step"  # the router's once-per-step host copy: before the step
+        set_step(value)
+        counter.phase = "step"  # from here to the optimizer step: the hot path
+
+    module.set_step = set_step_outside_the_step
     with HostSyncCounter() as counter, watch_optimizer_step(counter, step.engine):
         for _ in range(steps):
-            counter.phase = "step"  # from the step's start to the optimizer step: the hot path
-            step()
+            step()  # set_step, then the SIMT step
     hot = counter.hot_path()
     after = [r for r in counter.records if r.phase == "after optimizer step"]
     result: dict[str, Any] = {
@@ -115,6 +141,7 @@ def _host_syncs_job(model: str, batch: int, warmup: int, steps: int) -> dict[str
         "steps": steps,
         "per_step": len(hot) / steps,
         "by_site": {site: n / steps for site, n in counter.by_site(hot).most_common()},
+        "set_step_per_step": sum(r.phase == "set_step" for r in counter.records) / steps,
         "after_optimizer_step_per_step": len(after) / steps,
         "after_optimizer_step_by_site": {
             site: n / steps for site, n in counter.by_site(after).most_common()
@@ -176,6 +203,10 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         return step.run(step._parse(job["argv"]))
     if kind == "data":
         return _data_job(job["seconds"], job["tasks"])
+    if kind == "device_path":
+        from gppf_dist.bench import device_path
+
+        return device_path.run(job["num_batches"], job["batch"], job["size"])
     raise ValueError(f"job kind {kind!r}: unknown")
 
 
@@ -298,6 +329,8 @@ def check(peak_tflops: float | None, smoke: bool, budget_s: float) -> dict[str, 
     summary["data"]["command"] = shlex.join(
         ["gppf-bench", "data", "--seconds", str(cfg["data"]["seconds"]), *tasks]
     )
+    job = {"kind": "device_path", **cfg["device_path"]}
+    summary["device_path"] = run("device_path", job, timeouts["device_path"])
     summary["failed"] = run.failed
     summary["wall_s"] = round(time.monotonic() - start, 1)
     return summary
