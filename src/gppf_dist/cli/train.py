@@ -72,9 +72,13 @@ def train(cfg: RunConfig, config_path: Path) -> None:
         if not cfg.launcher.wait:
             return  # the job trains on the cluster; its table is in the job's log
     else:
+        from gppf_dist.cli.finish import exit_finished
         from gppf_dist.engine.worker import run_worker
 
-        run_worker(cfg)
+        run_worker(cfg)  # this process is the worker (torchrun, srun)
+        if is_main:
+            print(summary_table(run_dir), flush=True)
+        exit_finished()
     if is_main:
         print(summary_table(run_dir), flush=True)
 

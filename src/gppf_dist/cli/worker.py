@@ -1,20 +1,14 @@
 """Worker entry point: `python -m gppf_dist.cli.worker <run.dir>/config.yaml`.
 
 Reads the resolved config written by gppf-train; never runs Hydra (one config, one run dir).
-
-A worker that finished (checkpoint, metrics and W&B closed, process group destroyed) leaves
-without interpreter finalization: native teardown at that point can abort the process
-("terminate called without an active exception", SIGABRT, no Python frame left; seen in 3 of
-87 two-worker CPU runs of the demo), which would turn a finished run into a failed one for the
-launcher. A worker that raises still exits the normal way, with its traceback.
+A finished worker leaves through `finish.exit_finished` (see there why).
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 
+from gppf_dist.cli.finish import exit_finished
 from gppf_dist.config.load import load_run_config
 from gppf_dist.engine.worker import run_worker
 
@@ -26,14 +20,6 @@ def main(argv: list[str] | None = None) -> None:
     run_worker(load_run_config(args[0]))
 
 
-def _exit_finished() -> None:
-    """Flush what is buffered, then end the process without finalization (see above)."""
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
-
-
 if __name__ == "__main__":
     main()
-    _exit_finished()
+    exit_finished()
