@@ -16,8 +16,8 @@ from gppf_dist.data.decode import RawSample, SampleError, decode_sample, read_sh
 from gppf_dist.data.loader import TaskLoader, iter_eval_batches
 from gppf_dist.data.manifest import Manifest, ShardInfo, TaskManifest
 from gppf_dist.data.streams import StreamPosition
-from gppf_dist.data.testing import ResizeTaskType, fake_spec
 from gppf_dist.data.writer import ShardWriter
+from tests.fake_task import ResizeTaskType, fake_spec
 
 
 def _jpeg(i: int) -> bytes:

@@ -12,8 +12,8 @@ from gppf_dist.data.loader import TaskLoader, iter_eval_batches
 from gppf_dist.data.manifest import Manifest, load_manifest
 from gppf_dist.data.streams import StreamPosition
 from gppf_dist.data.synth import write_synthetic_corpus
-from gppf_dist.data.testing import ResizeTaskType, fake_spec
 from gppf_dist.tasks.base import Batch
+from tests.fake_task import ResizeTaskType, fake_spec
 
 S = 3
 PSB = 4  # per-stream batch; each stream owns 2 shards x 8 samples = 4 steps per epoch

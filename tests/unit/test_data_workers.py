@@ -12,12 +12,12 @@ import torch
 from gppf_dist.data.loader import TaskLoader
 from gppf_dist.data.manifest import Manifest, TaskManifest, load_manifest
 from gppf_dist.data.streams import StreamPosition
-from gppf_dist.data.testing import ResizeTaskType, fake_spec
 from gppf_dist.data.workers import deal_streams
 from gppf_dist.data.writer import ShardWriter
 from gppf_dist.simt.plan import TaskDemand, plan_static
 from gppf_dist.tasks.base import Batch
 from gppf_dist.tasks.registry import get_task_type, make_spec
+from tests.fake_task import ResizeTaskType, fake_spec
 
 S = 4  # canonical streams per task (tiny_shards: 4 train shards of 16 samples per task)
 B = 16  # global batch per task: 4 per stream, so one epoch is 4 steps

@@ -8,10 +8,14 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "gppf_dist"
 
-# Each package may import only from the packages listed (and itself).
+# Each package may import only from the packages listed (and itself). The direction is bottom
+# up: config and dist (process groups, the environment) at the bottom, then tasks / model / data /
+# simt / parallel / checkpoint / logging, then engine (the step and the worker), then launch,
+# bench and cli at the top. No exceptions: a lower layer that needs an upper one's type takes a
+# Protocol (e.g. `dist.mesh.GroupLayout`).
 ALLOWED = {
     "config": set(),
-    "dist": {"config", "parallel"},
+    "dist": {"config"},
     "tasks": {"config"},
     "model": {"config", "tasks"},
     "data": {"config", "tasks"},
@@ -90,3 +94,15 @@ def test_no_dictconfig_below_cli() -> None:
         if "DictConfig" in p.read_text() and p.relative_to(SRC).parts[0] not in ("cli", "config")
     ]
     assert not users, users
+
+
+def test_product_code_holds_no_test_code() -> None:
+    """Test helpers and fixtures live under tests/: src/ neither imports them nor pytest."""
+    bad = [
+        str(p.relative_to(SRC))
+        for p in SRC.rglob("*.py")
+        if any(n.split(".")[0] in ("tests", "pytest") for n in imports(p))
+        or "@pytest.fixture" in p.read_text()
+        or p.stem in ("testing", "conftest")
+    ]
+    assert not bad, bad

@@ -170,7 +170,7 @@ def test_prefetcher_delivers_on_the_device_one_step_ahead() -> None:
 def test_prefetcher_positions_resume_exactly(tiny_shards: Path) -> None:
     from gppf_dist.data.loader import TaskLoader
     from gppf_dist.data.manifest import load_manifest
-    from gppf_dist.data.testing import ResizeTaskType, fake_spec
+    from tests.fake_task import ResizeTaskType, fake_spec
 
     manifest = load_manifest(tiny_shards)
 

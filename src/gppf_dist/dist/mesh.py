@@ -8,10 +8,25 @@ here, at start-up; steps only select among them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch.distributed as dist
 
-from gppf_dist.parallel.plan import EPLayout
+
+class GroupLayout(Protocol):
+    """Which ranks form each expert-parallel and expert-data-parallel group: the pure layout
+    one layer up (`parallel/plan.py`'s `EPLayout`) answers it; this module only creates groups."""
+
+    world_size: int
+    ep_size: int
+
+    def all_ep_groups(self) -> list[list[int]]: ...
+
+    def all_edp_groups(self) -> list[list[int]]: ...
+
+    def ep_group(self, rank: int) -> list[int]: ...
+
+    def edp_group(self, rank: int) -> list[int]: ...
 
 
 @dataclass(frozen=True)
@@ -24,7 +39,7 @@ class ExpertGroups:
     edp_ranks: tuple[int, ...]
 
 
-def build_expert_groups(layout: EPLayout, rank: int) -> ExpertGroups:
+def build_expert_groups(layout: GroupLayout, rank: int) -> ExpertGroups:
     if layout.ep_size == 1:
         return ExpertGroups(None, dist.group.WORLD, (rank,), tuple(range(layout.world_size)))
     ep = edp = None
