@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from gppf_dist.model.build import GppfModel
-from gppf_dist.model.resnet import LegoResNet
+from gppf_dist.model.resnet import LegoResNet, run_stages
 from gppf_dist.model.vit import LegoViT, sincos_2d
 
 
@@ -69,19 +69,10 @@ class DenseResNet(nn.Module):
         self.stage_of_layer = list(backbone.stage_of_layer)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(x)
-        feats: list[torch.Tensor] = []
-        stage = -1
-        for li, legos in enumerate(self.layers):
-            s = self.stage_of_layer[li]
-            if s != stage:
-                if stage >= 0:
-                    feats.append(x)
-                stage = s
-                x = self.projections[s](x)
-            x = torch.relu(x + _mix(legos, x))
-        feats.append(x)
-        return feats
+        def mix(li: int, h: torch.Tensor) -> torch.Tensor:
+            return _mix(self.layers[li], h)
+
+        return run_stages(self.stem(x), self.projections, self.stage_of_layer, mix)
 
 
 class DenseViTBlock(nn.Module):

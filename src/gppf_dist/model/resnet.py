@@ -22,7 +22,7 @@ how its batch is split across ranks (the reason BatchNorm is not used).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +110,31 @@ class StageProjection(nn.Module):
         return self.proj(x)
 
 
+def run_stages(
+    x: torch.Tensor,
+    projections: nn.ModuleList,
+    stage_of_layer: Sequence[int],
+    mix: Callable[[int, torch.Tensor], torch.Tensor],
+) -> list[torch.Tensor]:
+    """The stages after the stem: one feature map per stage.
+
+    Layer `li` belongs to stage `stage_of_layer[li]`; entering a stage applies its projection, and
+    every layer then does `x ← relu(x + mix(li, x))` (`mix` is the layer's lego mixture). Shared by
+    the routed `LegoResNet` and the extracted dense network, so both run the same loop.
+    """
+    feats: list[torch.Tensor] = []
+    stage = -1
+    for li, s in enumerate(stage_of_layer):
+        if s != stage:
+            if stage >= 0:
+                feats.append(x)
+            stage = s
+            x = projections[s](x)
+        x = torch.relu(x + mix(li, x))
+    feats.append(x)
+    return feats
+
+
 class LegoResNet(nn.Module):
     """Backbone returning one feature map per stage (`out_channels`, `strides`)."""
 
@@ -143,7 +168,6 @@ class LegoResNet(nn.Module):
             self.out_channels.append(width)
             self.strides.append(stride)
             in_ch = width
-        self.act = nn.ReLU()
 
     @property
     def num_layers(self) -> int:
@@ -153,17 +177,9 @@ class LegoResNet(nn.Module):
         self, x: torch.Tensor, route: Route, levels: Sequence[int] | None = None
     ) -> list[torch.Tensor]:
         """One map per stage; `levels` is accepted for interface parity (all are computed)."""
-        x = self.stem(x)
-        feats: list[torch.Tensor] = []
-        stage = -1
-        for li, layer in enumerate(self.layers):
-            s = self.stage_of_layer[li]
-            if s != stage:
-                if stage >= 0:
-                    feats.append(x)
-                stage = s
-                x = self.projections[s](x)
+
+        def mix(li: int, h: torch.Tensor) -> torch.Tensor:
             indices, gates = route.layer(li)
-            x = self.act(x + layer(x, indices, gates))
-        feats.append(x)
-        return feats
+            return self.layers[li](h, indices, gates)
+
+        return run_stages(self.stem(x), self.projections, self.stage_of_layer, mix)
