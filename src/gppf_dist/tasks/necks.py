@@ -3,7 +3,8 @@
 `FPNLite`: 1×1 laterals to a common width, top-down nearest upsampling (to the exact size of the
 finer map, so odd input sizes work) and, if `smooth`, a 3×3 GN conv per level (heads that start
 with their own 3×3 convs skip it). `FusedDecoder`: an FPNLite whose
-levels are upsampled to the finest one and summed (semantic-FPN style), for per-pixel heads.
+levels are upsampled to the finest one and summed (semantic-FPN style), for per-pixel heads;
+`DecoderHead` is the base of those heads (segmentation, pose).
 """
 
 from __future__ import annotations
@@ -57,3 +58,19 @@ class FusedDecoder(nn.Module):
         for m in maps[1:]:
             fused = fused + F.interpolate(m, size=size, mode="bilinear", align_corners=False)
         return self.fuse(fused)
+
+
+class DecoderHead(nn.Module):
+    """Base of the per-pixel heads: a `FusedDecoder` over the backbone's maps and the input size.
+
+    `levels` (the backbone levels the decoder reads) tells the backbone which maps to compute.
+    Subclasses add their own 1×1 output conv on `decoder.width` channels after this `__init__`.
+    """
+
+    def __init__(
+        self, in_channels: list[int], strides: list[int], input_size: tuple[int, int]
+    ) -> None:
+        super().__init__()
+        self.input_size = input_size
+        self.decoder = FusedDecoder(in_channels, strides)
+        self.levels = self.decoder.levels

@@ -21,7 +21,7 @@ from torch import nn
 
 from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
-from gppf_dist.tasks.necks import FusedDecoder
+from gppf_dist.tasks.necks import DecoderHead
 from gppf_dist.tasks.transforms import (
     check_image,
     flip_permutation,
@@ -35,7 +35,7 @@ BOX_ENLARGE = 1.25
 PCK_FRACTION = 0.2
 
 
-class HeatmapHead(nn.Module):
+class HeatmapHead(DecoderHead):
     def __init__(
         self,
         in_channels: list[int],
@@ -43,10 +43,7 @@ class HeatmapHead(nn.Module):
         num_keypoints: int,
         input_size: tuple[int, int],
     ) -> None:
-        super().__init__()
-        self.input_size = input_size
-        self.decoder = FusedDecoder(in_channels, strides)
-        self.levels = self.decoder.levels
+        super().__init__(in_channels, strides, input_size)
         self.out = nn.Conv2d(self.decoder.width, num_keypoints, 1)
 
     def forward(self, feats: list[torch.Tensor]) -> dict[str, Any]:

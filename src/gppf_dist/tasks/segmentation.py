@@ -16,13 +16,13 @@ from torch import nn
 
 from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
-from gppf_dist.tasks.necks import FusedDecoder
+from gppf_dist.tasks.necks import DecoderHead
 from gppf_dist.tasks.transforms import check_image, plan_geometry, to_chw, warp_array, warp_mask
 
 IGNORE = 255
 
 
-class SegmentationHead(nn.Module):
+class SegmentationHead(DecoderHead):
     def __init__(
         self,
         in_channels: list[int],
@@ -30,10 +30,7 @@ class SegmentationHead(nn.Module):
         num_classes: int,
         input_size: tuple[int, int],
     ) -> None:
-        super().__init__()
-        self.input_size = input_size
-        self.decoder = FusedDecoder(in_channels, strides)
-        self.levels = self.decoder.levels
+        super().__init__(in_channels, strides, input_size)
         self.classifier = nn.Conv2d(self.decoder.width, num_classes, 1)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
