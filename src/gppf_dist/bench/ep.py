@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from gppf_dist.bench._procs import join_local_group, time_steps
-from gppf_dist.dist.env import free_port
+from gppf_dist.dist.spawn import spawn_ranks
 
 ROUTES = [[0, 3], [1, 2]]  # rank 0's and rank 1's task routes: each spans both EP owners
 
@@ -114,7 +111,8 @@ def _deepspeed_moe(args: argparse.Namespace) -> tuple[Any, int]:
     return step, sum(p.numel() * p.element_size() for p in experts)
 
 
-def _worker(rank: int, world: int, port: int, out: str, args: argparse.Namespace) -> None:
+def _worker(rank: int, world: int, port: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One rank: time every runner in alternating blocks; its step times and lego bytes."""
     join_local_group(rank, world, port, threads=1)
     runners = {"e1": _ours(args, 1), "e2": _ours(args, 2), "deepspeed_moe": _deepspeed_moe(args)}
     times: dict[str, list[float]] = {name: [] for name in runners}
@@ -123,20 +121,14 @@ def _worker(rank: int, world: int, port: int, out: str, args: argparse.Namespace
     for _ in range(args.blocks):
         for name, (fn, _) in runners.items():
             times[name] += time_steps(fn, args.steps)
-    if rank == 0:
-        bytes_ = {name: b for name, (_, b) in runners.items()}
-        Path(out).write_text(json.dumps({"times": times, "bytes": bytes_}))
+    bytes_ = {name: b for name, (_, b) in runners.items()}
     dist.destroy_process_group()
+    return {"times": times, "bytes": bytes_}
 
 
 def main(argv: list[str]) -> None:
     args = _parse(argv)
-    with tempfile.TemporaryDirectory() as tmp:
-        out = str(Path(tmp) / "ep.json")
-        mp.start_processes(
-            _worker, args=(2, free_port(), out, args), nprocs=2, start_method="spawn"
-        )
-        data = json.loads(Path(out).read_text())
+    data = spawn_ranks(_worker, 2, args)[0]
     med = {name: statistics.median(t) for name, t in data["times"].items()}
     result = {
         "ratio": med["e2"] / med["e1"],

@@ -20,17 +20,15 @@ import itertools
 import json
 import os
 import statistics
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from gppf_dist.bench._procs import join_local_group, time_steps
-from gppf_dist.dist.env import free_port
+from gppf_dist.dist.spawn import spawn_ranks
 
 DEFAULT_BATCH = 16
 
@@ -175,7 +173,8 @@ def _bare_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
     return step
 
 
-def _worker(rank: int, world: int, port: int, out: str, args: argparse.Namespace) -> None:
+def _worker(rank: int, world: int, port: int, args: argparse.Namespace) -> dict[str, list[float]]:
+    """One rank: both sides' step times, in alternating blocks after the warm-up."""
     from gppf_dist.config.schema import RunConfig
     from gppf_dist.dist.env import configure_cuda_math
 
@@ -191,22 +190,13 @@ def _worker(rank: int, world: int, port: int, out: str, args: argparse.Namespace
     for _ in range(args.blocks):
         times["simt"] += time_steps(simt, args.steps)
         times["bare"] += time_steps(bare, args.steps)
-    if rank == 0:
-        Path(out).write_text(json.dumps(times))
     dist.destroy_process_group()
+    return times
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Spawn the processes, time both sides, return the result `--json` prints."""
-    with tempfile.TemporaryDirectory() as tmp:
-        out = str(Path(tmp) / "times.json")
-        mp.start_processes(
-            _worker,
-            args=(args.nproc, free_port(), out, args),
-            nprocs=args.nproc,
-            start_method="spawn",
-        )
-        times = json.loads(Path(out).read_text())
+    times = spawn_ranks(_worker, args.nproc, args)[0]
     simt, bare = statistics.median(times["simt"]), statistics.median(times["bare"])
     return {
         "ratio": simt / bare,
