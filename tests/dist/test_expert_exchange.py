@@ -337,8 +337,6 @@ def test_bf16_activations_and_gradients_travel_in_bf16() -> None:
 
 
 def shard_legos_bf16() -> dict[str, Any]:
-    from types import SimpleNamespace
-
     import torch.distributed as dist
 
     from gppf_dist.config.model import ModelConfig
@@ -358,10 +356,9 @@ def shard_legos_bf16() -> dict[str, Any]:
     model = build_model(ModelConfig(), specs)
     layout = EPLayout(2, 2, 4)
     groups = build_expert_groups(layout, info.rank)
-    taskset = SimpleNamespace(active={t: SimpleNamespace(input_size=specs[t].input_size)
-                                      for t in tasks})  # fmt: skip
+    sizes = {t: specs[t].input_size for t in tasks}
     session = shard_legos(
-        model, layout, groups, info.rank, taskset, wire_dtype=torch.bfloat16, check_splits=True
+        model, layout, groups, info.rank, sizes, wire_dtype=torch.bfloat16, check_splits=True
     )
     fields = (session.wire_dtype, session.check_splits)
     task = tasks[info.rank]

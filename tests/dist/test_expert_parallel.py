@@ -82,8 +82,8 @@ def ep_step(
             (loss_of(task) + session.finish(torch.zeros(()))).backward()
     named = list(model.named_parameters())
     produced = {n for n, p in named}  # every parameter this rank holds
-    dense = [(n, p) for n, p in named if not owners[n].startswith("lego:")]
-    legos = [(n, p) for n, p in named if owners[n].startswith("lego:")]
+    dense = [(n, p) for n, p in named if not owners.is_lego(n)]
+    legos = [(n, p) for n, p in named if owners.is_lego(n)]
     reduce_gradients(dense, produced, 2)  # sum over both ranks / world size
     reduce_gradients(legos, produced, 2, group=mesh.edp)  # EDP group of one: owner's sum / 2
     grads = {n: p.grad.clone() for n, p in named if p.grad is not None}

@@ -74,13 +74,8 @@ def simt_step(
 
     from gppf_dist.config.schema import RunConfig
     from gppf_dist.dist.env import init_distributed
-    from gppf_dist.dist.mesh import build_expert_groups
-    from gppf_dist.engine.deepspeed import count_in_grad_norm, create_engine
-    from gppf_dist.engine.experts import keep_lego_shards
-    from gppf_dist.engine.lego_optim import LegoOptimizer
-    from gppf_dist.engine.step import StepContext, TaskRuntime, run_iteration
-    from gppf_dist.parallel.expert import EPSession, apply_expert_parallel, record_lego_shapes
-    from gppf_dist.parallel.plan import EPLayout
+    from gppf_dist.engine.assemble import assemble_step
+    from gppf_dist.engine.step import TaskRuntime, run_iteration
     from gppf_dist.simt.objective import TaskWeights
     from gppf_dist.simt.plan import TaskDemand, plan_static
     from gppf_dist.tasks.base import Batch
@@ -89,32 +84,18 @@ def simt_step(
     info = init_distributed("gloo", torch.device("cpu"), 60)
     model, specs, data = _setup()
     owners = model.param_owners()
-    layout = EPLayout(info.world_size, ep_size, 4)
-    groups = build_expert_groups(layout, info.rank)
-    session = None
-    if ep_size > 1:
-        shapes = record_lego_shapes(model, {t: tuple(s.input_size) for t, s in specs.items()})
-        session = EPSession(layout, groups.ep, layout.ep_rank(info.rank), model.router.route,
-                            shapes, num_layers=0)  # fmt: skip
-        apply_expert_parallel(model, session)
-    apart = ep_size > 1
-    is_lego = {n: owners[n].startswith("lego:") for n, _ in model.named_parameters()}
-    dense = [p for n, p in model.named_parameters() if not (apart and is_lego[n])]
-    optimizer = torch.optim.SGD(dense, lr=LR)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    is_lego = {n: owners.is_lego(n) for n, _ in model.named_parameters()}
     cfg = RunConfig()
     cfg.parallel.zero_stage, cfg.parallel.ep_size, cfg.trainer.grad_clip = zero_stage, ep_size, CLIP
-    with keep_lego_shards(model, owners):
-        engine = create_engine(
-            cfg, model, optimizer, scheduler, info.world_size, torch.device("cpu")
-        )
-    legos = None
-    if apart:
-        named = [(n, p) for n, p in model.named_parameters() if is_lego[n]]
-        lego_opt = torch.optim.SGD([p for _, p in named], lr=LR)
-        lego_sched = torch.optim.lr_scheduler.LambdaLR(lego_opt, lambda s: 1.0)
-        legos = LegoOptimizer(named, lego_opt, lego_sched, info.world_size, groups.edp, groups.ep)
-        count_in_grad_norm(engine, lambda: legos.sq_norm)
+    cfg.model.num_legos = 4
+    cfg.trainer.precision, cfg.trainer.channels_last = precision, precision == "bf16"
+    made = []  # (optimizer, schedule): the shared parameters', then (EP) the legos'
+
+    def sgd(module: torch.nn.Module, select: Any) -> Any:
+        params = [p for n, p in module.named_parameters() if select is None or select(n)]
+        optimizer = torch.optim.SGD(params, lr=LR)
+        made.append((optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)))
+        return made[-1]
 
     demands = [TaskDemand(t, BATCH, STREAMS, w) for t, w in TASKS.items()]
     plan = plan_static(demands, info.world_size)
@@ -123,6 +104,7 @@ def simt_step(
         for i, (t, w) in enumerate(TASKS.items())
     }
     per_stream = BATCH // STREAMS
+    loaders = {}
     for work in plan.rank_work(info.rank):
         images, targets = data[work.task]
         idx = torch.cat(
@@ -135,25 +117,14 @@ def simt_step(
             groups=torch.zeros(len(idx), dtype=torch.long),
             keys=[],
         )
-        runtimes[work.task].loader = iter([batch])
-    ctx = StepContext(
-        engine=engine,
-        tasks=runtimes,
-        world_size=info.world_size,
-        rank=info.rank,
-        device=torch.device("cpu"),
-        owners=owners,
-        active_legos=lambda task: set(),
-        grad_clip=CLIP,
-        own_reduction=False,
-        ep=session,
-        ep_ranks=tuple(groups.ep_ranks),
-        edp_group=groups.edp,
-        ep_group=groups.ep,
-        legos=legos,
-        precision=precision,
-        channels_last=precision == "bf16",
-    )
+        loaders[work.task] = iter([batch])
+    sizes = {t: tuple(s.input_size) for t, s in specs.items()}
+    assembled = assemble_step(
+        cfg, model, runtimes, sizes, loaders,
+        rank=info.rank, world_size=info.world_size, device=torch.device("cpu"), optimizers=sgd,
+    )  # fmt: skip
+    engine, legos, ctx = assembled.engine, assembled.legos, assembled.ctx
+    scheduler = made[0][1]
     before = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
     if poison:  # a non-finite gradient in one lego only: DeepSpeed must see it and skip
         lego = next(p for n, p in engine.module.named_parameters() if is_lego[n])

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from gppf_dist.model.owners import SHARED, OwnerMap, task_owner
 from gppf_dist.simt.plan import TaskDemand, plan_static, present_tasks
 from gppf_dist.tasks.base import Batch
 
@@ -38,11 +39,16 @@ class ToyModel(nn.Module):
     def regularizer(self) -> torch.Tensor:
         return 0.1 * (self.shared.bias**2).sum()
 
-    def param_owners(self) -> dict[str, str]:
-        return {
-            name: f"task:{name.split('.')[1]}" if name.startswith("heads.") else "shared"
-            for name, _ in self.named_parameters()
-        }
+    def active_legos(self, task: str) -> set[tuple[int, int]]:
+        return set()  # no legos
+
+    def param_owners(self) -> OwnerMap:
+        return OwnerMap(
+            {
+                name: task_owner(name.split(".")[1]) if name.startswith("heads.") else SHARED
+                for name, _ in self.named_parameters()
+            }
+        )
 
 
 class SquaredError:
@@ -92,8 +98,8 @@ def simt_step(zero_stage: int, absent: str | None, step: int) -> dict[str, Any]:
 
     from gppf_dist.config.schema import RunConfig
     from gppf_dist.dist.env import init_distributed
-    from gppf_dist.engine.deepspeed import create_engine
-    from gppf_dist.engine.step import StepContext, TaskRuntime, run_iteration
+    from gppf_dist.engine.assemble import assemble_step
+    from gppf_dist.engine.step import TaskRuntime, run_iteration
     from gppf_dist.simt.objective import TaskWeights
 
     info = init_distributed("gloo", torch.device("cpu"), 60)
@@ -103,26 +109,20 @@ def simt_step(zero_stage: int, absent: str | None, step: int) -> dict[str, Any]:
     cfg = RunConfig()
     cfg.trainer.grad_clip = 0.0
     cfg.parallel.zero_stage = zero_stage
-    engine = create_engine(cfg, model, opt, sched, info.world_size, torch.device("cpu"))
     plan = plan_static(demands(absent), info.world_size)
     present = present_tasks(demands(absent), step)
     runtimes: dict[str, TaskRuntime] = {}
     for i, (task, (weight, batch)) in enumerate(TASKS.items()):
         runtimes[task] = TaskRuntime(i, SquaredError(), TaskWeights(weight, batch))  # type: ignore[arg-type]
-    for work in plan.rank_work(info.rank):
-        runtimes[work.task].loader = iter([stream_batch(work.task, work.stream_ids)])
-    ctx = StepContext(
-        engine=engine,
-        tasks=runtimes,
-        world_size=info.world_size,
-        rank=info.rank,
-        device=torch.device("cpu"),
-        owners=model.param_owners(),
-        active_legos=lambda task: set(),
-        grad_clip=0.0,
-        own_reduction=zero_stage == 0,
-    )
-    run_iteration(ctx, plan, present)
+    works = plan.rank_work(info.rank)
+    loaders = {w.task: iter([stream_batch(w.task, w.stream_ids)]) for w in works}
+    assembled = assemble_step(
+        cfg, model, runtimes, {}, loaders,
+        rank=info.rank, world_size=info.world_size, device=torch.device("cpu"),
+        optimizers=lambda _model, _select: (opt, sched),
+    )  # fmt: skip
+    engine = assembled.engine
+    run_iteration(assembled.ctx, plan, present)
     params = {k: v.detach().clone() for k, v in engine.module.state_dict().items()}
     stepped = {
         name for name, p in engine.module.named_parameters() if opt.state.get(p, {}).get("step")

@@ -32,11 +32,8 @@ def _demo_step(precision: str = "fp32", channels_last: bool = False, batch: int 
     from gppf_dist.config.model import model_config_from_dict
     from gppf_dist.config.schema import RunConfig
     from gppf_dist.dist.env import init_distributed
-    from gppf_dist.engine.deepspeed import create_engine
-    from gppf_dist.engine.optim import build_optimizer
-    from gppf_dist.engine.precision import apply_precision, to_channels_last
-    from gppf_dist.engine.runtime import active_legos
-    from gppf_dist.engine.step import StepContext, TaskRuntime
+    from gppf_dist.engine.assemble import assemble_step
+    from gppf_dist.engine.step import TaskRuntime
     from gppf_dist.model.build import build_model
     from gppf_dist.simt.objective import TaskWeights
     from gppf_dist.simt.plan import TaskDemand, plan_static
@@ -51,37 +48,28 @@ def _demo_step(precision: str = "fp32", channels_last: bool = False, batch: int 
     specs = demo_specs()
     torch.manual_seed(0)
     model = build_model(model_cfg, specs)
-    apply_precision(model, torch.device("cpu"), precision)
     cfg = RunConfig()
-    optimizer, scheduler = build_optimizer(model, cfg.trainer)
-    engine = create_engine(cfg, model, optimizer, scheduler, info.world_size, torch.device("cpu"))
-    if channels_last:
-        to_channels_last(model)  # the worker's order: after the engine's broadcast
+    cfg.model = model_cfg
+    cfg.trainer.grad_clip, cfg.trainer.precision = 1.0, precision
+    cfg.trainer.channels_last = channels_last
     plan = plan_static([TaskDemand(t, batch, 4) for t in specs], dist.get_world_size())
     runtimes = {}
     for i, task in enumerate(specs):
         runtimes[task] = TaskRuntime(i, get_task_type(specs[task].type), TaskWeights(1.0, batch))
+    loaders = {}
     for work in plan.rank_work(info.rank):
         gen = torch.Generator().manual_seed(zlib.crc32(work.task.encode()))
         images, targets = synthetic_batch(specs[work.task], work.local_batch, gen)
         groups = torch.zeros(work.local_batch, dtype=torch.long)
-        runtimes[work.task].loader = itertools.repeat(
+        loaders[work.task] = itertools.repeat(
             Batch(task=work.task, images=images, targets=targets, groups=groups, keys=[])
         )
-    ctx = StepContext(
-        engine=engine,
-        tasks=runtimes,
-        world_size=info.world_size,
-        rank=info.rank,
-        device=torch.device("cpu"),
-        owners=model.param_owners(),
-        active_legos=lambda t: active_legos(model, t),
-        grad_clip=1.0,
-        own_reduction=True,
-        precision=precision,
-        channels_last=channels_last,
-    )
-    return ctx, plan, set(specs)
+    sizes = {t: s.input_size for t, s in specs.items()}
+    step = assemble_step(
+        cfg, model, runtimes, sizes, loaders,
+        rank=info.rank, world_size=info.world_size, device=torch.device("cpu"),
+    )  # fmt: skip
+    return step.ctx, plan, set(specs)
 
 
 def _count_syncs() -> dict[str, Any]:

@@ -21,7 +21,7 @@ ALLOWED = {
     "data": {"config", "tasks"},
     "simt": {"config", "dist", "tasks"},
     "parallel": {"config", "model", "simt", "tasks"},
-    "checkpoint": {"config", "dist"},
+    "checkpoint": {"config", "dist", "model", "data"},  # parameters by owner, data positions
     "logging": {"config", "dist"},
     "engine": {
         "config",

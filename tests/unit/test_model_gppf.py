@@ -55,11 +55,11 @@ def test_only_selected_legos_get_gradients(model: GppfModel) -> None:
     params = dict(model.named_parameters())
     for name, owner in owners.items():
         has_grad = params[name].grad is not None
-        if owner.startswith("lego:"):
-            _, layer, lego = owner.split(":")
-            assert has_grad == (int(lego) in route.indices[int(layer)]), name
-        elif owner.startswith("task:"):
-            assert has_grad == (owner == "task:attr"), name
+        if owner.lego is not None:
+            layer, lego = owner.lego
+            assert has_grad == (lego in route.indices[layer]), name
+        elif owner.task is not None:
+            assert has_grad == (owner.task == "attr"), name
         else:
             assert has_grad, name
     model.zero_grad(set_to_none=True)

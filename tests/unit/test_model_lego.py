@@ -68,9 +68,9 @@ def test_vit_tiny_every_task_and_sparse_gradients() -> None:
     route = model.router.route("reid")
     params = dict(model.named_parameters())
     owners = model.param_owners()
-    assert sum(o.startswith("lego:") for o in owners.values()) == cfg.depth * cfg.num_legos * 4
+    assert sum(o.is_lego for o in owners.values()) == cfg.depth * cfg.num_legos * 4
     for name, owner in owners.items():
-        if owner.startswith("lego:"):
-            _, layer, lego = owner.split(":")
-            assert (params[name].grad is not None) == (int(lego) in route.indices[int(layer)])
+        if owner.lego is not None:
+            layer, lego = owner.lego
+            assert (params[name].grad is not None) == (lego in route.indices[layer])
     assert model.lego_usage().shape == (8, cfg.depth, cfg.num_legos)

@@ -18,10 +18,12 @@ import torch.nn.functional as F
 from torch import nn
 
 import gppf_dist
+from gppf_dist.data.prefetch import DevicePrefetcher
 from gppf_dist.engine.host_sync import HostSyncCounter
-from gppf_dist.engine.prefetch import DevicePrefetcher
+from gppf_dist.engine.reduction import SimtReduction
 from gppf_dist.engine.step import StepContext, TaskRuntime, _local_stats
 from gppf_dist.engine.timing import DeviceTimer
+from gppf_dist.model.owners import OwnerMap
 from gppf_dist.simt.objective import TaskWeights
 from gppf_dist.simt.reduce import clip_gradients, reduce_gradients
 from gppf_dist.tasks.base import Batch
@@ -35,15 +37,13 @@ def _ctx(device: torch.device, num_tasks: int = 3, world: int = 2) -> StepContex
         for i in range(num_tasks)
     }
     ctx = StepContext(
-        engine=None,
+        engine=None,  # type: ignore[arg-type]
         tasks=tasks,
         world_size=world,
         rank=1,
         device=device,
-        owners={},
-        active_legos=lambda t: set(),
-        grad_clip=1.0,
-        own_reduction=True,
+        reduction=SimtReduction(OwnerMap({}), lambda t: set(), world, 1.0),
+        loaders={},
     )
     ctx.timer = DeviceTimer(device)
     return ctx

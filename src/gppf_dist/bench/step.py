@@ -91,52 +91,36 @@ def _setup(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
 
 def _simt_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
     from gppf_dist.config.schema import RunConfig
-    from gppf_dist.engine.deepspeed import create_engine
-    from gppf_dist.engine.optim import build_optimizer
-    from gppf_dist.engine.precision import apply_precision
-    from gppf_dist.engine.runtime import active_legos
-    from gppf_dist.engine.step import StepContext, TaskRuntime, run_iteration
+    from gppf_dist.engine.assemble import assemble_step
+    from gppf_dist.engine.step import TaskRuntime, run_iteration
     from gppf_dist.simt.objective import TaskWeights
     from gppf_dist.tasks.base import Batch
 
     cfg = RunConfig()
+    cfg.trainer.precision = args.precision
     model = setup["model"]
-    apply_precision(model, setup["device"], args.precision)
-    optimizer, scheduler = build_optimizer(model, cfg.trainer)
-    world, rank = dist.get_world_size(), dist.get_rank()
-    engine = create_engine(cfg, model, optimizer, scheduler, world, setup["device"])
-    runtimes = {}
-    for i, task in enumerate(setup["specs"]):
-        runtimes[task] = TaskRuntime(i, setup["types"][task], TaskWeights(1.0, args.batch))
+    runtimes = {
+        task: TaskRuntime(i, setup["types"][task], TaskWeights(1.0, args.batch))
+        for i, task in enumerate(setup["specs"])
+    }
+    loaders = {}
     for task, (images, targets) in setup["batches"].items():
-        batch = Batch(
-            task=task,
-            images=images,
-            targets=targets,
-            groups=torch.zeros(len(images), dtype=torch.long, device=images.device),
-            keys=[],
-        )
-        runtimes[task].loader = itertools.repeat(batch)
-    ctx = StepContext(
-        engine=engine,
-        tasks=runtimes,
-        world_size=world,
-        rank=rank,
-        device=setup["device"],
-        owners=model.param_owners(),
-        active_legos=lambda t: active_legos(model, t),
-        grad_clip=cfg.trainer.grad_clip,
-        own_reduction=True,
-        precision=args.precision,
-    )
+        groups = torch.zeros(len(images), dtype=torch.long, device=images.device)
+        batch = Batch(task=task, images=images, targets=targets, groups=groups, keys=[])
+        loaders[task] = itertools.repeat(batch)
+    sizes = {t: s.input_size for t, s in setup["specs"].items()}
+    step = assemble_step(
+        cfg, model, runtimes, sizes, loaders,
+        rank=dist.get_rank(), world_size=dist.get_world_size(), device=setup["device"],
+    )  # fmt: skip
     present = set(setup["specs"])
     steps = itertools.count()
 
     def run() -> Any:
         model.set_step(next(steps))  # as the worker does: the step's routes are read here
-        return run_iteration(ctx, setup["plan"], present)
+        return run_iteration(step.ctx, setup["plan"], present)
 
-    run.engine = engine  # type: ignore[attr-defined]
+    run.engine = step.engine  # type: ignore[attr-defined]
     return run
 
 

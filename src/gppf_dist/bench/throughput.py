@@ -86,12 +86,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def _measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     from gppf_dist.config.schema import RunConfig
     from gppf_dist.dist.env import configure_cuda_math
-    from gppf_dist.engine.deepspeed import create_engine
-    from gppf_dist.engine.optim import build_optimizer
-    from gppf_dist.engine.precision import apply_precision, to_channels_last
-    from gppf_dist.engine.runtime import active_legos
-    from gppf_dist.engine.step import StepContext, TaskRuntime, run_iteration
-    from gppf_dist.model.lego import set_activation_checkpointing
+    from gppf_dist.engine.assemble import assemble_step
+    from gppf_dist.engine.step import TaskRuntime, run_iteration
     from gppf_dist.model.summary import count_gmacs
     from gppf_dist.simt.objective import TaskWeights
     from gppf_dist.simt.plan import TaskDemand, plan_static
@@ -106,12 +102,9 @@ def _measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     probe = torch.zeros(1, 3, args.size, args.size, dtype=torch.uint8, device=device)
     gflop = 3 * 2 * count_gmacs(model, args.task, probe)
     model.train()
-    set_activation_checkpointing(model, args.activation_checkpointing)
-    apply_precision(model, device, args.precision)  # as the worker does (engine/worker.py)
-    optimizer, scheduler = build_optimizer(model, cfg.trainer)
-    engine = create_engine(cfg, model, optimizer, scheduler, 1, device)
-    if args.channels_last:  # after the engine: DeepSpeed's broadcast needs dense weights
-        to_channels_last(model)
+    cfg.trainer.precision = args.precision
+    cfg.trainer.activation_checkpointing = args.activation_checkpointing
+    cfg.trainer.channels_last = args.channels_last
     images, targets = synthetic_batch(spec, args.batch, torch.Generator().manual_seed(0))
     batch = Batch(
         task=args.task,
@@ -121,20 +114,11 @@ def _measure(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
         keys=[],
     )
     task = TaskRuntime(0, get_task_type(spec.type), TaskWeights(1.0, args.batch))
-    task.loader = itertools.repeat(batch)
-    ctx = StepContext(
-        engine=engine,
-        tasks={args.task: task},
-        world_size=1,
-        rank=0,
-        device=device,
-        owners=model.param_owners(),
-        active_legos=lambda t: active_legos(model, t),
-        grad_clip=cfg.trainer.grad_clip,
-        own_reduction=True,
-        precision=args.precision,
-        channels_last=args.channels_last,
-    )
+    assembled = assemble_step(
+        cfg, model, {args.task: task}, {args.task: spec.input_size},
+        {args.task: itertools.repeat(batch)}, rank=0, world_size=1, device=device,
+    )  # fmt: skip
+    ctx = assembled.ctx
     plan = plan_static([TaskDemand(args.task, args.batch, 1)], 1)
 
     def step() -> None:

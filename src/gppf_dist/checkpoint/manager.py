@@ -13,7 +13,8 @@ import re
 import shutil
 from pathlib import Path
 
-COMPLETE = "COMPLETE"
+from gppf_dist.checkpoint.marker import COMPLETE
+
 LATEST = "LATEST"
 _TAG = re.compile(r"^step_(\d{8})$")
 
@@ -64,6 +65,13 @@ def find_latest(ckpt_dir: Path) -> str | None:
             return newer[-1] if newer else tag
     tags = complete_tags(ckpt_dir)
     return tags[-1] if tags else None
+
+
+def resume_tag(ckpt_dir: Path, resume: str) -> str | None:
+    """The checkpoint tag that `resume` (auto/never/tag) picks in `ckpt_dir`, if any."""
+    if resume == "never":
+        return None
+    return find_latest(ckpt_dir) if resume == "auto" else resume
 
 
 def prune(ckpt_dir: Path, keep: int) -> list[str]:

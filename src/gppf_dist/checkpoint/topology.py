@@ -3,49 +3,23 @@
 ZeRO 0 checkpoints are topology-free (parameters and optimizer state by name and global lego
 id): they resume at any world and EP size. Under ZeRO 1/2 DeepSpeed's partitioned files hold the
 optimizer state of the parameters its optimizer holds: all of them at `ep_size` 1, all but the
-expert-parallel legos above (those are saved by name, `engine/named_state.py`). A resume that
+expert-parallel legos above (those are saved by name, `named_state.py`). A resume that
 would load such files into another stage or another split is refused before any worker starts.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
-from gppf_dist.checkpoint.manager import COMPLETE
+from gppf_dist.checkpoint.marker import ZERO_UNKNOWN, Topology, read_marker
 
-
-@dataclass(frozen=True)
-class Topology:
-    """How a run is laid out (recorded in each checkpoint's COMPLETE marker)."""
-
-    world_size: int
-    ep_size: int
-    zero_stage: int
-
-
-ZERO_UNKNOWN = -1
-"""An old ZeRO 1/2 checkpoint whose stage was not recorded."""
-
-
-def saved_topology(tag_dir: Path) -> Topology | None:
-    """The layout a checkpoint was saved at, from its COMPLETE marker. Markers written before the
-    layout was recorded hold the world size only: their ZeRO stage shows in the files (ZeRO 0
-    always wrote `gppf/shared.pt`; ZeRO 1/2 then ran without expert parallelism)."""
-    marker = tag_dir / COMPLETE
-    saved = json.loads(marker.read_text()) if marker.is_file() else {}
-    if "world_size" not in saved:
-        return None
-    if "zero_stage" in saved:
-        return Topology(int(saved["world_size"]), int(saved["ep_size"]), int(saved["zero_stage"]))
-    zero_stage = 0 if (tag_dir / "gppf" / "shared.pt").is_file() else ZERO_UNKNOWN
-    return Topology(int(saved["world_size"]), 0 if zero_stage == 0 else 1, zero_stage)
+__all__ = ["Topology", "check_topology"]
 
 
 def check_topology(tag_dir: Path, now: Topology) -> None:
     """Raise ValueError, naming the keys, if the checkpoint in `tag_dir` cannot resume at `now`."""
-    was = saved_topology(tag_dir)
+    marker = read_marker(tag_dir)
+    was = marker.topology if marker is not None else None
     if was is None:
         return
     stage = "1 or 2" if was.zero_stage == ZERO_UNKNOWN else str(was.zero_stage)

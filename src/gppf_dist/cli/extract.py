@@ -1,9 +1,7 @@
 """`gppf-extract run_dir=DIR task=T out=FILE [batch=2] [seed=0]`: one task's dense network.
 
-Loads the run's `config.yaml`, the label spaces from its shard manifest and the module weights of
-the newest complete checkpoint (`<run_dir>/checkpoints/<tag>/mp_rank_00_model_states.pt`, key
-`module`, read with `torch.load(weights_only=True)`, allow-listing the client state's
-data positions and numpy arrays), extracts task T's active path as a plain
+Loads the run's `config.yaml`, the label spaces from its shard manifest and the model weights of
+the newest complete checkpoint (`checkpoint/weights.py`), extracts task T's active path as a plain
 dense network (`gppf_dist.model.extract`) and writes:
 
 - `FILE`: the `torch.export` program; `torch.export.load(FILE).module()(x)` runs it with plain
@@ -24,10 +22,10 @@ from typing import Any
 import torch
 
 from gppf_dist.checkpoint.manager import find_latest
+from gppf_dist.checkpoint.weights import load_weights
 from gppf_dist.config.load import load_run_config
 from gppf_dist.data.eval_loader import iter_eval_batches
 from gppf_dist.data.manifest import load_manifest
-from gppf_dist.engine.named_state import has_named_state, load_named_state
 from gppf_dist.model.build import GppfModel, build_model
 from gppf_dist.model.extract import extract_task, tensors_only
 from gppf_dist.model.summary import sample_input, tensor_leaves
@@ -35,21 +33,8 @@ from gppf_dist.tasks.base import TaskSpec
 from gppf_dist.tasks.registry import get_task_type, make_spec
 
 USAGE = "usage: gppf-extract run_dir=DIR task=T out=FILE [batch=2] [seed=0]"
-MODEL_STATES = "mp_rank_00_model_states.pt"
 RTOL, ATOL = 1e-4, 1e-4
 """Tolerance of the self-check: the routed model's fused lego kernels sum in another order."""
-
-
-def _client_state_globals() -> list[Any]:
-    """Types the trainer's client state (saved beside the weights) pickles: data positions and
-    numpy arrays. Allow-listed so the file still loads with `weights_only=True`."""
-    import numpy as np
-
-    from gppf_dist.data.streams import StreamPosition
-
-    reconstruct = np._core.multiarray._reconstruct  # type: ignore[attr-defined]
-    dtypes = [type(np.dtype(t)) for t in ("int64", "int32", "uint32", "float64", "float32")]
-    return [StreamPosition, np.ndarray, np.dtype, reconstruct, *dtypes]
 
 
 def load_trained(run_dir: Path) -> tuple[GppfModel, dict[str, TaskSpec], Any]:
@@ -70,13 +55,7 @@ def load_trained(run_dir: Path) -> tuple[GppfModel, dict[str, TaskSpec], Any]:
     if tag is None:
         raise ValueError(f"`run_dir`={str(run_dir)!r} has no complete checkpoint in {ckpt_dir}")
     model = build_model(cfg.model, specs)
-    if has_named_state(ckpt_dir / tag):
-        # Topology-free state: complete whatever expert-parallel layout saved it.
-        load_named_state(model, None, model.param_owners(), ckpt_dir / tag)
-        return model.eval(), specs, cfg
-    with torch.serialization.safe_globals(_client_state_globals()):
-        states = torch.load(ckpt_dir / tag / MODEL_STATES, map_location="cpu", weights_only=True)
-    model.load_state_dict(states["module"])
+    load_weights(model, model.param_owners(), ckpt_dir / tag)
     return model.eval(), specs, cfg
 
 

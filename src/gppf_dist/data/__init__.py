@@ -1,4 +1,4 @@
-"""The data layer: webdataset shards, their manifest, the synthetic corpus and the loaders.
+"""Layer 1 — data: webdataset shards, their manifest, the synthetic corpus and the loaders.
 
 - `manifest`: `Manifest`/`TaskManifest`/`ShardInfo`, `load_manifest`, `save_manifest`
 - `writer`: `ShardWriter` (reproducible tars)
@@ -6,6 +6,7 @@
 - `streams`: canonical-stream arithmetic (pure), `StreamPosition`
 - `loader`: `TaskLoader` (train, resumable) and `iter_eval_batches` (one eval pass)
 - `stream_reader`, `workers`: one stream's reader; worker processes with the same semantics
+- `task_loaders`, `prefetch`: a rank's loaders for its planned work; batches on the device early
 - `schema`, `verify`: annotation schemas per task type; `gppf-shards verify`
 - `convert`, `convert_layouts`: `gppf-shards convert` from standard dataset layouts
 

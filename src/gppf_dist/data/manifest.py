@@ -68,6 +68,10 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     tasks: dict[str, TaskManifest] = field(default_factory=dict)
 
+    def label_spaces(self) -> dict[str, dict[str, Any]]:
+        """Each task's label space (class names, keypoints, attributes, identities)."""
+        return {name: t.label_space for name, t in self.tasks.items()}
+
     def task(self, name: str) -> TaskManifest:
         if name not in self.tasks:
             raise ValueError(f"manifest has no task {name!r} (has {sorted(self.tasks)})")

@@ -1,5 +1,8 @@
 """The only module that imports DeepSpeed: config generation, engine creation, checkpoint I/O.
 
+`Engine` is the typed face of DeepSpeed's engine that the rest of the project sees: the step
+(`step.py`, `reduction.py`), the checkpoint (`checkpoint/store.py`'s `EngineState`) and the tools.
+
 The DeepSpeed JSON is generated from the typed config, never hand-written. SIMT feeds the engine
 its own batches (DeepSpeed's data loader is unused), so the batch-size fields are nominal: one
 micro-batch per rank per iteration and no DeepSpeed-managed accumulation; a rank that runs several
@@ -52,7 +55,7 @@ def create_engine(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     world_size: int,
     device: torch.device,
-) -> Any:
+) -> Engine:
     """Wrap the model with `deepspeed.initialize` (the process group must already exist)."""
     engine, _, _, _ = deepspeed.initialize(
         model=model,
@@ -61,7 +64,70 @@ def create_engine(
         config=deepspeed_config(cfg, world_size, device),
         dist_init_required=False,
     )
-    return engine
+    return Engine(engine)
+
+
+class Engine:
+    """DeepSpeed's engine as the step and the checkpoint use it."""
+
+    def __init__(self, ds: Any) -> None:
+        self.ds = ds
+
+    @property
+    def module(self) -> nn.Module:
+        return self.ds.module
+
+    @property
+    def lr_scheduler(self) -> Any:
+        return self.ds.lr_scheduler
+
+    @property
+    def optimizer(self) -> Any:
+        """The optimizer DeepSpeed steps (ZeRO 1/2: its partitioning wrapper)."""
+        return self.ds.optimizer
+
+    @property
+    def zero_stage(self) -> int:
+        return int(self.ds.zero_optimization_stage())
+
+    def lr(self) -> float:
+        """The first parameter group's current learning rate."""
+        return float(self.ds.get_lr()[0])
+
+    def forward(self, task: str, images: torch.Tensor) -> Any:
+        return self.ds(task, images)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.ds.backward(loss)
+
+    def step(self) -> None:
+        self.ds.step()
+
+    def no_sync(self) -> contextlib.AbstractContextManager:
+        """ZeRO 0: a backward that leaves gradient reduction to the caller."""
+        return self.ds.no_sync()
+
+    def accumulate(self, num_backwards: int) -> contextlib.AbstractContextManager:
+        return accumulate(self.ds, num_backwards)
+
+    def global_grad_norm(self) -> float:
+        return global_grad_norm(self.ds)
+
+    def step_applied(self) -> bool:
+        return step_applied(self.ds)
+
+    def count_in_grad_norm(self, extra_sq_norm: Callable[[], torch.Tensor]) -> None:
+        count_in_grad_norm(self.ds, extra_sq_norm)
+
+    def save_state(self, directory: Path, tag: str, client_state: dict[str, Any]) -> None:
+        save_checkpoint(self.ds, directory, tag, client_state)
+
+    def load_state(
+        self, directory: Path, tag: str, *, module_strict: bool, optimizer: bool
+    ) -> dict[str, Any]:
+        return load_checkpoint(
+            self.ds, directory, tag, module_strict=module_strict, optimizer=optimizer
+        )
 
 
 def count_in_grad_norm(engine: Any, extra_sq_norm: Callable[[], torch.Tensor]) -> None:

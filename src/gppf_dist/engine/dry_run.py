@@ -6,29 +6,27 @@ Uses the measured cost table of the newest complete checkpoint in run.dir when t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from gppf_dist.checkpoint.manager import COMPLETE, find_latest
+from gppf_dist.checkpoint.manager import find_latest
+from gppf_dist.checkpoint.marker import read_marker
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.data.manifest import load_manifest
-from gppf_dist.engine.runtime import TaskSet, hint_overhead
 from gppf_dist.simt.costs import CostTable
+from gppf_dist.simt.taskset import TaskSet
 
 
 def describe_plan(cfg: RunConfig, world_size: int) -> str:
-    taskset = TaskSet.build(cfg, load_manifest(Path(cfg.data.root)))
+    manifest = load_manifest(Path(cfg.data.root))
+    taskset = TaskSet.build(cfg, manifest.label_spaces())
     ckpt_dir = Path(cfg.run.dir) / "checkpoints"
     tag = find_latest(ckpt_dir)
-    costs = CostTable()
-    source = "config cost hints"
-    if tag is not None:
-        info = json.loads((ckpt_dir / tag / COMPLETE).read_text())
-        costs = CostTable.from_state(info.get("costs"))
-        if costs.complete(taskset.names):
-            source = f"costs measured up to {tag}"
-    plan = taskset.plan(costs, world_size)
-    demands = taskset.demands(costs if costs.complete(taskset.names) else None)
+    marker = read_marker(ckpt_dir / tag) if tag is not None else None
+    costs = CostTable.from_state(marker.costs if marker is not None else None)
     measured = costs.complete(taskset.names)
-    overhead = cfg.simt.task_overhead_s if measured else hint_overhead(demands)
-    return f"planner={cfg.simt.planner} ({source})\n" + plan.describe(demands, overhead)
+    source = f"costs measured up to {tag}" if measured else "config cost hints"
+    plan = taskset.plan(costs, world_size)
+    demands = taskset.demands(costs if measured else None)
+    return f"planner={cfg.simt.planner} ({source})\n" + plan.describe(
+        demands, taskset.overhead(costs)
+    )

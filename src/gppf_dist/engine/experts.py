@@ -1,14 +1,11 @@
-"""Wiring expert parallelism into a worker: place and shard the legos, keep them through engine
-start-up, and under ZeRO 1/2 give them their own optimizer.
-
-Also reports how many lego calls were served by the requesting rank itself (locality).
+"""Wiring expert parallelism into a worker: place the legos (from a checkpoint's frozen routes),
+shard them, keep them through engine start-up, and predict remote-call costs for the planner.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +13,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gppf_dist.checkpoint.manager import COMPLETE
-from gppf_dist.config.schema import RunConfig, TrainerSection
+from gppf_dist.checkpoint.manager import resume_tag
+from gppf_dist.checkpoint.marker import read_marker
+from gppf_dist.checkpoint.named_state import read_buffers
+from gppf_dist.config.schema import RunConfig
 from gppf_dist.dist.mesh import ExpertGroups
-from gppf_dist.engine.deepspeed import count_in_grad_norm
-from gppf_dist.engine.lego_optim import LegoOptimizer
-from gppf_dist.engine.optim import build_optimizer
-from gppf_dist.engine.resume import resume_tag
-from gppf_dist.engine.runtime import TaskSet
+from gppf_dist.model.owners import OwnerMap
 from gppf_dist.parallel.expert import EPSession, apply_expert_parallel, record_lego_shapes
 from gppf_dist.parallel.placement import contiguous, place_legos, predicted_local
 from gppf_dist.parallel.plan import EPLayout
@@ -34,7 +29,7 @@ def shard_legos(
     layout: EPLayout,
     groups: ExpertGroups,
     rank: int,
-    taskset: TaskSet,
+    input_sizes: dict[str, tuple[int, int]],
     *,
     wire_dtype: torch.dtype = torch.float32,
     check_splits: bool = False,
@@ -44,8 +39,7 @@ def shard_legos(
     `wire_dtype`: the dtype lego activations and their gradients travel in, the training
     precision (bf16 under trainer.precision=bf16); it must be the same on every rank.
     `check_splits`: parallel.check_splits (peers compare split sizes before each dispatch)."""
-    sizes = {n: (t.input_size[0], t.input_size[1]) for n, t in taskset.active.items()}
-    shapes = record_lego_shapes(model, sizes)
+    shapes = record_lego_shapes(model, input_sizes)
     assert groups.ep is not None
     session = EPSession(
         layout=layout,
@@ -62,14 +56,10 @@ def shard_legos(
 
 
 @contextlib.contextmanager
-def keep_lego_shards(model: nn.Module, owners: dict[str, str]) -> Iterator[None]:
+def keep_lego_shards(model: nn.Module, owners: OwnerMap) -> Iterator[None]:
     """DeepSpeed broadcasts every parameter from rank 0 when it wraps the model; lego shards
     differ per rank under expert parallelism, so they are restored afterwards."""
-    saved = {
-        n: p.detach().clone()
-        for n, p in model.named_parameters()
-        if owners.get(n, "").startswith("lego:")
-    }
+    saved = {n: p.detach().clone() for n, p in model.named_parameters() if owners.is_lego(n)}
     yield
     with torch.no_grad():
         for n, p in model.named_parameters():
@@ -101,29 +91,6 @@ def locality_affinity(
     return out
 
 
-def not_lego(owners: dict[str, str]) -> Callable[[str], bool]:
-    return lambda name: not owners.get(name, "").startswith("lego:")
-
-
-def build_lego_optimizer(
-    model: nn.Module,
-    trainer: TrainerSection,
-    owners: dict[str, str],
-    layout: EPLayout,
-    groups: ExpertGroups,
-    engine: Any,
-) -> LegoOptimizer:
-    """ZeRO 1/2 with expert parallelism: the legos' own optimizer, with its squared gradient
-    norm counted in DeepSpeed's clipping norm (see lego_optim.py)."""
-    optimizer, scheduler = build_optimizer(
-        model, trainer, owners, select=lambda name: not not_lego(owners)(name)
-    )
-    named = [(n, p) for n, p in model.named_parameters() if owners[n].startswith("lego:")]
-    legos = LegoOptimizer(named, optimizer, scheduler, layout.world_size, groups.edp, groups.ep)
-    count_in_grad_norm(engine, lambda: legos.sq_norm)
-    return legos
-
-
 def placement_from_checkpoint(
     tag_dir: Path | None,
     task_names: list[str],
@@ -136,16 +103,13 @@ def placement_from_checkpoint(
     contiguous split stays).
 
     Task costs are the checkpoint's measured per-sample costs times the batch sizes."""
-    if tag_dir is None or not (tag_dir / "gppf" / "shared.pt").is_file():
-        return None
-    buffers = torch.load(tag_dir / "gppf" / "shared.pt", weights_only=False)["buffers"]
-    if not bool(buffers.get("router.is_frozen", False)):
+    buffers = read_buffers(tag_dir) if tag_dir is not None else None
+    if buffers is None or not bool(buffers.get("router.is_frozen", False)):
         return None
     index = buffers["router.frozen_index"]
     selections = {t: index[j].tolist() for j, t in enumerate(task_names) if t in batch_sizes}
-    marker = tag_dir / COMPLETE
-    info = json.loads(marker.read_text()) if marker.is_file() else {}
-    per_sample = ((info.get("costs") or {}).get("per_sample_s")) or {}
+    marker = read_marker(tag_dir)  # type: ignore[arg-type]
+    per_sample = ((marker.costs if marker else None) or {}).get("per_sample_s") or {}
     costs = {t: per_sample.get(t, 1.0) * batch_sizes[t] for t in selections}
     placement = place_legos(selections, costs, num_legos, ep_size)
     split = contiguous(len(index[0]), num_legos, ep_size)
@@ -157,7 +121,7 @@ def placement_from_checkpoint(
 
 
 def resumed_placement(
-    cfg: RunConfig, taskset: TaskSet, task_names: list[str], is_main: bool
+    cfg: RunConfig, batch_sizes: dict[str, int], task_names: list[str], is_main: bool
 ) -> tuple[tuple[int, ...], ...]:
     """The lego placement for this start (collective): from the frozen routes of the checkpoint
     `cfg.resume` picks, read by rank 0; () keeps the contiguous split. Routes that freeze during
@@ -166,7 +130,6 @@ def resumed_placement(
     if dist.get_rank() == 0:
         tag = resume_tag(Path(cfg.run.dir) / "checkpoints", cfg.resume)
         tag_dir = Path(cfg.run.dir) / "checkpoints" / tag if tag else None
-        batch_sizes = {n: t.batch_size for n, t in taskset.active.items()}
         found[0] = placement_from_checkpoint(
             tag_dir, task_names, batch_sizes, cfg.model.num_legos, cfg.parallel.ep_size
         )

@@ -20,26 +20,27 @@ import torch
 from torch import nn
 
 from gppf_dist.config.schema import TrainerSection
+from gppf_dist.model.owners import OwnerMap
 
 
 def param_groups(
     model: nn.Module,
     lr: float,
     weight_decay: float,
-    owners: dict[str, str] | None = None,
+    owners: OwnerMap | None = None,
     lr_mults: dict[str, float] | None = None,
     router_eps: float = 1e-8,
     select: Callable[[str], bool] | None = None,
 ) -> list[dict[str, object]]:
     """Groups keyed by (task multiplier, decay, router), in a fixed order; only the parameters
     whose name `select` accepts (default: all)."""
-    owners, lr_mults = owners or {}, lr_mults or {}
+    owners, lr_mults = owners or OwnerMap({}), lr_mults or {}
     groups: dict[tuple[float, bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad or (select is not None and not select(name)):
             continue
-        owner = owners.get(name, "shared")
-        mult = lr_mults.get(owner[5:], 1.0) if owner.startswith("task:") else 1.0
+        task = owners.task(name)
+        mult = lr_mults.get(task, 1.0) if task is not None else 1.0
         router = name.startswith("router.")
         decay = not (param.ndim <= 1 or router)
         groups.setdefault((mult, decay, router), []).append(param)
@@ -66,7 +67,7 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 def build_optimizer(
     model: nn.Module,
     trainer: TrainerSection,
-    owners: dict[str, str] | None = None,
+    owners: OwnerMap | None = None,
     lr_mults: dict[str, float] | None = None,
     select: Callable[[str], bool] | None = None,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:

@@ -2,11 +2,9 @@
 
 Collective symmetry (DESIGN.md §5.4): every rank performs the same gradient reduction, one
 optimizer step and one all-reduce of step statistics per iteration, whatever tasks (or none) the
-plan gave it. With ZeRO 0 the reduction is SIMT's own (`simt/reduce.py`: exact, skips gradients
-nobody produced, leaves absent tasks untouched); with ZeRO 1/2 DeepSpeed partitions and reduces
-the gradients itself, so every parameter joins every step (configs where a task can be absent
-are rejected up front for ZeRO 1/2). Expert-parallel legos under ZeRO 1/2 are reduced and
-stepped beside DeepSpeed (`lego_optim.py`), clipped by the same global norm.
+plan gave it. How gradients are reduced and the optimizer stepped is the context's `reduction`
+(`reduction.py`: SIMT's own, SIMT with expert parallelism, or DeepSpeed's ZeRO 1/2), chosen once
+when the step is assembled (`assemble.py`).
 
 Device discipline (DESIGN.md §6): every tensor the step computes stays on the compute device,
 statistics included; between the first forward and the optimizer step nothing waits for the
@@ -27,16 +25,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 
-from gppf_dist.engine.deepspeed import accumulate, global_grad_norm, step_applied
-from gppf_dist.engine.lego_optim import LegoOptimizer
-from gppf_dist.engine.prefetch import batch_to_device
+from gppf_dist.data.prefetch import batch_to_device
+from gppf_dist.engine.deepspeed import Engine
+from gppf_dist.engine.reduction import Reduction
 from gppf_dist.engine.timing import DeviceTimer
 from gppf_dist.parallel.expert import EPSession, PeerWork
 from gppf_dist.simt.objective import TaskWeights, local_objective
 from gppf_dist.simt.plan import Plan, Work
-from gppf_dist.simt.reduce import clip_gradients, produced_parameters, reduce_gradients
 from gppf_dist.tasks.base import Batch, TaskType
 
 
@@ -47,7 +43,6 @@ class TaskRuntime:
     index: int
     task_type: TaskType
     weights: TaskWeights
-    loader: Iterator[Batch] | None = None
 
 
 @dataclass
@@ -73,37 +68,24 @@ class StepResult:
     """(served by the requesting rank, served by another rank) this step, over all ranks."""
 
 
-def _zero_loss(module: torch.nn.Module) -> torch.Tensor:
-    """A zero connected to every trainable parameter."""
-    return sum(p.sum() * 0.0 for p in module.parameters() if p.requires_grad)  # type: ignore[return-value]
-
-
 @dataclass
 class StepContext:
-    """Fixed for the run: the engine and how to reduce."""
+    """Fixed for the run: the engine, the tasks and how to reduce (made by `assemble.py`)."""
 
-    engine: object
+    engine: Engine
     tasks: dict[str, TaskRuntime]
     world_size: int
     rank: int
     device: torch.device
-    owners: dict[str, str]
-    """GppfModel.param_owners(): which parameters are shared, per task, or legos."""
-    active_legos: Callable[[str], set[tuple[int, int]]]
-    grad_clip: float
-    own_reduction: bool
-    """True with ZeRO 0: SIMT reduces and clips; DeepSpeed only steps the optimizer."""
+    reduction: Reduction
+    loaders: dict[str, Iterator[Batch]]
+    """task -> this rank's batches of it (`data/task_loaders.py`), for the tasks it runs."""
     stop_requested: Callable[[], bool] = lambda: False
     """This rank's preemption flag; the step's all-reduce turns it into a global decision."""
     ep: EPSession | None = None
     """Expert parallelism (ep_size > 1): the lego dispatch session of this rank."""
     ep_ranks: tuple[int, ...] = ()
     """The ranks of this rank's EP group, in EP-rank order."""
-    edp_group: dist.ProcessGroup | None = None
-    """Lego replicas reduce over this group (the world when ep_size == 1)."""
-    ep_group: dist.ProcessGroup | None = None
-    legos: LegoOptimizer | None = None
-    """Expert parallelism under ZeRO 1/2: the legos' own reduction and optimizer."""
     precision: str = "fp32"
     """"bf16": forward and loss under autocast (parameters, gradients, optimizer stay fp32)."""
     channels_last: bool = False
@@ -118,13 +100,6 @@ def _compute(ctx: StepContext) -> contextlib.AbstractContextManager:
     and parameters, gradients and the optimizer stay fp32, so every reduction path (SIMT's,
     DeepSpeed's, the legos') is unchanged."""
     return torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.precision == "bf16")
-
-
-def _backward_contexts(ctx: StepContext, n: int) -> contextlib.AbstractContextManager:
-    engine = ctx.engine
-    if ctx.own_reduction:
-        return contextlib.nullcontext([engine.no_sync() for _ in range(n)])  # type: ignore[attr-defined]
-    return accumulate(engine, n)
 
 
 def _micro_steps(ctx: StepContext, plan: Plan, present: set[str]) -> list[Work | None]:
@@ -150,7 +125,7 @@ def _begin_ep(ctx: StepContext, plan: Plan, present: set[str], j: int) -> None:
 
 def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult:
     engine = ctx.engine
-    module = engine.module  # type: ignore[attr-defined]
+    module = engine.module
     num_tasks = len(ctx.tasks)
     if ctx.timer is None:
         ctx.timer = DeviceTimer(ctx.device)
@@ -159,14 +134,14 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
     data_s = 0.0
     calls0 = (ctx.ep.local_calls, ctx.ep.remote_calls) if ctx.ep is not None else (0, 0)
     micro = _micro_steps(ctx, plan, present)
-    with _backward_contexts(ctx, max(1, len(micro))) as contexts:
+    with ctx.reduction.backward_contexts(engine, max(1, len(micro))) as contexts:
         # The router regularizer depends on parameters only: every rank adds it once, and the
         # gradient average over ranks returns it unchanged.
         reg = module.regularizer()
-        extra = reg if ctx.own_reduction else reg + _zero_loss(module)
+        extra = ctx.reduction.extra_loss(module, reg)
         if not micro:
             with contexts[0]:
-                engine.backward(extra)  # type: ignore[attr-defined]
+                engine.backward(extra)
         for i, work in enumerate(micro):
             if ctx.ep is not None:
                 _begin_ep(ctx, plan, present, i)
@@ -175,18 +150,19 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
                 with contexts[i]:
                     with _compute(ctx):
                         token = ctx.ep.finish(reg.new_zeros(()).requires_grad_())  # type: ignore[union-attr]
-                    engine.backward(token + extra if i == 0 else token)  # type: ignore[attr-defined]
+                    engine.backward(token + extra if i == 0 else token)
                 timer.add(num_tasks, t_start, timer.mark())
                 continue
             task = ctx.tasks[work.task]
-            assert task.loader is not None, f"no loader for planned task {work.task}"
+            loader = ctx.loaders.get(work.task)
+            assert loader is not None, f"no loader for planned task {work.task}"
             t0 = time.perf_counter()
-            batch = batch_to_device(next(task.loader), ctx.device, ctx.channels_last)
+            batch = batch_to_device(next(loader), ctx.device, ctx.channels_last)
             data_s += time.perf_counter() - t0
             t_start = timer.mark()
             with contexts[i]:
                 with _compute(ctx):
-                    outputs = engine(work.task, batch.images)  # type: ignore[operator]
+                    outputs = engine.forward(work.task, batch.images)
                     per_sample = task.task_type.loss(outputs, batch.targets, batch.groups).float()
                     assert per_sample.shape == (batch.images.shape[0],), (
                         f"{work.task}: loss must be per-sample, got shape {tuple(per_sample.shape)}"
@@ -194,7 +170,7 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
                     loss = local_objective(per_sample, task.weights, ctx.world_size)
                     if ctx.ep is not None:  # layers the task's head did not need still exchange
                         loss = loss + ctx.ep.finish(per_sample.sum() * 0.0)
-                engine.backward(loss + extra if i == 0 else loss)  # type: ignore[attr-defined]
+                engine.backward(loss + extra if i == 0 else loss)
             t_end = timer.mark()
             timer.add(task.index, t_start, t_end)
             timer.add(num_tasks, t_start, t_end)
@@ -203,35 +179,7 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
     if ctx.ep is not None:
         calls = (ctx.ep.local_calls - calls0[0], ctx.ep.remote_calls - calls0[1])
     stats = _local_stats(ctx, loss_sums, calls)
-    grad_norm: torch.Tensor | None = None
-    if ctx.own_reduction:
-        legos = {t: ctx.active_legos(t) for t in present}
-        produced = produced_parameters(ctx.owners, present, legos)
-        named = list(module.named_parameters())
-        if ctx.ep is None:  # every parameter is replicated: one reduction, stats riding along
-            totals = reduce_gradients(named, produced, ctx.world_size, extra=stats)
-            grad_norm = clip_gradients([p for _, p in named], ctx.grad_clip)
-        else:
-            is_lego = [ctx.owners[n].startswith("lego:") for n, _ in named]
-            dense = [np for np, lego in zip(named, is_lego, strict=True) if not lego]
-            sharded = [np for np, lego in zip(named, is_lego, strict=True) if lego]
-            totals = reduce_gradients(dense, produced, ctx.world_size, extra=stats)
-            reduce_gradients(sharded, produced, ctx.world_size, group=ctx.edp_group)
-            grad_norm = clip_gradients(
-                [p for _, p in dense], ctx.grad_clip, [p for _, p in sharded], ctx.ep_group
-            )
-    else:
-        totals = stats
-        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
-        if ctx.legos is not None:  # before the step: DeepSpeed's clipping norm includes them
-            ctx.legos.reduce()
-    engine.step()  # type: ignore[attr-defined]
-    if not ctx.own_reduction:
-        norm = global_grad_norm(engine)  # DeepSpeed's ZeRO step has read its norm already
-        grad_norm = torch.tensor(norm, dtype=torch.float64, device=ctx.device)
-        if ctx.legos is not None:
-            ctx.legos.step(norm, ctx.grad_clip, applied=step_applied(engine))
-    assert totals is not None and grad_norm is not None
+    totals, grad_norm = ctx.reduction.reduce_and_step(engine, present, stats)
     # The step's one host sync (documented in the module docstring): statistics, regularizer
     # and gradient norm come back in one copy, after the optimizer step.
     host = torch.cat(
@@ -249,9 +197,8 @@ def _local_stats(ctx: StepContext, loss_sums: torch.Tensor, calls: tuple[int, in
     assert ctx.timer is not None
     n, w = len(ctx.tasks), ctx.world_size
     skipped = [0.0] * n
-    for task in ctx.tasks.values():
-        if task.loader is not None:
-            skipped[task.index] = float(sum(getattr(task.loader, "skipped", {}).values()))
+    for name, loader in ctx.loaders.items():
+        skipped[ctx.tasks[name].index] = float(sum(getattr(loader, "skipped", {}).values()))
     timed = ctx.timer.last or [0.0] * (n + 1)
     busy = [0.0] * w
     busy[ctx.rank] = timed[n]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gppf_dist.checkpoint.manager import find_latest, step_of_tag
+from gppf_dist.checkpoint.manager import find_latest, is_complete, step_of_tag
 from gppf_dist.checkpoint.topology import Topology, check_topology
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.data.manifest import load_manifest
@@ -140,7 +140,7 @@ def _validate_resume(cfg: RunConfig, world_size: int) -> None:
     else:
         step_of_tag(cfg.resume)
         tag = cfg.resume
-        if not (ckpt_dir / tag / "COMPLETE").is_file():
+        if not is_complete(ckpt_dir, tag):
             raise ValueError(
                 f"`resume`={cfg.resume!r}: no complete checkpoint in {str(ckpt_dir)!r}"
             )

@@ -42,10 +42,10 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def cell_origin(
-    task: int, layer: int, lego: int, num_legos: int, left: int, top: int
+    task: int, layer: int, lego_id: int, num_legos: int, left: int, top: int
 ) -> tuple[int, int]:
     """Top-left pixel of a cell (for tests and callers that annotate the image)."""
-    x = left + layer * (num_legos * CELL + LAYER_GAP) + lego * CELL
+    x = left + layer * (num_legos * CELL + LAYER_GAP) + lego_id * CELL
     return x, top + task * CELL
 
 

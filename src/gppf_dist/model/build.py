@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from gppf_dist.config.model import ModelConfig
-from gppf_dist.model.lego import LegoLayer
+from gppf_dist.model.owners import OwnerMap
 from gppf_dist.model.resnet import LegoResNet
 from gppf_dist.model.router import TaskRouter
 from gppf_dist.tasks.base import TaskSpec
@@ -93,32 +93,14 @@ class GppfModel(nn.Module):
         """[num_tasks, num_layers, N] current gate weights (0 for unselected), detached."""
         return self.router.usage()
 
-    def param_owners(self) -> dict[str, str]:
-        """Parameter name → owner: "shared", "task:<name>" or "lego:<layer>:<lego id>".
+    def active_legos(self, task: str) -> set[tuple[int, int]]:
+        """(layer, lego id) pairs `task` routes to at the current step."""
+        route = self.router.route(task)
+        return {(layer, int(i)) for layer, ids in enumerate(route.indices) for i in ids}
 
-        Task-specific parameters are the task's head and its router logits; lego ids are global
-        within their layer (layer = position along the backbone's forward order).
-        """
-        owners: dict[str, str] = {}
-        lego_prefix = {}
-        lego_layers = [
-            (name, m) for name, m in self.backbone.named_modules() if isinstance(m, LegoLayer)
-        ]
-        for li, (name, layer) in enumerate(lego_layers):
-            for i in range(len(layer.legos)):
-                lego_prefix[f"backbone.{name}.legos.{i}."] = f"lego:{li}:{i}"
-        for name, _ in self.named_parameters():
-            owner = "shared"
-            parts = name.split(".")
-            if parts[0] == "heads" or (parts[0] == "router" and parts[1] == "logits"):
-                owner = f"task:{parts[1 if parts[0] == 'heads' else 2]}"
-            else:
-                for prefix, lego in lego_prefix.items():
-                    if name.startswith(prefix):
-                        owner = lego
-                        break
-            owners[name] = owner
-        return owners
+    def param_owners(self) -> OwnerMap:
+        """Who owns each parameter: shared, one task, or one lego (`owners.py`)."""
+        return OwnerMap.of_gppf(self)
 
 
 def build_model(cfg: ModelConfig, specs: dict[str, TaskSpec]) -> GppfModel:

@@ -71,11 +71,11 @@ def mixture(
 
 
 class LegoLayer(nn.Module):
-    """`num_legos` units built by `make_lego`; `forward` mixes the selected ones."""
+    """`num_legos` units built by `new_unit`; `forward` mixes the selected ones."""
 
-    def __init__(self, num_legos: int, make_lego: Callable[[], nn.Module]) -> None:
+    def __init__(self, num_legos: int, new_unit: Callable[[], nn.Module]) -> None:
         super().__init__()
-        self.legos = nn.ModuleList(make_lego() for _ in range(num_legos))
+        self.legos = nn.ModuleList(new_unit() for _ in range(num_legos))
         self.fused = True
         """Use the lego class's `fused_mixture(legos, h, gates)` when it has one."""
         self.checkpointed = False

@@ -34,7 +34,7 @@ from gppf_dist.tasks.layers import conv_gn, group_norm
 
 
 class BottleneckLego(nn.Module):
-    """One lego: the residual branch of a bottleneck block at constant width and resolution."""
+    """One lego, the residual branch of a bottleneck block at constant width and resolution."""
 
     def __init__(self, width: int, mid: int, max_groups: int) -> None:
         super().__init__()

@@ -29,7 +29,7 @@ PYRAMID_STRIDES = (4, 8, 16, 32)
 
 
 class MLPLego(nn.Module):
-    """One lego: a two-layer GELU MLP of hidden width `hidden`."""
+    """One lego, a two-layer GELU MLP of hidden width `hidden`."""
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()

@@ -5,8 +5,8 @@ A lego layer's contract is `mix(h, indices, gates) = Σ_{i∈indices} g_i · leg
 inside the EP group:
 
   1. dispatch: a rank sends its activation h (the whole batch of its current task) to each
-     other owner of a selected lego: the same tensor to each, from where it lies, no k-fold
-     send buffer (`all_to_all.exchange`: uneven and zero sizes);
+     other owner of a selected lego (the same tensor to each, from where it lies, no k-fold
+     send buffer; `all_to_all.exchange`: uneven and zero sizes);
   2. each owner applies its selected legos, gated by the task's route, to every activation it got;
   3. combine: results go back by the reverse exchange and are summed.
 

@@ -63,11 +63,11 @@ class EPLayout:
     def all_edp_groups(self) -> list[list[int]]:
         return [self.edp_group(e) for e in range(self.ep_size)]
 
-    def owner(self, lego: int, layer: int) -> int:
-        """EP rank that holds lego `lego` of lego layer `layer`."""
+    def owner(self, lego_id: int, layer: int) -> int:
+        """EP rank that holds lego `lego_id` of lego layer `layer`."""
         if self.placement:
-            return self.placement[layer][lego]
-        return lego // self.legos_per_rank
+            return self.placement[layer][lego_id]
+        return lego_id // self.legos_per_rank
 
     def owned(self, ep_rank: int, layer: int) -> list[int]:
         return [i for i in range(self.num_legos) if self.owner(i, layer) == ep_rank]

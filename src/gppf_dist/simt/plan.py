@@ -17,7 +17,8 @@ Example, 8 equal tasks on 3 ranks: rank0 = [t0, t3, t6], rank1 = [t1, t4, t7], r
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,21 @@ class Work:
 class Plan:
     world_size: int
     per_rank: tuple[tuple[Work, ...], ...]
+
+    def to_state(self) -> dict[str, Any]:
+        """JSON-friendly form, kept in checkpoints (the plan in force when they were saved)."""
+        return asdict(self)
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None, world_size: int) -> Plan | None:
+        """The saved plan, if it was made for this world size (else the caller re-plans)."""
+        if not state or state["world_size"] != world_size:
+            return None
+        per_rank = tuple(
+            tuple(Work(w["task"], tuple(w["stream_ids"]), w["local_batch"]) for w in works)
+            for works in state["per_rank"]
+        )
+        return cls(world_size, per_rank)
 
     def rank_work(self, rank: int) -> tuple[Work, ...]:
         return self.per_rank[rank]

@@ -3,7 +3,7 @@
 Plain DDP averages every parameter's gradient over every rank, so a task head that only some
 ranks ran is diluted, and a head whose task did not run at all still gets a zero-gradient update
 (weight decay, Adam moments). Here every rank derives, from the plan alone, the same set of
-parameters that *some* rank produced a gradient for this step:
+parameters that *some* rank produced a gradient for this step (`model/owners.py`):
 
     shared parameters  +  for each task present this step: its head, router row and its legos.
 
@@ -23,27 +23,6 @@ import torch.distributed as dist
 from torch import nn
 
 BUCKET_BYTES = 32 * 1024 * 1024
-
-
-def produced_parameters(
-    owners: dict[str, str], present: Iterable[str], active_legos: dict[str, set[tuple[int, int]]]
-) -> set[str]:
-    """Names of the parameters that some rank has a gradient for this step.
-
-    owners: name -> "shared" | "task:<t>" | "lego:<layer>:<id>" (see GppfModel.param_owners).
-    present: tasks that run this step. active_legos: task -> {(layer, lego id)} it routes to.
-    """
-    present = set(present)
-    legos = {f"lego:{layer}:{i}" for t in present for layer, i in active_legos.get(t, set())}
-    out = set()
-    for name, owner in owners.items():
-        if (
-            owner == "shared"
-            or (owner.startswith("task:") and owner[5:] in present)
-            or (owner.startswith("lego:") and owner in legos)
-        ):
-            out.add(name)
-    return out
 
 
 def _buckets(params: list[nn.Parameter]) -> list[list[nn.Parameter]]:

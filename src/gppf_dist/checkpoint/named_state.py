@@ -9,8 +9,8 @@ owner in EP group 0). Loading reads what this rank holds under the *current* lay
 
 Under ZeRO 1/2 with expert parallelism, DeepSpeed's files hold the shared parameters' optimizer
 state (partitioned by ZeRO) and the lego files hold the legos' (their own optimizer,
-`lego_optim.py`): `shared.pt` then has parameters and buffers only (`"optim": None`), for tools
-such as gppf-extract, and training resumes load just the legos from here (`legos_only`).
+`engine/lego_optim.py`): `shared.pt` then has parameters and buffers only (`"optim": None`), for
+tools such as gppf-extract, and training resumes load just the legos from here (`legos_only`).
 """
 
 from __future__ import annotations
@@ -21,12 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
-DIR = "gppf"
+from gppf_dist.checkpoint.marker import NAMED_DIR, SHARED_FILE
+from gppf_dist.model.owners import OwnerMap
+
+DIR = NAMED_DIR
 
 
-def _lego_file(owner: str) -> str:
-    _, layer, lego = owner.split(":")
-    return f"lego_{int(layer):02d}_{int(lego):02d}.pt"
+def _lego_file(key: tuple[int, int] | None) -> str:
+    assert key is not None
+    return f"lego_{key[0]:02d}_{key[1]:02d}.pt"
 
 
 def _opt_state(optimizer: torch.optim.Optimizer, p: nn.Parameter) -> dict[str, Any]:
@@ -37,7 +40,7 @@ def _opt_state(optimizer: torch.optim.Optimizer, p: nn.Parameter) -> dict[str, A
 def save_named_state(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
-    owners: dict[str, str],
+    owners: OwnerMap,
     tag_dir: Path,
     *,
     write_shared: bool,
@@ -48,7 +51,7 @@ def save_named_state(
     out.mkdir(parents=True, exist_ok=True)
     params = dict(module.named_parameters())
     if write_shared:
-        shared = {n: p for n, p in params.items() if not owners[n].startswith("lego:")}
+        shared = {n: p for n, p in params.items() if not owners.is_lego(n)}
         state = {
             "params": {n: p.detach().cpu() for n, p in shared.items()},
             "buffers": {n: b.detach().cpu() for n, b in module.named_buffers()},
@@ -56,12 +59,12 @@ def save_named_state(
             if legos_only
             else {n: _opt_state(optimizer, p) for n, p in shared.items()},
         }
-        torch.save(state, out / "shared.pt")
+        torch.save(state, out / SHARED_FILE)
     if write_legos:
         files: dict[str, dict[str, Any]] = {}
         for n, p in params.items():
-            if owners[n].startswith("lego:"):
-                entry = files.setdefault(_lego_file(owners[n]), {"params": {}, "optim": {}})
+            if owners.is_lego(n):
+                entry = files.setdefault(_lego_file(owners.lego(n)), {"params": {}, "optim": {}})
                 entry["params"][n] = p.detach().cpu()
                 entry["optim"][n] = _opt_state(optimizer, p)
         for name, entry in files.items():
@@ -69,14 +72,14 @@ def save_named_state(
 
 
 def has_named_state(tag_dir: Path) -> bool:
-    return (tag_dir / DIR / "shared.pt").is_file()
+    return (tag_dir / DIR / SHARED_FILE).is_file()
 
 
 @torch.no_grad()
 def load_named_state(
     module: nn.Module,
     optimizer: torch.optim.Optimizer | None,
-    owners: dict[str, str],
+    owners: OwnerMap,
     tag_dir: Path,
     legos_only: bool = False,
 ) -> None:
@@ -85,17 +88,17 @@ def load_named_state(
     src = tag_dir / DIR
     params = dict(module.named_parameters())
     if legos_only:
-        params = {n: p for n, p in params.items() if owners[n].startswith("lego:")}
+        params = {n: p for n, p in params.items() if owners.is_lego(n)}
         entries = []
     else:
-        entries = [torch.load(src / "shared.pt", weights_only=False)]
+        entries = [torch.load(src / SHARED_FILE, weights_only=False)]
         if optimizer is not None and entries[0]["optim"] is None:
             raise ValueError(
                 f"checkpoint {str(tag_dir)!r} was saved under ZeRO 1/2: the optimizer state of its "
                 "shared parameters is in DeepSpeed's partitioned files; resume it with the "
                 "`parallel.zero_stage` it was saved with"
             )
-    wanted = {_lego_file(owners[n]) for n in params if owners[n].startswith("lego:")}
+    wanted = {_lego_file(owners.lego(n)) for n in params if owners.is_lego(n)}
     for name in sorted(wanted):
         if not (src / name).is_file():
             raise ValueError(f"checkpoint {str(tag_dir)!r} lacks {name}: it cannot be resumed")
@@ -125,3 +128,12 @@ def load_named_state(
         for p, state in list(optimizer.state.items()):
             if not state:
                 del optimizer.state[p]
+
+
+def read_buffers(tag_dir: Path) -> dict[str, torch.Tensor] | None:
+    """The model buffers a checkpoint saved by name (e.g. the router's frozen routes), or None
+    when it has no topology-free files."""
+    path = tag_dir / DIR / SHARED_FILE
+    if not path.is_file():
+        return None
+    return torch.load(path, weights_only=False)["buffers"]
