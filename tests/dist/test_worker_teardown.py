@@ -40,21 +40,24 @@ def _failing_worker(cfg: RunConfig, fail_at: int) -> dict[str, Any]:
     }
 
 
-def test_a_failing_step_still_closes_loaders_metrics_and_process_group(
-    compose_run: Any, tiny_shards: Path, tmp_path: Path
-) -> None:
-    run_dir = tmp_path / "run"
-    cfg = compose_run(
+def _config(compose_run: Any, shards: Path, run_dir: Path, *overrides: str) -> RunConfig:
+    run_dir.mkdir()
+    return compose_run(
         "experiment=demo",
-        f"data.root={tiny_shards}",
+        f"data.root={shards}",
         f"run.dir={run_dir}",
         "logger=none",
         "trainer.progress=false",
         "trainer.eval_at_start=false",
-        "trainer.max_steps=4",
-        "data.num_workers=1",
+        *overrides,
     )
-    run_dir.mkdir()
+
+
+def test_a_failing_step_still_closes_loaders_metrics_and_process_group(
+    compose_run: Any, tiny_shards: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    cfg = _config(compose_run, tiny_shards, run_dir, "trainer.max_steps=4", "data.num_workers=1")
     (result,) = run_distributed(_failing_worker, 1, cfg, 1)
     assert result["error"] == "injected fault in the step"
     assert not result["initialized"]
@@ -67,16 +70,7 @@ def test_a_fault_in_the_first_step_is_raised_and_nothing_is_left_open(
     compose_run: Any, tiny_shards: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    cfg = compose_run(
-        "experiment=demo",
-        f"data.root={tiny_shards}",
-        f"run.dir={run_dir}",
-        "logger=none",
-        "trainer.progress=false",
-        "trainer.eval_at_start=false",
-        "trainer.max_steps=2",
-    )
-    run_dir.mkdir()
+    cfg = _config(compose_run, tiny_shards, run_dir, "trainer.max_steps=2")
     (result,) = run_distributed(_failing_worker, 1, cfg, 0)
     assert result["error"] == "injected fault in the step" and not result["initialized"]
     assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
