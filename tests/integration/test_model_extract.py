@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from gppf_dist.checkpoint.manager import mark_complete
+from gppf_dist.checkpoint.weights import MODEL_STATES
 from gppf_dist.cli import extract as extract_cli
 from gppf_dist.config.load import save_run_config
 from gppf_dist.config.schema import RunConfig
@@ -102,7 +103,7 @@ def fake_run_dir(run_dir: Path, cfg: RunConfig) -> None:
     save_run_config(cfg, run_dir / "config.yaml")
     tag_dir = run_dir / "checkpoints" / "step_00000007"
     tag_dir.mkdir(parents=True)
-    torch.save({"module": model.state_dict()}, tag_dir / extract_cli.MODEL_STATES)
+    torch.save({"module": model.state_dict()}, tag_dir / MODEL_STATES)
     mark_complete(run_dir / "checkpoints", "step_00000007", {"step": 7})
 
 

@@ -11,6 +11,7 @@ import pytest
 from gppf_dist.checkpoint.client_state import ClientState
 from gppf_dist.checkpoint.manager import mark_complete, resume_tag
 from gppf_dist.checkpoint.marker import COMPLETE, ZERO_UNKNOWN, Marker, Topology, read_marker
+from gppf_dist.data.streams import StreamPosition
 from gppf_dist.logging.run_files import read_json, write_json_atomic
 
 
@@ -46,8 +47,11 @@ def test_a_damaged_marker_names_its_file(tmp_path: Path) -> None:
 
 
 def test_client_state_round_trips_and_old_states_get_defaults() -> None:
-    state = ClientState(5, {"det": {0: "pos"}}, "abc", 2, {"x": 1}, {"world_size": 2}, None)
-    assert ClientState.from_dict(state.to_dict()) == state
+    positions = {"det": {0: StreamPosition(1, 7)}}
+    state = ClientState(5, positions, "abc", 2, {"x": 1}, {"world_size": 2}, None)
+    saved = state.to_dict()
+    assert saved["data_positions"]["det"][0] == StreamPosition(1, 7)  # kept as it is
+    assert ClientState.from_dict(saved) == state
     old = ClientState.from_dict({"step": 7, "data_positions": {}, "wandb_run_id": "r"})
     assert (old.step, old.world_size, old.costs, old.plan, old.rng) == (7, 0, None, None, None)
     assert ClientState.from_dict({"ds_extra_key": 1}).step == 0  # DeepSpeed's own keys ignored

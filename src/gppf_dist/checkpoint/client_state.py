@@ -8,7 +8,7 @@ exactly at another world size: the new plan simply hands the streams to differen
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,8 @@ class ClientState:
     """Python, NumPy and torch CPU generator states (`rng_state`)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Field name -> value, values as they are (positions stay `StreamPosition`s)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, state: dict[str, Any]) -> ClientState:
