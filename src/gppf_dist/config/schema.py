@@ -63,10 +63,14 @@ class TrainerSection:
     set false for bit-level comparisons across world sizes on a GPU)."""
     cudnn_benchmark: bool = True
     """CUDA only: let cuDNN time its convolution algorithms per input shape on first use."""
+    cpu_threads: int = 0
+    """Intra-op CPU threads per worker; 0 sizes them from the cores the local workers share,
+    unless OMP_NUM_THREADS is set (see dist/threads.py)."""
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 0, "trainer.max_steps", self.max_steps, "must be >= 0")
         _check(self.lr > 0, "trainer.lr", self.lr, "must be > 0")
+        _check(self.cpu_threads >= 0, "trainer.cpu_threads", self.cpu_threads, "must be >= 0")
         _check(self.log_every >= 1, "trainer.log_every", self.log_every, "must be >= 1")
         _check(
             self.checkpoint_every >= 1,
@@ -110,6 +114,9 @@ class TaskSection:
     cost: float = 1.0
     """Relative compute cost per sample, used by the cost-aware planner until it has measured
     costs (e.g. 10 for detection at 800 px against 1 for 224 px classification)."""
+    max_local_batch: int = 0
+    """Memory cap: at most this many samples per forward pass on one rank (0: no cap). A larger
+    share runs as several micro-batches whose gradients accumulate; losses are unchanged."""
 
 
 @dataclass(kw_only=True)

@@ -34,6 +34,7 @@ from gppf_dist.dist.env import (
     rank_info_from_env,
     shutdown_distributed,
 )
+from gppf_dist.dist.threads import configure_threads
 from gppf_dist.engine.assemble import AssembledStep, assemble_step
 from gppf_dist.engine.evaluate import evaluate
 from gppf_dist.engine.experts import locality_affinity, resumed_placement
@@ -88,9 +89,12 @@ def run_worker(cfg: RunConfig) -> None:
 
 def build(cfg: RunConfig, opened: ExitStack) -> Worker:
     """Process group, checks, tasks, the assembled step, resume, loaders, logging."""
+    threads = configure_threads(cfg.trainer.cpu_threads)
     device = pick_device(cfg.trainer.device, rank_info_from_env())
     info = init_distributed(cfg.parallel.backend, device, cfg.parallel.timeout_s)
     opened.callback(shutdown_distributed)
+    if info.is_main:
+        print(f"workers: {info.world_size} on {device.type}; rank 0 runs {threads}", flush=True)
     configure_cuda_math(device, tf32=cfg.trainer.tf32, cudnn_benchmark=cfg.trainer.cudnn_benchmark)
     validate_run(cfg, info.world_size)
     seed_everything(cfg.trainer.seed)
@@ -104,7 +108,9 @@ def build(cfg: RunConfig, opened: ExitStack) -> Worker:
         names = model.router.task_names
         placement = resumed_placement(cfg, taskset.batch_sizes, names, info.is_main)
     tasks = {
-        name: TaskRuntime(i, taskset.types[name], TaskWeights(t.weight, t.batch_size))
+        name: TaskRuntime(
+            i, taskset.types[name], TaskWeights(t.weight, t.batch_size), t.max_local_batch
+        )
         for i, (name, t) in enumerate(taskset.active.items())
     }
     loaders = TaskLoaders(cfg, manifest, taskset.specs, taskset.types, device)
