@@ -24,6 +24,7 @@ class ResizeTaskType:
     name = "fake"
     primary_metric = "none"
     higher_is_better = True
+    couples_samples = False
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

@@ -54,3 +54,21 @@ def test_throughput_reports_images_per_second_flops_and_mfu() -> None:
     expected_mfu = result["img_per_s"] * result["train_gflop_per_img"] / 1000
     assert result["mfu"] == pytest.approx(expected_mfu)
     assert result["config"]["precision"] == "bf16" and result["config"]["channels_last"]
+
+
+def test_plan_simulator_on_the_reference_profile() -> None:
+    """1,024 ranks: balanced (>= 0.97) with no idle rank; 4,096 ranks planned in <= 50 ms."""
+    out = {}
+    for world in (1024, 4096):
+        proc = subprocess.run(
+            [BENCH, "plan", "--world", str(world), "--json"],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[world] = json.loads(proc.stdout)
+    big = out[1024]
+    assert big["efficiency"] >= 0.97 and big["idle_ranks"] == 0
+    assert big["read_amplification"] >= 1.0 and big["allreduce_bytes_per_rank"] > 0
+    assert big["step_ms"] >= big["compute_ms"] > 0
+    assert out[4096]["plan_ms"] <= 50.0
+    assert out[4096]["idle_ranks"] == 0

@@ -104,3 +104,25 @@ def test_dry_run_prints_the_plan_and_starts_nothing(demo_shards: Path, tmp_path:
     assert proc.returncode == 0, proc.stderr
     assert "rank 2:" in proc.stdout and "predicted balance efficiency" in proc.stdout
     assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_memory_caps_do_not_change_the_losses(
+    straight: Straight, demo_shards: Path, tmp_path: Path
+) -> None:
+    """Every task capped at 2 samples per forward (re-ID at its group of 4: its triplet loss
+    couples one stream's share) runs as micro-batches with the uncapped run's losses."""
+    tasks = ["attr", "cls_object", "cls_scene", "det", "face", "pose", "seg"]
+    caps = [f"simt.tasks.{t}.max_local_batch=2" for t in tasks]
+    run_train(
+        tmp_path,
+        demo_shards,
+        "launcher.nproc=1",
+        "trainer.max_steps=5",
+        *COMMON,
+        *caps,
+        "simt.tasks.reid.max_local_batch=4",
+    )
+    ref, capped = losses(straight(1, 5)), losses(tmp_path)
+    assert sorted(capped) == sorted(ref)
+    for step, value in ref.items():
+        assert abs(capped[step] - value) <= 1e-4 * abs(value), (step, value, capped[step])

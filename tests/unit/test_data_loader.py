@@ -197,3 +197,50 @@ def test_eval_is_deterministic_without_augmentation(corpus: tuple[Path, Manifest
     a, b = list(iter_eval_batches(**kw)), list(iter_eval_batches(**kw))
     assert [x.keys for x in a] == [x.keys for x in b]
     assert all(torch.equal(x.images, y.images) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize(("take", "micro"), [((1, 2 * PSB - 1), 0), ((0, 3), 0), ((2, 7), 2)])
+def test_a_slice_and_its_micro_batches_are_the_whole_batch_s_samples(
+    corpus: tuple[Path, Manifest], take: tuple[int, int], micro: int
+) -> None:
+    whole = _loader(corpus, [1, 2])
+    part = _loader(corpus, [1, 2], take=take, micro_batch=micro)
+    per_step = -(-(take[1] - take[0]) // micro) if micro else 1
+    for _ in range(4):
+        expected = next(whole)
+        got = [next(part) for _ in range(per_step)]
+        assert [k for b in got for k in b.keys] == expected.keys[take[0] : take[1]]
+        images = torch.cat([b.images for b in got])
+        assert torch.equal(images, expected.images[take[0] : take[1]])
+        groups = torch.cat([b.groups for b in got])
+        assert torch.equal(groups, expected.groups[take[0] : take[1]])
+        assert all(len(b.keys) <= (micro or len(b.keys)) for b in got)
+        assert part.positions() == whole.positions()  # every stream read whole, as before
+
+
+def test_a_stream_shared_by_two_slices_counts_its_skips_once(
+    corpus: tuple[Path, Manifest],
+) -> None:
+    root, manifest = corpus
+
+    class Fussy(ResizeTaskType):  # every sample whose key ends in 3 or 7 is bad
+        def prepare(self, sample, spec, train, rng):  # noqa: ANN001, ANN202
+            if sample.key[-1] in "37":
+                raise ValueError(f"sample {sample.key!r}: bad")
+            return super().prepare(sample, spec, train, rng)
+
+    def loader(take: tuple[int, int] | None) -> TaskLoader:
+        return _loader(corpus, [0, 1], task_type=Fussy(), take=take)
+
+    whole, head, tail = loader(None), loader((0, PSB + 1)), loader((PSB + 1, 2 * PSB))
+    for _ in range(6):
+        batch = next(whole)
+        assert next(head).keys + next(tail).keys == batch.keys
+    total = sum(whole.skipped.values())
+    assert total > 0
+    assert sum(head.skipped.values()) + sum(tail.skipped.values()) == total
+
+
+def test_a_slice_outside_its_streams_names_the_task(corpus: tuple[Path, Manifest]) -> None:
+    with pytest.raises(ValueError, match="task 'cls_object': samples \\[2, 9\\]"):
+        _loader(corpus, [0, 1], take=(2, 9))

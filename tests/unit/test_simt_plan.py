@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gppf_dist.simt.plan import (
-    TaskDemand,
-    make_plan,
-    plan_cost_aware,
-    plan_static,
-    present_tasks,
-)
+from gppf_dist.simt.divisible import plan_divisible
+from gppf_dist.simt.plan import Plan, TaskDemand, plan_static, present_tasks
+from gppf_dist.simt.taskset import make_plan
 
 TASKS = ["attr", "cls_object", "cls_scene", "det", "face", "pose", "reid", "seg"]
 
@@ -76,23 +72,34 @@ def test_cost_aware_plan_balances_a_10x_cost_spread(world: int, streams: int) ->
     # A task can use at most S_t ranks, so wide worlds need enough canonical streams.
     mix = demands(SPREAD, streams=streams)
     static = plan_static(mix, world).balance_efficiency(mix)
-    cost = plan_cost_aware(mix, world).balance_efficiency(mix)
+    cost = plan_divisible(mix, world).balance_efficiency(mix)
     assert cost >= 0.9, cost
     assert static < 0.9, static
 
 
-@pytest.mark.parametrize("world", [1, 2, 3, 5, 8, 13, 16, 40])
-def test_cost_aware_plan_reads_every_stream_once(world: int) -> None:
-    plan = plan_cost_aware(demands(SPREAD), world, overhead=2.0)
+def samples_of(plan: Plan, task: str, per_stream: int) -> list[int]:
+    """The global-batch sample indices the plan trains on for `task`, over all ranks."""
+    out = []
+    for works in plan.per_rank:
+        for w in works:
+            if w.task == task:
+                start = w.stream_ids[0] * per_stream + w.offset
+                assert start + w.local_batch <= (w.stream_ids[-1] + 1) * per_stream
+                out += range(start, start + w.local_batch)
+    return sorted(out)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 5, 8, 13, 16, 40, 128])
+def test_cost_aware_plan_trains_every_sample_once(world: int) -> None:
+    plan = plan_divisible(demands(SPREAD), world, overhead=2.0)
     for task in TASKS:
-        ids = sorted(
-            i for works in plan.per_rank for w in works if w.task == task for i in w.stream_ids
-        )
-        assert ids == [0, 1, 2, 3]
+        assert samples_of(plan, task, 4) == list(range(16))
+    if world <= 8 * 16:
+        assert plan.idle_ranks() == 0  # at least as many samples as ranks: nobody idles
 
 
 def test_overhead_keeps_cheap_tasks_whole() -> None:
-    plan = plan_cost_aware(demands(), 3, overhead=100.0)
+    plan = plan_divisible(demands(), 3, overhead=100.0)
     assert all(len(w.stream_ids) == 4 for works in plan.per_rank for w in works)
 
 
@@ -109,9 +116,9 @@ def test_present_tasks_follow_every() -> None:
 def test_locality_affinity_puts_tasks_where_their_legos_live() -> None:
     # Two equal tasks on two ranks; task "a"'s legos live on rank 1, task "b"'s on rank 0.
     mix = [TaskDemand("a", 8, 4), TaskDemand("b", 8, 4)]
-    plan = plan_cost_aware(mix, 2, overhead=1.0, affinity={"a": [0.5, 0.0], "b": [0.0, 0.5]})
+    plan = plan_divisible(mix, 2, overhead=1.0, affinity={"a": [0.5, 0.0], "b": [0.0, 0.5]})
     assert plan.task_ranks("a") == (1,) and plan.task_ranks("b") == (0,)
-    flipped = plan_cost_aware(mix, 2, overhead=1.0, affinity={"a": [0.0, 0.5], "b": [0.5, 0.0]})
+    flipped = plan_divisible(mix, 2, overhead=1.0, affinity={"a": [0.0, 0.5], "b": [0.5, 0.0]})
     assert flipped.task_ranks("a") == (0,) and flipped.task_ranks("b") == (1,)
 
 
@@ -120,5 +127,61 @@ def test_locality_never_outweighs_balance() -> None:
     # remote-call cost: the plan stays balanced.
     mix = demands()
     affinity = {t: [0.0, 0.1, 0.1, 0.1] for t in TASKS}
-    plan = plan_cost_aware(mix, 4, affinity=affinity)
+    plan = plan_divisible(mix, 4, affinity=affinity)
     assert all(works for works in plan.per_rank)
+
+
+# The reference profile of the cluster-scale issue: (cost per sample, global batch).
+REFERENCE = {
+    "attr": (1.0, 2048),
+    "cls_object": (1.0, 4096),
+    "cls_scene": (1.0, 4096),
+    "det": (12.0, 1024),
+    "face": (0.25, 4096),
+    "pose": (1.3, 2048),
+    "reid": (0.6, 2048),
+    "seg": (5.0, 1024),
+}
+
+
+def reference(world: int) -> list[TaskDemand]:
+    streams = max(1, world // 4)
+    return [
+        TaskDemand(t, b, streams, 1.0, c, granularity=b // streams if t == "reid" else 1)
+        for t, (c, b) in REFERENCE.items()
+    ]
+
+
+@pytest.mark.parametrize("world", [64, 256, 1024])
+def test_reference_profile_is_balanced_with_no_idle_rank(world: int) -> None:
+    mix = reference(world)
+    plan = plan_divisible(mix, world, overhead=0.5)
+    assert plan.balance_efficiency(mix, 0.5) >= 0.97
+    assert plan.idle_ranks() == 0
+    for d in mix:
+        assert samples_of(plan, d.name, d.per_stream_batch) == list(range(d.batch_size))
+
+
+def test_coupled_tasks_are_cut_at_group_boundaries_only() -> None:
+    mix = [TaskDemand("reid", 64, 8, granularity=8), TaskDemand("cls", 64, 8)]
+    plan = plan_divisible(mix, 24)
+    for works in plan.per_rank:
+        for w in works:
+            if w.task == "reid":
+                assert w.offset == 0 and w.local_batch % 8 == 0, w
+
+
+def test_memory_caps_charge_one_overhead_per_micro_batch() -> None:
+    capped = TaskDemand("det", 12, 1, cost_per_sample=1.0, max_local_batch=4)
+    assert capped.time(12, overhead=2.0) == 3 * 2.0 + 12
+    assert capped.time(5, overhead=2.0) == 2 * 2.0 + 5
+    free = TaskDemand("det", 12, 1, cost_per_sample=1.0)
+    one = plan_divisible([free], 1, overhead=2.0)
+    split = plan_divisible([capped], 1, overhead=2.0)
+    assert one.predicted_loads([free], 2.0) == [14.0]
+    assert split.predicted_loads([capped], 2.0) == [18.0]
+
+
+def test_a_cap_that_splits_a_group_names_the_key() -> None:
+    with pytest.raises(ValueError, match="`simt.tasks.reid.max_local_batch`=6"):
+        plan_divisible([TaskDemand("reid", 32, 4, granularity=8, max_local_batch=6)], 2)

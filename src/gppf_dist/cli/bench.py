@@ -1,4 +1,4 @@
-"""`gppf-bench {data,step,ep,throughput,placement} [...]`: each prints a table, or one JSON
+"""`gppf-bench {data,step,ep,throughput,placement,plan} [...]`: each prints a table, or one JSON
 object with --json. `gppf-bench gpu-check` runs the GPU checks of DESIGN.md §6 (some of these
 benchmarks among them) and prints one JSON summary."""
 
@@ -13,6 +13,7 @@ BENCHES = {
     "ep": "gppf_dist.bench.ep",
     "throughput": "gppf_dist.bench.throughput",
     "placement": "gppf_dist.bench.placement",
+    "plan": "gppf_dist.bench.plan",
     "gpu-check": "gppf_dist.bench.gpu_check",
 }
 

@@ -19,7 +19,7 @@ from gppf_dist.data.decode import SkipCounter
 from gppf_dist.data.eval_loader import EvalIterator, iter_eval_batches
 from gppf_dist.data.manifest import Manifest
 from gppf_dist.data.pipeline import SampleContext
-from gppf_dist.data.stream_reader import StreamReader, assemble
+from gppf_dist.data.stream_reader import StreamChunk, StreamReader, assemble
 from gppf_dist.data.streams import StreamPosition, stream_shards
 from gppf_dist.data.workers import WorkerPool
 from gppf_dist.tasks.base import Batch, TaskSpec, TaskType
@@ -53,6 +53,8 @@ class TaskLoader:
         shards_per_group: int = 1,
         num_workers: int = 0,
         mp_context: str | None = None,
+        take: tuple[int, int] | None = None,
+        micro_batch: int = 0,
     ) -> None:
         if per_stream_batch < 1:
             raise ValueError(
@@ -62,6 +64,22 @@ class TaskLoader:
             raise ValueError(f"task {task!r}: num_workers must be >= 0, got {num_workers}")
         if len(set(stream_ids)) != len(stream_ids):
             raise ValueError(f"task {task!r}: stream_ids has duplicates: {stream_ids}")
+        whole = (0, per_stream_batch * len(stream_ids))
+        take = take or whole
+        if not (0 <= take[0] < take[1] <= whole[1] or take == whole):
+            raise ValueError(
+                f"task {task!r}: samples {list(take)} are not within the {whole[1]} samples of "
+                f"streams {list(stream_ids)}"
+            )
+        self.take = take
+        if micro_batch < 0:
+            raise ValueError(f"task {task!r}: micro_batch must be >= 0, got {micro_batch}")
+        self.micro_batch = micro_batch
+        self._pending: list[Batch] = []
+        # A stream whose first sample a slice does not train on is another rank's to count.
+        first_owned = 0 if take[0] == 0 else -(-take[0] // per_stream_batch)
+        self._owned = set(stream_ids[first_owned:])
+        self._skipped: dict[str, int] = {}
         tm = manifest.task(task)
         shards = tm.shards(split)
         self.task = task
@@ -112,6 +130,13 @@ class TaskLoader:
         return self
 
     def __next__(self) -> Batch:
+        """The next batch: the step's slice, or with `micro_batch` its next micro-batch (a step
+        then yields ceil(slice / micro_batch) batches in order)."""
+        if not self._pending:
+            self._pending = self._read_step()
+        return self._pending.pop(0)
+
+    def _read_step(self) -> list[Batch]:
         if not self.stream_ids:
             raise StopIteration
         if self._pool is not None:
@@ -122,7 +147,31 @@ class TaskLoader:
             chunks = [r.take_chunk(self.per_stream_batch) for r in self._readers]
         for c in chunks:
             self._positions[c.stream] = c.position
-        return assemble(self.task, self.task_type, chunks)
+            if c.stream in self._owned:
+                for reason, n in c.skipped.items():
+                    self._skipped[reason] = self._skipped.get(reason, 0) + n
+        parts = self._sliced(chunks, *self.take)
+        if not self.micro_batch:
+            return [assemble(self.task, self.task_type, parts)]
+        size = self.take[1] - self.take[0]
+        return [
+            assemble(
+                self.task, self.task_type, self._sliced(parts, lo, min(lo + self.micro_batch, size))
+            )
+            for lo in range(0, size, self.micro_batch)
+        ]
+
+    @staticmethod
+    def _sliced(chunks: list[StreamChunk], start: int, stop: int) -> list[StreamChunk]:
+        """Samples [start, stop) of the chunks' concatenation."""
+        out, offset = [], 0
+        for c in chunks:
+            n = len(c.keys)
+            lo, hi = max(start - offset, 0), min(stop - offset, n)
+            if lo < hi:
+                out.append(c.part(lo, hi))
+            offset += n
+        return out
 
     def positions(self) -> dict[int, StreamPosition]:
         """Per stream, where the next step starts (merge the dicts of all ranks to checkpoint)."""
@@ -130,8 +179,10 @@ class TaskLoader:
 
     @property
     def skipped(self) -> dict[str, int]:
-        """Samples skipped so far (by reason) in the steps this loader returned."""
-        return dict(self._ctx.skips.counts)
+        """Samples skipped so far (by reason) in the steps this loader returned, in the streams
+        it owns (a stream read by several ranks is counted by the one training on its first
+        sample, so the counts summed over ranks are the run's)."""
+        return dict(self._skipped)
 
     def close(self) -> None:
         """Stop worker processes, if any; the loader cannot be iterated afterwards."""

@@ -9,7 +9,7 @@ the result does not depend on which process read which stream.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -34,6 +34,19 @@ class StreamChunk:
     """Per-sample targets as `TaskType.prepare` returned them (collated later, per step)."""
     position: StreamPosition
     """Where the stream's next step starts."""
+    skipped: dict[str, int] = field(default_factory=dict)
+    """Samples skipped (by reason) while reading this chunk."""
+
+    def part(self, start: int, stop: int) -> StreamChunk:
+        """Samples [start, stop) of the chunk (a plan's slice can start or end inside it)."""
+        if (start, stop) == (0, len(self.keys)):
+            return self
+        return replace(
+            self,
+            keys=self.keys[start:stop],
+            images=self.images[start:stop],
+            targets=self.targets[start:stop],
+        )
 
 
 class StreamReader:
@@ -114,14 +127,21 @@ class StreamReader:
 
     def take_chunk(self, n: int, stack: bool = False) -> StreamChunk:
         """The next `n` good samples as this stream's chunk of a step."""
+        before = dict(self.ctx.skips.counts)
         items = self.take(n)
         images = [img for _, img, _ in items]
+        skipped = {
+            reason: count - before.get(reason, 0)
+            for reason, count in self.ctx.skips.counts.items()
+            if count != before.get(reason, 0)
+        }
         return StreamChunk(
             stream=self.stream,
             keys=[k for k, _, _ in items],
             images=torch.stack(images) if stack else images,
             targets=[t for _, _, t in items],
             position=self.position(),
+            skipped=skipped,
         )
 
 

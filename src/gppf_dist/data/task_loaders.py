@@ -27,6 +27,7 @@ class PlannedWork(Protocol):
     task: str
     stream_ids: tuple[int, ...]
     local_batch: int
+    offset: int
 
 
 class TaskLoaders:
@@ -51,8 +52,10 @@ class TaskLoaders:
         positions (task -> stream id -> position; streams not in it start at the beginning)."""
         self.close()
         cfg = self.cfg
+        active = cfg.simt.active_tasks()
         for work in works:
             saved = {int(k): v for k, v in positions.get(work.task, {}).items()}
+            per_stream = active[work.task].batch_size // cfg.data.streams_per_task
             loader = TaskLoader(
                 root=Path(cfg.data.root),
                 manifest=self.manifest,
@@ -61,11 +64,13 @@ class TaskLoaders:
                 task_type=self.types[work.task],
                 num_streams=cfg.data.streams_per_task,
                 stream_ids=list(work.stream_ids),
-                per_stream_batch=work.local_batch // len(work.stream_ids),
+                per_stream_batch=per_stream,
                 seed=cfg.trainer.seed,
                 train=True,
                 start_positions={s: saved[s] for s in work.stream_ids if s in saved} or None,
                 num_workers=cfg.data.num_workers,
+                take=(work.offset, work.offset + work.local_batch),
+                micro_batch=active[work.task].max_local_batch,
             )
             channels_last = cfg.trainer.channels_last
             self.active[work.task] = DevicePrefetcher(loader, self.device, channels_last)

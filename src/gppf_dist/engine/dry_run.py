@@ -6,6 +6,7 @@ Uses the measured cost table of the newest complete checkpoint in run.dir when t
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from gppf_dist.checkpoint.manager import find_latest
@@ -27,6 +28,25 @@ def describe_plan(cfg: RunConfig, world_size: int) -> str:
     source = f"costs measured up to {tag}" if measured else "config cost hints"
     plan = taskset.plan(costs, world_size)
     demands = taskset.demands(costs if measured else None)
-    return f"planner={cfg.simt.planner} ({source})\n" + plan.describe(
-        demands, taskset.overhead(costs)
+    overhead = taskset.overhead(costs)
+    text = f"planner={cfg.simt.planner} ({source})\n" + plan.describe(demands, overhead)
+    efficiency = plan.balance_efficiency(demands, overhead)
+    return text + _caps_note(taskset, costs, world_size, efficiency)
+
+
+def _caps_note(taskset: TaskSet, costs: CostTable, world_size: int, efficiency: float) -> str:
+    """A line when memory caps (`max_local_batch`) cost balance: the efficiency without them."""
+    capped = [n for n, t in taskset.active.items() if t.max_local_batch]
+    if not capped:
+        return ""
+    active = {n: replace(t, max_local_batch=0) for n, t in taskset.active.items()}
+    uncapped = replace(taskset, active=active)
+    demands = uncapped.demands(costs if costs.complete(taskset.names) else None)
+    best = uncapped.plan(costs, world_size).balance_efficiency(demands, uncapped.overhead(costs))
+    if efficiency >= best - 0.005:
+        return ""
+    keys = ", ".join(f"simt.tasks.{n}.max_local_batch" for n in capped)
+    return (
+        f"\n  memory caps ({keys}) lower the predicted balance efficiency from {best:.3f} to "
+        f"{efficiency:.3f}: each micro-batch pays the per-task overhead"
     )

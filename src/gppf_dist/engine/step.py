@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -43,6 +43,9 @@ class TaskRuntime:
     index: int
     task_type: TaskType
     weights: TaskWeights
+    max_local_batch: int = 0
+    """Samples per forward pass at most (0: the whole share in one); the loader yields the
+    share as that many micro-batches."""
 
 
 @dataclass
@@ -102,13 +105,28 @@ def _compute(ctx: StepContext) -> contextlib.AbstractContextManager:
     return torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.precision == "bf16")
 
 
+def _forwards(ctx: StepContext, plan: Plan, present: set[str], rank: int) -> list[Work]:
+    """`rank`'s forward passes this step, in order: one per work of a present task, or one per
+    micro-batch when the task caps its samples per forward (`max_local_batch`)."""
+    out = []
+    for w in plan.rank_work(rank):
+        if w.task not in present:
+            continue
+        cap = ctx.tasks[w.task].max_local_batch or w.local_batch
+        out += [
+            replace(w, local_batch=min(cap, w.local_batch - lo))
+            for lo in range(0, w.local_batch, cap)
+        ]
+    return out
+
+
 def _micro_steps(ctx: StepContext, plan: Plan, present: set[str]) -> list[Work | None]:
-    """This rank's works in order; under EP padded with None (idle micro-steps) to the longest
-    list in its EP group, so the group's lego exchanges stay in lockstep."""
-    mine: list[Work | None] = [w for w in plan.rank_work(ctx.rank) if w.task in present]
+    """This rank's forward passes in order; under EP padded with None (idle micro-steps) to the
+    longest list in its EP group, so the group's lego exchanges stay in lockstep."""
+    mine: list[Work | None] = list(_forwards(ctx, plan, present, ctx.rank))
     if ctx.ep is None:
         return mine
-    longest = max(sum(w.task in present for w in plan.rank_work(r)) for r in ctx.ep_ranks)
+    longest = max(len(_forwards(ctx, plan, present, r)) for r in ctx.ep_ranks)
     return mine + [None] * (longest - len(mine))
 
 
@@ -116,7 +134,7 @@ def _begin_ep(ctx: StepContext, plan: Plan, present: set[str], j: int) -> None:
     assert ctx.ep is not None
     peers = []
     for r in ctx.ep_ranks:
-        works = [w for w in plan.rank_work(r) if w.task in present]
+        works = _forwards(ctx, plan, present, r)
         peers.append(
             PeerWork(works[j].task, works[j].local_batch) if j < len(works) else PeerWork(None)
         )

@@ -1,15 +1,15 @@
 """SIMT task-to-rank planners: pure functions, identical on every rank, no communication.
 
 A task's global batch B_t is split evenly over its S_t canonical data streams (world-size
-independent), so a plan only decides which rank reads which streams; the losses do not depend on
-it, only the speed does. A rank with several tasks runs them in turn and accumulates gradients
-before the single optimizer step.
+independent); a plan decides which rank trains on which samples of it (whole streams, or a
+contiguous slice); the losses do not depend on it, only the speed does. A rank with several tasks
+runs them in turn and accumulates gradients before the single optimizer step.
 
 * `plan_static` (the classic proportional scheme): whole tasks packed onto ranks by batch size
   (LPT) when world_size <= tasks; otherwise rank groups sized in proportion to B_t.
-* `plan_cost_aware`: stream-level LPT on *measured* per-sample costs plus a per-(rank, task)
-  overhead, minimising the slowest rank's predicted time; an expensive task is spread over
-  several ranks while cheap ones share a rank.
+* `divisible.plan_divisible` (the `cost` planner): any rank may take any contiguous slice of a
+  task's batch; fills every rank up to the smallest makespan on measured per-sample costs, with
+  a per-(rank, task) overhead, memory caps and lego locality.
 
 Example, 8 equal tasks on 3 ranks: rank0 = [t0, t3, t6], rank1 = [t1, t4, t7], rank2 = [t2, t5].
 """
@@ -32,10 +32,24 @@ class TaskDemand:
     """Predicted time per sample (forward + backward); the cost table refines it as it trains."""
     every: int = 1
     """The task runs on steps where step % every == 0 (1 = every step, the SIMT default)."""
+    granularity: int = 1
+    """Plans cut the task's batch only at multiples of this (its loss couples the samples of a
+    group: one stream's share, see `tasks/base.py`)."""
+    max_local_batch: int = 0
+    """At most this many samples per forward pass on a rank (0: no cap); larger shares run as
+    several micro-batches."""
 
     @property
     def per_stream_batch(self) -> int:
         return self.batch_size // self.num_streams
+
+    def time(self, n: int, overhead: float = 0.0, extra_cost: float = 0.0) -> float:
+        """Predicted time of `n` samples on one rank: per sample, plus `overhead` per forward
+        pass (one, or one per micro-batch under `max_local_batch`); 0 for none."""
+        if n <= 0:
+            return 0.0
+        forwards = math.ceil(n / self.max_local_batch) if self.max_local_batch else 1
+        return forwards * overhead + (self.cost_per_sample + extra_cost) * n
 
     @property
     def cost(self) -> float:
@@ -44,11 +58,13 @@ class TaskDemand:
 
 @dataclass(frozen=True)
 class Work:
-    """One task's share on one rank for one iteration."""
+    """One task's share on one rank for one iteration: `local_batch` samples of the
+    concatenated shares of streams `stream_ids`, starting `offset` samples into the first."""
 
     task: str
     stream_ids: tuple[int, ...]
     local_batch: int
+    offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,7 +82,10 @@ class Plan:
         if not state or state["world_size"] != world_size:
             return None
         per_rank = tuple(
-            tuple(Work(w["task"], tuple(w["stream_ids"]), w["local_batch"]) for w in works)
+            tuple(
+                Work(w["task"], tuple(w["stream_ids"]), w["local_batch"], w.get("offset", 0))
+                for w in works
+            )
             for works in state["per_rank"]
         )
         return cls(world_size, per_rank)
@@ -80,10 +99,22 @@ class Plan:
         )
 
     def predicted_loads(self, demands: list[TaskDemand], overhead: float = 0.0) -> list[float]:
-        cost = {d.name: d.cost_per_sample for d in demands}
+        by_name = {d.name: d for d in demands}
         return [
-            sum(overhead + cost[w.task] * w.local_batch for w in works) for works in self.per_rank
+            sum(by_name[w.task].time(w.local_batch, overhead) for w in works)
+            for works in self.per_rank
         ]
+
+    def idle_ranks(self) -> int:
+        return sum(1 for works in self.per_rank if not works)
+
+    def read_amplification(self, demands: list[TaskDemand]) -> float:
+        """Samples the ranks' loaders read / samples they train on: a slice that starts or ends
+        inside a stream's share reads that share whole (1.0: every cut on a stream boundary)."""
+        per_stream = {d.name: d.per_stream_batch for d in demands}
+        read = sum(len(w.stream_ids) * per_stream[w.task] for ws in self.per_rank for w in ws)
+        used = sum(w.local_batch for ws in self.per_rank for w in ws)
+        return read / used if used else 1.0
 
     def balance_efficiency(self, demands: list[TaskDemand], overhead: float = 0.0) -> float:
         """Predicted mean / max rank load (1.0 = perfectly balanced)."""
@@ -95,17 +126,20 @@ class Plan:
         loads = self.predicted_loads(demands, overhead)
         lines = [f"SIMT plan for world size {self.world_size}:"]
         for rank, works in enumerate(self.per_rank):
-            items = ", ".join(
-                f"{w.task}[streams {','.join(map(str, w.stream_ids))}; batch {w.local_batch}]"
-                for w in works
-            )
+            items = ", ".join(_describe_work(w) for w in works)
             lines.append(f"  rank {rank}: load {loads[rank]:.1f}  {items or '(idle)'}")
         efficiency = self.balance_efficiency(demands, overhead)
         lines.append(f"  predicted balance efficiency (mean/max): {efficiency:.3f}")
         return "\n".join(lines)
 
 
-def _check_demands(demands: list[TaskDemand], world_size: int) -> None:
+def _describe_work(w: Work) -> str:
+    streams = ",".join(map(str, w.stream_ids))
+    start = f" from sample {w.offset} of stream {w.stream_ids[0]}" if w.offset else ""
+    return f"{w.task}[streams {streams}; batch {w.local_batch}{start}]"
+
+
+def check_demands(demands: list[TaskDemand], world_size: int) -> None:
     if world_size < 1:
         raise ValueError(f"world size must be >= 1, got {world_size}")
     if not demands:
@@ -117,6 +151,15 @@ def _check_demands(demands: list[TaskDemand], world_size: int) -> None:
             raise ValueError(
                 f"`simt.tasks.{d.name}.batch_size`={d.batch_size} must be a positive multiple of "
                 f"`data.streams_per_task`={d.num_streams}"
+            )
+        if d.granularity < 1 or d.batch_size % d.granularity:
+            raise ValueError(
+                f"task {d.name!r}: granularity {d.granularity} must divide its batch {d.batch_size}"
+            )
+        if d.max_local_batch < 0 or d.max_local_batch % d.granularity:
+            raise ValueError(
+                f"`simt.tasks.{d.name}.max_local_batch`={d.max_local_batch} must be >= 0 and a "
+                f"multiple of {d.granularity} (the task's loss couples that many samples)"
             )
 
 
@@ -146,13 +189,13 @@ def _group_sizes(demands: list[TaskDemand], world_size: int) -> list[int]:
     return sizes
 
 
-def _finish(per_rank: list[list[Work]]) -> tuple[tuple[Work, ...], ...]:
+def finish_plan(per_rank: list[list[Work]]) -> tuple[tuple[Work, ...], ...]:
     return tuple(tuple(sorted(works, key=lambda w: w.task)) for works in per_rank)
 
 
 def plan_static(demands: list[TaskDemand], world_size: int) -> Plan:
     """Proportional plan that ignores measured costs; pure and deterministic."""
-    _check_demands(demands, world_size)
+    check_demands(demands, world_size)
     demands = sorted(demands, key=lambda d: d.name)
     per_rank: list[list[Work]] = [[] for _ in range(world_size)]
     if world_size <= len(demands):
@@ -168,114 +211,11 @@ def plan_static(demands: list[TaskDemand], world_size: int) -> Plan:
             for offset, rank in enumerate(group):
                 streams = tuple(range(offset, d.num_streams, size))
                 per_rank[rank].append(Work(d.name, streams, len(streams) * d.per_stream_batch))
-    return Plan(world_size, _finish(per_rank))
+    return Plan(world_size, finish_plan(per_rank))
 
 
 Affinity = dict[str, list[float]]
 """task -> per rank, extra cost per sample of running the task there (e.g. remote lego calls)."""
-
-
-def _lpt(
-    pieces: list[tuple[TaskDemand, tuple[int, ...]]],
-    world_size: int,
-    overhead: float,
-    affinity: Affinity | None = None,
-) -> tuple[list[dict[str, list[int]]], tuple[float, int]]:
-    """Largest piece first onto the least-loaded rank; overhead once per (rank, task)."""
-    loads = [0.0] * world_size
-    held: list[dict[str, list[int]]] = [{} for _ in range(world_size)]
-    affinity = affinity or {}
-    order = sorted(pieces, key=lambda p: (-p[0].cost_per_sample * len(p[1]), p[0].name, p[1]))
-    for d, ids in order:
-        samples = d.per_stream_batch * len(ids)
-        extra_cost = affinity.get(d.name, [0.0] * world_size)
-
-        def after(
-            rank: int, d: TaskDemand = d, n: int = samples, extra_cost: list[float] = extra_cost
-        ) -> tuple[float, int]:
-            work = (d.cost_per_sample + extra_cost[rank]) * n
-            extra = 0.0 if d.name in held[rank] else overhead
-            return (round(loads[rank] + work + extra, 9), rank)
-
-        rank = min(range(world_size), key=after)
-        loads[rank] = after(rank)[0]
-        held[rank].setdefault(d.name, []).extend(ids)
-    peak = max(loads)
-    # Score: the makespan, then how many ranks sit at it (so ties still make progress).
-    return held, (peak, sum(1 for load in loads if load >= peak - 1e-9))
-
-
-def _split(ids: tuple[int, ...], parts: int) -> list[tuple[int, ...]]:
-    """Contiguous, near-equal groups of stream ids."""
-    size, extra = divmod(len(ids), parts)
-    out, start = [], 0
-    for i in range(parts):
-        stop = start + size + (1 if i < extra else 0)
-        out.append(ids[start:stop])
-        start = stop
-    return out
-
-
-def plan_cost_aware(
-    demands: list[TaskDemand],
-    world_size: int,
-    overhead: float = 0.0,
-    affinity: Affinity | None = None,
-) -> Plan:
-    """Minimise the slowest rank's predicted time from measured per-sample costs.
-
-    `affinity` adds a per-rank cost per sample (locality: with frozen routes under expert
-    parallelism, running a task where its legos live avoids remote lego calls), so the packing
-    prefers the ranks that own a task's legos when that does not unbalance the ranks.
-
-    Candidates, all packed by LPT with `overhead` charged once per (rank, task) pair: whole
-    tasks; single streams (finest grain); and, for a target makespan M growing from its lower
-    bound, every task costing more than M cut into ceil(cost / M) groups of streams. The
-    packing with the lowest predicted makespan wins. Pure and deterministic.
-    """
-    _check_demands(demands, world_size)
-    demands = sorted(demands, key=lambda d: d.name)
-    whole = [(d, tuple(range(d.num_streams))) for d in demands]
-    single = [(d, (i,)) for d in demands for i in range(d.num_streams)]
-    best: tuple[tuple[float, int], list[dict[str, list[int]]]] | None = None
-    for pieces in (whole, single):
-        held, score = _lpt(pieces, world_size, overhead, affinity)
-        if best is None or score < best[0]:
-            best = (score, held)
-    per_stream_cost = [d.cost_per_sample * d.per_stream_batch for d in demands]
-    target = max(sum(d.cost for d in demands) / world_size, max(per_stream_cost), 1e-12)
-    for _ in range(400):
-        pieces = []
-        for d in demands:
-            parts = min(d.num_streams, max(1, math.ceil(d.cost / target - 1e-9)))
-            pieces += [(d, ids) for ids in _split(tuple(range(d.num_streams)), parts)]
-        held, score = _lpt(pieces, world_size, overhead, affinity)
-        if score < best[0]:
-            best = (score, held)
-        if score[0] <= target * (1 + 1e-9):
-            break
-        target *= 1.02
-    per_stream = {d.name: d.per_stream_batch for d in demands}
-    per_rank = [
-        [Work(t, tuple(sorted(ids)), len(ids) * per_stream[t]) for t, ids in h.items()]
-        for h in best[1]
-    ]
-    return Plan(world_size, _finish(per_rank))
-
-
-def make_plan(
-    mode: str,
-    demands: list[TaskDemand],
-    world_size: int,
-    overhead: float = 0.0,
-    affinity: Affinity | None = None,
-) -> Plan:
-    """`simt.planner`: static or cost."""
-    if mode == "static":
-        return plan_static(demands, world_size)
-    if mode == "cost":
-        return plan_cost_aware(demands, world_size, overhead, affinity)
-    raise ValueError(f"`simt.planner`={mode!r} must be static or cost")
 
 
 def present_tasks(demands: list[TaskDemand], step: int) -> set[str]:

@@ -11,7 +11,8 @@ from typing import Any
 
 from gppf_dist.config.schema import RunConfig, TaskSection
 from gppf_dist.simt.costs import CostTable
-from gppf_dist.simt.plan import Plan, TaskDemand, make_plan, plan_static
+from gppf_dist.simt.divisible import plan_divisible
+from gppf_dist.simt.plan import Affinity, Plan, TaskDemand, plan_static
 from gppf_dist.tasks.base import TaskSpec, TaskType
 from gppf_dist.tasks.registry import get_task_type, make_spec
 
@@ -50,16 +51,20 @@ class TaskSet:
     def demands(self, costs: CostTable | None = None) -> list[TaskDemand]:
         """Planner inputs; per-sample costs measured if `costs` has them, else the config hints."""
         out = []
+        streams = self.cfg.data.streams_per_task
         for name, t in self.active.items():
             cost = costs.cost(name) if costs is not None else None
+            coupled = self.types[name].couples_samples
             out.append(
                 TaskDemand(
                     name,
                     t.batch_size,
-                    self.cfg.data.streams_per_task,
+                    streams,
                     t.weight,
                     cost_per_sample=t.cost if cost is None else cost,
                     every=t.every,
+                    granularity=t.batch_size // streams if coupled else 1,
+                    max_local_batch=t.max_local_batch,
                 )
             )
         return out
@@ -83,6 +88,21 @@ class TaskSet:
         if costs.complete(self.names):
             return self.cfg.simt.task_overhead_s
         return hint_overhead(self.demands())
+
+
+def make_plan(
+    mode: str,
+    demands: list[TaskDemand],
+    world_size: int,
+    overhead: float = 0.0,
+    affinity: Affinity | None = None,
+) -> Plan:
+    """`simt.planner`: static (whole streams by batch size) or cost (sample slices)."""
+    if mode == "static":
+        return plan_static(demands, world_size)
+    if mode == "cost":
+        return plan_divisible(demands, world_size, overhead, affinity)
+    raise ValueError(f"`simt.planner`={mode!r} must be static or cost")
 
 
 def hint_overhead(demands: list[TaskDemand]) -> float:

@@ -52,6 +52,7 @@ class AttributesTask:
     name = "attributes"
     primary_metric = "mA"
     higher_is_better = True
+    couples_samples = False
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

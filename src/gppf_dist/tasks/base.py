@@ -82,6 +82,9 @@ class TaskType(Protocol):
     name: str
     primary_metric: str
     higher_is_better: bool
+    couples_samples: bool
+    """True when `loss` couples the samples of a group (see the module docstring): plans then
+    keep each group, one stream's share, on one rank and in one micro-batch."""
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

@@ -69,6 +69,7 @@ class ClassificationTask:
     name = "classification"
     primary_metric = "top1"
     higher_is_better = True
+    couples_samples = False
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         self.label_smoothing = label_smoothing

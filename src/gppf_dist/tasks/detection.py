@@ -204,6 +204,7 @@ class DetectionTask:
     name = "detection"
     primary_metric = "map50"
     higher_is_better = True
+    couples_samples = False
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

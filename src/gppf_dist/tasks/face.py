@@ -108,6 +108,7 @@ class FaceTask:
     name = "face"
     primary_metric = "verif_acc"
     higher_is_better = True
+    couples_samples = False
 
     def __init__(self, scale: float = ARC_SCALE, margin: float = ARC_MARGIN) -> None:
         self.scale, self.margin = scale, margin

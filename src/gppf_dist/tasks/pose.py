@@ -127,6 +127,7 @@ class PoseTask:
     name = "pose"
     primary_metric = "pck"
     higher_is_better = True
+    couples_samples = False
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

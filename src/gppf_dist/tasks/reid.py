@@ -107,6 +107,7 @@ class ReidTask:
     name = "reid"
     primary_metric = "mAP"
     higher_is_better = True
+    couples_samples = True
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

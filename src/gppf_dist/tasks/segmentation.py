@@ -78,6 +78,7 @@ class SegmentationTask:
     name = "segmentation"
     primary_metric = "mIoU"
     higher_is_better = True
+    couples_samples = False
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator
