@@ -106,6 +106,16 @@ def test_dry_run_prints_the_plan_and_starts_nothing(demo_shards: Path, tmp_path:
     assert not (tmp_path / "run" / "config.yaml").exists()
 
 
+def test_dry_run_at_64_ranks_leaves_no_rank_idle(demo_shards: Path, tmp_path: Path) -> None:
+    """104 samples per step over 64 ranks: with work divisible to the sample, every rank has
+    some (the stream-level planner left ranks 32-63 idle)."""
+    cmd = train_cmd(tmp_path / "run", demo_shards, "launcher.nproc=64", "simt.dry_run=true")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "rank 63:" in proc.stdout and "(idle)" not in proc.stdout
+    assert "idle ranks: 0;" in proc.stdout
+
+
 def test_memory_caps_do_not_change_the_losses(
     straight: Straight, demo_shards: Path, tmp_path: Path
 ) -> None:

@@ -130,6 +130,10 @@ class Plan:
             lines.append(f"  rank {rank}: load {loads[rank]:.1f}  {items or '(idle)'}")
         efficiency = self.balance_efficiency(demands, overhead)
         lines.append(f"  predicted balance efficiency (mean/max): {efficiency:.3f}")
+        lines.append(
+            f"  idle ranks: {self.idle_ranks()}; read amplification (samples read / trained "
+            f"on): {self.read_amplification(demands):.2f}"
+        )
         return "\n".join(lines)
 
 
