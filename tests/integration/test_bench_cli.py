@@ -68,7 +68,7 @@ def test_plan_simulator_on_the_reference_profile() -> None:
         out[world] = json.loads(proc.stdout)
     big = out[1024]
     assert big["efficiency"] >= 0.97 and big["idle_ranks"] == 0
-    assert big["read_amplification"] >= 1.0 and big["allreduce_bytes_per_rank"] > 0
+    assert 1.0 <= big["read_amplification"] <= 1.5 and big["allreduce_bytes_per_rank"] > 0
     assert big["step_ms"] >= big["compute_ms"] > 0
     assert out[4096]["plan_ms"] <= 50.0
     assert out[4096]["idle_ranks"] == 0

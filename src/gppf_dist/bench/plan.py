@@ -3,7 +3,9 @@
     gppf-bench plan [--world 8,64,1024] [--batch t=B,...] [--cost t=C,...] [--json]
 
 Plans the reference profile (or the given batches and per-sample costs) with the `cost`
-planner for each world size and prints the predicted balance efficiency, idle ranks, planning
+planner for each world size, with 2 W canonical streams per task by default (at most the
+task's batch; streams may outnumber shards, see `data/streams.py`, and slices then mostly start
+and end on stream boundaries) and prints the predicted balance efficiency, idle ranks, planning
 time (best of 3), read amplification, and per rank and step the bytes of the gradient
 all-reduce and of the expert-parallel all-to-all, with a predicted step time from an
 alpha-beta model:
@@ -204,7 +206,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--world", default=",".join(map(str, WORLDS)), help="rank counts, e.g. 64,1024")
     p.add_argument("--batch", default="", help="task=global batch,... (default: reference)")
     p.add_argument("--cost", default="", help="task=relative cost per sample,...")
-    p.add_argument("--streams", type=int, default=0, help="streams per task (default W/4)")
+    p.add_argument("--streams", type=int, default=0, help="streams per task (default 2 W)")
     p.add_argument("--overhead", type=float, default=0.5, help="per-(rank, task) cost units")
     p.add_argument("--model", default="gppf_r50", help="model config for communication sizes")
     p.add_argument("--ep-size", type=int, default=1)
@@ -220,7 +222,7 @@ def main(argv: list[str]) -> None:
     sizes = model_sizes(args.model)
     rows = []
     for world in [int(w) for w in args.world.split(",")]:
-        mix = demands(world, batch, cost, args.streams or max(1, world // 4))
+        mix = demands(world, batch, cost, args.streams or 2 * world)
         rows.append(simulate(world, mix, args.overhead, sizes, args.ep_size, Links(),
                              args.unit_ms, inputs))  # fmt: skip
     if args.json:

@@ -55,6 +55,14 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if any(r.problems for r in reports) else 0
 
 
+def _index(args: argparse.Namespace) -> int:
+    from gppf_dist.data.index import index_root
+
+    done, kept = index_root(Path(args.root))
+    print(f"indexed {done} shards ({kept} already had sample offsets) in {args.root}/manifest.json")
+    return 0
+
+
 def _convert(args: argparse.Namespace) -> int:
     reader, default_task = LAYOUTS[args.layout]
     src = Path(args.src)
@@ -106,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("dir", nargs="?", help="shard root holding manifest.json")
     verify.add_argument("--root", help="same as DIR (kept for old scripts)")
     verify.set_defaults(func=_verify)
+    index = sub.add_parser(
+        "index", help="add per-sample byte offsets to the manifest (shards by other tools)"
+    )
+    index.add_argument("--root", required=True, help="shard root holding manifest.json")
+    index.set_defaults(func=_index)
     convert = sub.add_parser("convert", help="convert a standard dataset layout into shards")
     convert.add_argument("layout", choices=sorted(LAYOUTS))
     convert.add_argument("--src", required=True, help="dataset folder, COCO JSON or CSV file")

@@ -62,18 +62,23 @@ def _unsafe(name: str) -> bool:
     return p.is_absolute() or ".." in p.parts or "\\" in name
 
 
-def read_shard(path: Path) -> ShardContents:
-    """Read the whitelisted members of a tar, grouping contiguous members by key."""
+def read_shard(path: Path, byte_range: tuple[int, int] | None = None) -> ShardContents:
+    """Read the whitelisted members of a tar, grouping contiguous members by key; with
+    `byte_range` (from the manifest's sample offsets) only the samples in that part."""
     samples: list[RawSample] = []
     current: RawSample | None = None
     try:
         fileobj = open(path, "rb")  # noqa: SIM115 - closed below
     except OSError as exc:
         return ShardContents(samples, SampleError("shard_read", f"cannot open {path}: {exc}"))
+    start, stop = byte_range or (0, None)
     try:
+        fileobj.seek(start)
         with fileobj, tarfile.open(fileobj=fileobj, mode="r|") as tar:
             end = 0  # where the data of the last member seen ends (padded to blocks)
             for member in tar:
+                if stop is not None and start + member.offset >= stop:
+                    break  # the next sample's header: the range is read
                 end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
                 match = _NAME_RE.match(member.name)
                 if match is None:
@@ -99,9 +104,12 @@ def read_shard(path: Path) -> ShardContents:
                     )
                 current.members[ext] = data
             # tarfile ends quietly at a cut-off header; a whole tar has its zero end blocks.
-            fileobj.seek(end)
-            if fileobj.read(2 * tarfile.BLOCKSIZE) != bytes(2 * tarfile.BLOCKSIZE):
-                raise tarfile.ReadError(f"no end-of-archive marker after offset {end}")
+            if stop is None:
+                fileobj.seek(end)
+                if fileobj.read(2 * tarfile.BLOCKSIZE) != bytes(2 * tarfile.BLOCKSIZE):
+                    raise tarfile.ReadError(f"no end-of-archive marker after offset {end}")
+            elif start + end < stop:
+                raise tarfile.ReadError(f"samples end at byte {start + end}, before {stop}")
     except (tarfile.TarError, EOFError, OSError) as exc:
         # The sample being read when the tar broke may be incomplete: drop it.
         if samples and isinstance(exc, tarfile.ReadError | EOFError):

@@ -20,7 +20,7 @@ from gppf_dist.data.eval_loader import EvalIterator, iter_eval_batches
 from gppf_dist.data.manifest import Manifest
 from gppf_dist.data.pipeline import SampleContext
 from gppf_dist.data.stream_reader import StreamChunk, StreamReader, assemble
-from gppf_dist.data.streams import StreamPosition, stream_shards
+from gppf_dist.data.streams import StreamPosition, stream_units
 from gppf_dist.data.workers import WorkerPool
 from gppf_dist.tasks.base import Batch, TaskSpec, TaskType
 
@@ -82,6 +82,14 @@ class TaskLoader:
         self._skipped: dict[str, int] = {}
         tm = manifest.task(task)
         shards = tm.shards(split)
+        sizes = [s.samples for s in shards]
+        unindexed = [s.path for s in shards if len(s.offsets) != s.samples + 1]
+        if len(shards) < num_streams and unindexed:
+            raise ValueError(
+                f"task {task!r}: {len(shards)} shards, fewer than num_streams={num_streams}, and "
+                f"shard {unindexed[0]!r} has no sample offsets to cut it into parts: run "
+                "`gppf-shards index --root <shard root>`"
+            )
         self.task = task
         self.task_type = task_type
         self.stream_ids = list(stream_ids)
@@ -99,7 +107,7 @@ class TaskLoader:
         start_positions = start_positions or {}
         starts: dict[int, StreamPosition] = {}
         for stream in self.stream_ids:
-            stream_shards(task, len(shards), num_streams, stream)  # validates the stream id
+            stream_units(task, sizes, num_streams, stream)  # validates the stream id
             pos = start_positions.get(stream, StreamPosition())
             if pos.epoch < 0 or pos.index < 0:
                 raise ValueError(f"task {task!r}: stream {stream} start position {pos} is negative")
@@ -121,9 +129,9 @@ class TaskLoader:
             )
         else:
             for stream in self.stream_ids:
-                ids = stream_shards(task, len(shards), num_streams, stream)
+                units = stream_units(task, sizes, num_streams, stream)
                 self._readers.append(
-                    StreamReader(self._ctx, stream, shards, ids, shards_per_group, starts[stream])
+                    StreamReader(self._ctx, stream, shards, units, shards_per_group, starts[stream])
                 )
 
     def __iter__(self) -> TaskLoader:

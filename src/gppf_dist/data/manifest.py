@@ -8,6 +8,7 @@ sha256 digests are checked by `gppf-shards verify`.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,6 +30,9 @@ LABEL_SPACE_KEYS: dict[str, tuple[str, ...]] = {
 """Label-space keys the model side reads, per known task type (other types are not checked)."""
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     """One tar file of a split; `path` is relative to the shard root, POSIX separators."""
@@ -37,6 +41,19 @@ class ShardInfo:
     samples: int
     bytes: int
     sha256: str
+    offsets: tuple[int, ...] = ()
+    """Byte offset of each sample's first tar header, then where the last sample ends
+    (`samples` + 1 values), so a reader can seek to any sample; () when not indexed (shards by
+    other tools: `gppf-shards index` adds them)."""
+
+    def segment(self, start: int, stop: int) -> tuple[int, int]:
+        """The byte range [a, b) of samples [start, stop); needs `offsets`."""
+        if len(self.offsets) != self.samples + 1:
+            raise ValueError(
+                f"shard {self.path!r} has no sample offsets in the manifest: run "
+                "`gppf-shards index --root <shard root>` to read part of it"
+            )
+        return self.offsets[start], self.offsets[stop]
 
 
 @dataclass
@@ -87,14 +104,18 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
             "dataset": tm.dataset,
             "label_space": tm.label_space,
             "splits": {
-                split: [
-                    {"path": s.path, "samples": s.samples, "bytes": s.bytes, "sha256": s.sha256}
-                    for s in shards
-                ]
-                for split, shards in tm.splits.items()
+                split: [_shard_to_dict(s) for s in shards] for split, shards in tm.splits.items()
             },
         }
     return {"schema_version": manifest.schema_version, "tasks": tasks}
+
+
+def _shard_to_dict(s: ShardInfo) -> dict[str, Any]:
+    out: dict[str, Any] = {"path": s.path, "samples": s.samples, "bytes": s.bytes}
+    out["sha256"] = s.sha256
+    if s.offsets:
+        out["offsets"] = list(s.offsets)
+    return out
 
 
 def _expect(cond: bool, where: str, what: str, value: Any) -> None:
@@ -121,7 +142,24 @@ def _parse_shard(raw: Any, where: str) -> ShardInfo:
     _check_relative(raw["path"], f"{where}.path")
     _expect(raw["samples"] >= 0, f"{where}.samples", "must be >= 0", raw["samples"])
     _expect(raw["bytes"] >= 0, f"{where}.bytes", "must be >= 0", raw["bytes"])
-    return ShardInfo(raw["path"], raw["samples"], raw["bytes"], raw["sha256"])
+    offsets = raw.get("offsets", [])
+    ok = (
+        isinstance(offsets, list)
+        and all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        and all(a < b for a, b in zip(offsets, offsets[1:], strict=False))
+    )
+    _expect(ok, f"{where}.offsets", "must be a list of increasing byte offsets", offsets)
+    if offsets and (
+        len(offsets) != raw["samples"] + 1 or offsets[0] < 0 or offsets[-1] > raw["bytes"]
+    ):
+        # Stale (the shard was rewritten after it was indexed): unusable, but only an index.
+        log.warning(
+            "%s.offsets: %d offsets for %d samples of %d bytes do not fit the shard; ignored "
+            "(run `gppf-shards index` to rebuild them)",
+            where, len(offsets), raw["samples"], raw["bytes"],
+        )  # fmt: skip
+        offsets = []
+    return ShardInfo(raw["path"], raw["samples"], raw["bytes"], raw["sha256"], tuple(offsets))
 
 
 def _parse_task(name: str, raw: Any, where: str) -> TaskManifest:

@@ -36,25 +36,32 @@ class SampleContext:
     skips: SkipCounter
 
 
-def load_shard_samples(ctx: SampleContext, shard: ShardInfo) -> list[RawSample | None]:
-    """A shard's raw samples aligned to its manifest count; None where the tar lacks one."""
-    contents = read_shard(ctx.root / shard.path)
+def load_shard_samples(
+    ctx: SampleContext, shard: ShardInfo, start: int = 0, stop: int | None = None
+) -> list[RawSample | None]:
+    """Samples [start, stop) of a shard (default: all), aligned to the manifest's count; None
+    where the tar lacks one. A part is read from its byte range (the manifest's offsets)."""
+    stop = shard.samples if stop is None else stop
+    whole = (start, stop) == (0, shard.samples)
+    where = shard.path if whole else f"{shard.path}[samples {start}:{stop}]"
+    contents = read_shard(ctx.root / shard.path, None if whole else shard.segment(start, stop))
+    count = stop - start
     if contents.error is not None:
         ctx.skips.record(contents.error.reason, str(contents.error))
-    elif len(contents.samples) < shard.samples:
+    elif len(contents.samples) < count:
         ctx.skips.record(
             "truncated_shard",
-            f"{shard.path}: {len(contents.samples)} samples, manifest says {shard.samples}",
+            f"{where}: {len(contents.samples)} samples, manifest says {count}",
         )
-    samples: list[RawSample | None] = list(contents.samples[: shard.samples])
-    if len(contents.samples) > shard.samples:
+    samples: list[RawSample | None] = list(contents.samples[:count])
+    if len(contents.samples) > count:
         ctx.skips.record(
             "manifest_mismatch",
-            f"{shard.path}: {len(contents.samples)} samples, manifest says {shard.samples}; "
+            f"{where}: {len(contents.samples)} samples, manifest says {count}; "
             f"extra samples ignored",
-            n=len(contents.samples) - shard.samples,
+            n=len(contents.samples) - count,
         )
-    samples.extend([None] * (shard.samples - len(samples)))
+    samples.extend([None] * (count - len(samples)))
     return samples
 
 

@@ -17,7 +17,7 @@ import torch
 from gppf_dist.data.decode import RawSample
 from gppf_dist.data.manifest import ShardInfo
 from gppf_dist.data.pipeline import SampleContext, load_shard_samples, prepare_sample
-from gppf_dist.data.streams import EpochPlan, StreamPosition, epoch_plan
+from gppf_dist.data.streams import EpochPlan, StreamPosition, Unit, epoch_plan
 from gppf_dist.tasks.base import Batch, TaskType
 
 
@@ -57,14 +57,15 @@ class StreamReader:
         ctx: SampleContext,
         stream: int,
         shards: list[ShardInfo],
-        shard_ids: list[int],
+        units: list[Unit],
         shards_per_group: int,
         position: StreamPosition,
     ) -> None:
         self.ctx = ctx
         self.stream = stream
         self.shards = shards
-        self.shard_ids = shard_ids
+        self.units = units
+        """The stream's shards or parts of shards (`streams.stream_units`)."""
         self.shards_per_group = shards_per_group
         self.epoch = position.epoch
         self.index = position.index
@@ -79,8 +80,8 @@ class StreamReader:
                 seed=self.ctx.seed,
                 stream=self.stream,
                 epoch=epoch,
-                shard_ids=self.shard_ids,
-                shard_sizes={i: self.shards[i].samples for i in self.shard_ids},
+                shard_ids=list(range(len(self.units))),
+                shard_sizes={i: u.size for i, u in enumerate(self.units)},
                 shards_per_group=self.shards_per_group,
             )
             self._group_no = -1
@@ -103,12 +104,15 @@ class StreamReader:
             group = plan.groups[g]
             if g != self._group_no:
                 self._group = []  # release the old group's bytes before reading the next
-                for shard in group.shards:
-                    self._group.extend(load_shard_samples(self.ctx, self.shards[shard]))
+                for u in group.shards:  # unit numbers
+                    unit = self.units[u]
+                    shard = self.shards[unit.shard]
+                    self._group.extend(load_shard_samples(self.ctx, shard, unit.start, unit.stop))
                 self._group_no = g
             sample_no = int(group.order[offset])
-            shard, local = group.locate(sample_no)
-            where = f"{self.shards[shard].path}#{local}"
+            u, local = group.locate(sample_no)
+            unit = self.units[u]
+            where = f"{self.shards[unit.shard].path}#{unit.start + local}"
             item = prepare_sample(
                 self.ctx, self._group[sample_no], (self.stream, self.epoch, self.index), where
             )

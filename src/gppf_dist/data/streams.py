@@ -1,12 +1,15 @@
 """Canonical streams: the pure arithmetic that makes data order a function of the step.
 
-A task's train shards are split into `S` canonical streams, independent of world size: stream
-`k` owns the shards whose index `i` satisfies `i % S == k`. A stream is infinite. In epoch `e`
-its shards are visited in an order permuted by a seed derived from (seed, task, stream, e); the
-shards are taken in consecutive *groups* of `shards_per_group`, and the samples of one group are
-permuted together (a group is what a reader holds in memory). A stream's state is therefore just
-`StreamPosition(epoch, index)`: the raw sample index within the epoch where the next step starts.
-Resuming costs one group read, and any rank can resume any stream.
+A task's train shards are split into `S` canonical streams, independent of world size: stream `k`
+owns the shards whose index `i` satisfies `i % S == k`. With more streams than shards, each shard
+is cut into ceil(S / shards) parts of consecutive samples (read by their byte ranges, from the
+manifest's sample offsets) and stream `k` owns the parts `j % S == k`: how a dataset happens to be
+sharded no longer limits the stream count. Shards and parts are the stream's *units*. A stream is
+infinite. In epoch `e` its shards are visited in an order permuted by a seed derived from (seed,
+task, stream, e); the shards are taken in consecutive *groups* of `shards_per_group`, and the
+samples of one group are permuted together (a group is what a reader holds in memory). A stream's
+state is therefore just `StreamPosition(epoch, index)`: the raw sample index within the epoch where
+the next step starts. Resuming costs one group read, and any rank can resume any stream.
 
 Per-sample augmentation randomness comes from `sample_rng(seed, task, stream, epoch, index)`, so
 it does not depend on which rank reads the stream or on global RNG state.
@@ -58,6 +61,41 @@ def stream_shards(task: str, num_shards: int, num_streams: int, stream: int) -> 
     if not 0 <= stream < num_streams:
         raise ValueError(f"task {task!r}: stream id {stream} not in [0, {num_streams})")
     return list(range(stream, num_shards, num_streams))
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Samples [start, stop) of shard `shard`: what a stream reads in one piece."""
+
+    shard: int
+    start: int
+    stop: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+
+def stream_units(task: str, sizes: list[int], num_streams: int, stream: int) -> list[Unit]:
+    """The units of `stream`: its whole shards (`stream_shards`) when the split has at least
+    `num_streams` shards, else its parts of shards. `sizes`: each shard's sample count."""
+    if len(sizes) >= num_streams or num_streams < 1:
+        return [Unit(i, 0, sizes[i]) for i in stream_shards(task, len(sizes), num_streams, stream)]
+    if not 0 <= stream < num_streams:
+        raise ValueError(f"task {task!r}: stream id {stream} not in [0, {num_streams})")
+    per = -(-num_streams // len(sizes))
+    parts = [
+        Unit(i, size * p // per, size * (p + 1) // per)
+        for i, size in enumerate(sizes)
+        for p in range(per)
+    ]
+    mine = [u for j, u in enumerate(parts) if j % num_streams == stream and u.size > 0]
+    if not mine:
+        raise ValueError(
+            f"task {task!r}: {sum(sizes)} samples in {len(sizes)} shards cannot fill "
+            f"num_streams={num_streams} streams"
+        )
+    return mine
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from gppf_dist.data.decode import SkipCounter
 from gppf_dist.data.manifest import ShardInfo
 from gppf_dist.data.pipeline import SampleContext
 from gppf_dist.data.stream_reader import StreamChunk, StreamReader
-from gppf_dist.data.streams import StreamPosition, stream_shards
+from gppf_dist.data.streams import StreamPosition, stream_units
 
 
 @dataclass
@@ -77,7 +77,7 @@ class _StepChunks(IterableDataset):
                 ctx,
                 stream,
                 self.shards,
-                stream_shards(ctx.task, len(self.shards), self.num_streams, stream),
+                stream_units(ctx.task, [s.samples for s in self.shards], self.num_streams, stream),
                 self.shards_per_group,
                 self.starts[stream],
             )

@@ -83,6 +83,7 @@ class ShardWriter:
         self._tar: tarfile.TarFile | None = None
         self._rel_path = ""
         self._count = 0
+        self._offsets: list[int] = []
         self._keys: set[str] = set()
 
     def _open_next(self) -> None:
@@ -90,14 +91,16 @@ class ShardWriter:
         self._file = _HashingFile(self.root / self._rel_path)
         self._tar = tarfile.TarFile(fileobj=self._file, mode="w", format=tarfile.GNU_FORMAT)  # type: ignore[arg-type]
         self._count = 0
+        self._offsets = []
 
     def _finish_current(self) -> None:
         if self._tar is None or self._file is None:
             return
+        offsets = (*self._offsets, self._tar.offset)  # where the last sample ends
         self._tar.close()
         self._file.close()
         self.shards.append(
-            ShardInfo(self._rel_path, self._count, self._file.size, self._file.hexdigest())
+            ShardInfo(self._rel_path, self._count, self._file.size, self._file.hexdigest(), offsets)
         )
         self._tar = None
         self._file = None
@@ -117,6 +120,7 @@ class ShardWriter:
         if self._tar is None:
             self._open_next()
         assert self._tar is not None
+        self._offsets.append(self._tar.offset)
         for ext, data in members.items():
             info = tarfile.TarInfo(f"{key}.{ext}")
             info.size = len(data)

@@ -124,11 +124,22 @@ def _validate_data(cfg: RunConfig) -> None:
                 f"`simt.tasks.{name}.type`={task.type!r} but the manifest says {entry.type!r}"
             )
         shards = entry.splits.get("train", [])
-        if len(shards) < cfg.data.streams_per_task:
-            raise ValueError(
-                f"`data.streams_per_task`={cfg.data.streams_per_task} exceeds the {len(shards)} "
-                f"train shards of task {name!r}"
-            )
+        streams = cfg.data.streams_per_task
+        if len(shards) < streams:
+            # More streams than shards: streams own parts of shards, read by byte range.
+            unindexed = [sh.path for sh in shards if len(sh.offsets) != sh.samples + 1]
+            samples = sum(sh.samples for sh in shards)
+            if not shards or unindexed or samples < streams:
+                why = (
+                    f"its shards have no sample offsets ({unindexed[0]!r}): run `gppf-shards "
+                    f"index --root {cfg.data.root}` to add them"
+                    if unindexed
+                    else f"it has {samples} samples"
+                )
+                raise ValueError(
+                    f"`data.streams_per_task`={streams} exceeds the {len(shards)} train shards "
+                    f"of task {name!r}, and {why}"
+                )
 
 
 def _validate_resume(cfg: RunConfig, world_size: int) -> None:
