@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -94,18 +95,28 @@ def test_a_part_reads_only_its_bytes(corpus: tuple[Path, Manifest]) -> None:
     assert b - a < shard.bytes / 2  # three of eight samples' bytes, not the shard
 
 
+def same_shards(root: Path, where: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A shard root `where` over `root`'s shards, with `edit` applied to its manifest JSON."""
+    where.mkdir()
+    (where / "det").symlink_to(root / "det")
+    raw = json.loads((root / "manifest.json").read_text())
+    edit(raw)
+    (where / "manifest.json").write_text(json.dumps(raw))
+    return where
+
+
+def without_offsets(raw: dict[str, Any]) -> None:
+    """As a manifest written by another tool."""
+    for split in raw["tasks"]["det"]["splits"].values():
+        for shard in split:
+            del shard["offsets"]
+
+
 def test_shards_without_offsets_are_indexed_by_the_command(
     corpus: tuple[Path, Manifest], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, manifest = corpus
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    (copy / "det").symlink_to(root / "det")
-    raw = json.loads((root / "manifest.json").read_text())
-    for split in raw["tasks"]["det"]["splits"].values():
-        for shard in split:
-            del shard["offsets"]  # as a manifest written by another tool
-    (copy / "manifest.json").write_text(json.dumps(raw))
+    copy = same_shards(root, tmp_path / "copy", without_offsets)
     unindexed = load_manifest(copy).task("det").shards("train")[0]
     with pytest.raises(ValueError, match="gppf-shards index"):
         unindexed.segment(0, 4)
@@ -128,14 +139,7 @@ def test_a_run_with_more_streams_than_shards_is_checked_before_it_starts(
         )  # fmt: skip
 
     validate_run(cfg(root), 2)  # indexed shards: 12 streams over 6 shards is fine
-    bare = tmp_path / "bare"
-    bare.mkdir()
-    (bare / "det").symlink_to(root / "det")
-    raw = json.loads((root / "manifest.json").read_text())
-    for split in raw["tasks"]["det"]["splits"].values():
-        for shard in split:
-            del shard["offsets"]
-    (bare / "manifest.json").write_text(json.dumps(raw))
+    bare = same_shards(root, tmp_path / "bare", without_offsets)
     with pytest.raises(ValueError, match="exceeds the 6 train shards.*gppf-shards index --root"):
         validate_run(cfg(bare), 2)
 
@@ -143,17 +147,17 @@ def test_a_run_with_more_streams_than_shards_is_checked_before_it_starts(
 def test_stale_offsets_are_ignored_and_malformed_ones_named(
     corpus: tuple[Path, Manifest], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    root, manifest = corpus
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    (copy / "det").symlink_to(root / "det")
-    raw = json.loads((root / "manifest.json").read_text())
-    shard = raw["tasks"]["det"]["splits"]["train"][0]
-    shard["offsets"] = shard["offsets"][:-1]  # indexed before the shard was rewritten
-    (copy / "manifest.json").write_text(json.dumps(raw))
+    root, _ = corpus
+
+    def stale(raw: dict[str, Any]) -> None:  # indexed before the shard was rewritten
+        shard = raw["tasks"]["det"]["splits"]["train"][0]
+        shard["offsets"] = shard["offsets"][:-1]
+
+    copy = same_shards(root, tmp_path / "copy", stale)
     assert load_manifest(copy).task("det").shards("train")[0].offsets == ()
     assert "train[0].offsets" in caplog.text and "gppf-shards index" in caplog.text
-    shard["offsets"] = [0, 10, 5]
+    raw = json.loads((copy / "manifest.json").read_text())
+    raw["tasks"]["det"]["splits"]["train"][0]["offsets"] = [0, 10, 5]
     (copy / "manifest.json").write_text(json.dumps(raw))
     with pytest.raises(
         ValueError, match=r"splits.train\[0\].offsets: must be a list of increasing"
