@@ -163,3 +163,22 @@ def test_stale_offsets_are_ignored_and_malformed_ones_named(
         ValueError, match=r"splits.train\[0\].offsets: must be a list of increasing"
     ):
         load_manifest(copy)
+
+
+def test_verify_finds_offsets_that_do_not_match_and_index_force_rebuilds_them(
+    corpus: tuple[Path, Manifest], tmp_path: Path
+) -> None:
+    from gppf_dist.data.verify import verify_root
+
+    root, _ = corpus
+
+    def shifted(raw: dict[str, Any]) -> None:  # right length, wrong places
+        shard = raw["tasks"]["det"]["splits"]["train"][1]
+        shard["offsets"] = [shard["offsets"][0]] + [o - 512 for o in shard["offsets"][1:]]
+
+    copy = same_shards(root, tmp_path / "copy", shifted)
+    problems = [p for r in verify_root(copy) for p in r.problems]
+    assert len(problems) == 1 and "sample offsets do not match" in problems[0].reason
+    assert problems[0].shard.endswith("-000001.tar")
+    assert shards_main(["index", "--root", str(copy), "--force"]) == 0
+    assert not [p for r in verify_root(copy) for p in r.problems]

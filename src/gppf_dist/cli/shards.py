@@ -58,7 +58,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace) -> int:
     from gppf_dist.data.index import index_root
 
-    done, kept = index_root(Path(args.root))
+    done, kept = index_root(Path(args.root), force=args.force)
     print(f"indexed {done} shards ({kept} already had sample offsets) in {args.root}/manifest.json")
     return 0
 
@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "index", help="add per-sample byte offsets to the manifest (shards by other tools)"
     )
     index.add_argument("--root", required=True, help="shard root holding manifest.json")
+    index.add_argument("--force", action="store_true", help="rebuild offsets that exist too")
     index.set_defaults(func=_index)
     convert = sub.add_parser("convert", help="convert a standard dataset layout into shards")
     convert.add_argument("layout", choices=sorted(LAYOUTS))

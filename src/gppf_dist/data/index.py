@@ -47,16 +47,16 @@ def index_shard(root: Path, shard: ShardInfo) -> ShardInfo:
     return replace(shard, offsets=offsets)
 
 
-def index_root(root: Path) -> tuple[int, int]:
-    """Index every shard of `root`'s manifest that lacks offsets; saves the manifest once, at
-    the end (atomically). Returns (shards indexed, shards that had offsets)."""
+def index_root(root: Path, force: bool = False) -> tuple[int, int]:
+    """Index every shard of `root`'s manifest that lacks offsets (with `force`: every shard);
+    saves the manifest once, at the end (atomically). Returns (shards indexed, shards kept)."""
     manifest: Manifest = load_manifest(root)
     done = kept = 0
     for task in manifest.tasks.values():
         for split, shards in task.splits.items():
             new = []
             for shard in shards:
-                if len(shard.offsets) == shard.samples + 1:
+                if len(shard.offsets) == shard.samples + 1 and not force:
                     new.append(shard)
                     kept += 1
                 else:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gppf_dist.data.decode import SampleError, decode_sample, read_shard
+from gppf_dist.data.index import shard_offsets
 from gppf_dist.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, manifest_from_dict
 from gppf_dist.data.schema import check_annotation, check_mask
 
@@ -67,6 +68,9 @@ def _verify_shard(
         problem("-", f"{contents.error.reason}: {contents.error}")
     if len(contents.samples) != shard.samples:
         problem("-", f"{len(contents.samples)} samples, manifest says {shard.samples}")
+    elif shard.offsets and contents.error is None and shard_offsets(path) != shard.offsets:
+        problem("-", "sample offsets do not match the tar: rebuild them with "
+                f"`gppf-shards index --root {root} --force`")  # fmt: skip
     for raw in contents.samples:
         try:
             sample = decode_sample(raw, needs_mask=tm_type == "segmentation")
