@@ -35,8 +35,7 @@ class WorkerChunk:
     worker: int
     step: int
     chunks: list[StreamChunk]
-    skipped: dict[str, int]
-    """Samples skipped (by reason) while producing this step."""
+    """Each carries the samples skipped (by reason) while reading it."""
 
 
 def deal_streams(stream_ids: list[int], num_workers: int) -> list[list[int]]:
@@ -85,14 +84,8 @@ class _StepChunks(IterableDataset):
         ]
         step = 0
         while True:
-            before = dict(ctx.skips.counts)
             chunks = [r.take_chunk(self.per_stream_batch, stack=True) for r in readers]
-            skipped = {
-                reason: n - before.get(reason, 0)
-                for reason, n in ctx.skips.counts.items()
-                if n != before.get(reason, 0)
-            }
-            yield WorkerChunk(worker, step, chunks, skipped)
+            yield WorkerChunk(worker, step, chunks)
             step += 1
 
 
@@ -146,8 +139,9 @@ class WorkerPool:
             assert (got.worker, got.step) == (worker, self._step), (got.worker, got.step)
             for chunk in got.chunks:
                 by_stream[chunk.stream] = chunk
-            for reason, n in got.skipped.items():
-                skipped[reason] = skipped.get(reason, 0) + n
+            for chunk in got.chunks:
+                for reason, n in chunk.skipped.items():
+                    skipped[reason] = skipped.get(reason, 0) + n
         self._step += 1
         return by_stream, skipped
 

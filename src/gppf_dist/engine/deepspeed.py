@@ -6,7 +6,7 @@
 The DeepSpeed JSON is generated from the typed config, never hand-written. SIMT feeds the engine
 its own batches (DeepSpeed's data loader is unused), so the batch-size fields are nominal: one
 micro-batch per rank per iteration and no DeepSpeed-managed accumulation; a rank that runs several
-tasks accumulates them with `accumulate()` and reduces once.
+tasks accumulates them with `Engine.accumulate()` and reduces once.
 """
 
 from __future__ import annotations
@@ -108,101 +108,79 @@ class Engine:
         return self.ds.no_sync()
 
     def accumulate(self, num_backwards: int) -> contextlib.AbstractContextManager:
-        return accumulate(self.ds, num_backwards)
+        """Contexts for `num_backwards` backward calls that reduce gradients exactly once.
+
+        ZeRO 0 reduces in the last backward (the earlier ones run under `no_sync`); ZeRO 1/2
+        coalesce all of them into one reduction when the block exits. Every rank reduces once
+        per iteration, whatever number of tasks it ran, so collectives stay symmetric.
+        """
+        return _accumulate(self.ds, num_backwards)
 
     def global_grad_norm(self) -> float:
-        return global_grad_norm(self.ds)
+        """The gradient norm DeepSpeed clipped by in its last step (ZeRO 1/2)."""
+        norm = self.ds.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
 
     def step_applied(self) -> bool:
-        return step_applied(self.ds)
+        """False when DeepSpeed skipped its last step (ZeRO treats a non-finite norm as
+        overflow)."""
+        return bool(self.ds.was_step_applied())
 
     def count_in_grad_norm(self, extra_sq_norm: Callable[[], torch.Tensor]) -> None:
-        count_in_grad_norm(self.ds, extra_sq_norm)
+        """ZeRO 1/2 clip by the norm of the parameters their optimizer holds. Parameters held
+        beside it (expert-parallel lego shards, `lego_optim.py`) add `extra_sq_norm()`, their
+        squared norm over the world, so one global norm clips everything and is the one
+        DeepSpeed reports.
+
+        DeepSpeed's ZeRO step computes that norm once, in `scaled_global_norm` (the norm times
+        the loss scale, which is 1 without fp16), then clips with it; this wraps that method.
+        """
+        optimizer = self.ds.optimizer
+        inner = getattr(optimizer, "scaled_global_norm", None)
+        if inner is None or getattr(optimizer, "loss_scale", 1.0) != 1.0:
+            raise RuntimeError(
+                f"{type(optimizer).__name__}: expected DeepSpeed's ZeRO 1/2 optimizer with no "
+                "loss scaling; expert-parallel legos under ZeRO need its global-norm hook"
+            )
+
+        def scaled_global_norm(norm_type: int = 2) -> torch.Tensor:
+            norm = inner(norm_type)
+            extra = extra_sq_norm().to(device=norm.device, dtype=torch.float64)
+            return (norm.double().square() + extra).sqrt().to(norm.dtype)
+
+        optimizer.scaled_global_norm = scaled_global_norm
 
     def save_state(self, directory: Path, tag: str, client_state: dict[str, Any]) -> None:
-        save_checkpoint(self.ds, directory, tag, client_state)
+        """Collective: every rank must call it (DeepSpeed writes per-rank optimizer shards)."""
+        self.ds.save_checkpoint(
+            str(directory), tag=tag, client_state=client_state, save_latest=False
+        )
 
     def load_state(
         self, directory: Path, tag: str, *, module_strict: bool, optimizer: bool
     ) -> dict[str, Any]:
-        return load_checkpoint(
-            self.ds, directory, tag, module_strict=module_strict, optimizer=optimizer
+        path, client_state = self.ds.load_checkpoint(
+            str(directory),
+            tag=tag,
+            load_module_strict=module_strict,
+            load_optimizer_states=optimizer,
+            load_lr_scheduler_states=True,
         )
-
-
-def count_in_grad_norm(engine: Any, extra_sq_norm: Callable[[], torch.Tensor]) -> None:
-    """ZeRO 1/2 clip by the norm of the parameters their optimizer holds. Parameters held beside
-    it (expert-parallel lego shards, `lego_optim.py`) add `extra_sq_norm()`, their squared norm
-    over the world, so one global norm clips everything and is the one DeepSpeed reports.
-
-    DeepSpeed's ZeRO step computes that norm once, in `scaled_global_norm` (the norm times the
-    loss scale, which is 1 without fp16), then clips with it; this wraps that method.
-    """
-    optimizer = engine.optimizer
-    inner = getattr(optimizer, "scaled_global_norm", None)
-    if inner is None or getattr(optimizer, "loss_scale", 1.0) != 1.0:
-        raise RuntimeError(
-            f"{type(optimizer).__name__}: expected DeepSpeed's ZeRO 1/2 optimizer with no loss "
-            "scaling; expert-parallel legos under ZeRO need its global-norm hook"
-        )
-
-    def scaled_global_norm(norm_type: int = 2) -> torch.Tensor:
-        norm = inner(norm_type)
-        extra = extra_sq_norm().to(device=norm.device, dtype=torch.float64)
-        return (norm.double().square() + extra).sqrt().to(norm.dtype)
-
-    optimizer.scaled_global_norm = scaled_global_norm
-
-
-def step_applied(engine: Any) -> bool:
-    """False when DeepSpeed skipped its last step (ZeRO treats a non-finite norm as overflow)."""
-    return bool(engine.was_step_applied())
-
-
-def global_grad_norm(engine: Any) -> float:
-    """The gradient norm DeepSpeed clipped by in its last step (ZeRO 1/2)."""
-    norm = engine.get_global_grad_norm()
-    return float(norm) if norm is not None else float("nan")
+        if path is None:
+            raise ValueError(f"checkpoint {tag!r} in {str(directory)!r} could not be loaded")
+        return dict(client_state or {})
 
 
 @contextlib.contextmanager
-def accumulate(
-    engine: Any, num_backwards: int
-) -> Iterator[list[contextlib.AbstractContextManager]]:
-    """Contexts for `num_backwards` engine.backward calls that reduce gradients exactly once.
-
-    ZeRO 0 reduces in the last backward (the earlier ones run under `no_sync`); ZeRO 1/2 coalesce
-    all of them into one reduction when the block exits. Every rank reduces once per iteration,
-    whatever number of tasks it ran, so collectives stay symmetric.
-    """
-    if engine.zero_optimization_stage() == 0:
+def _accumulate(ds: Any, num_backwards: int) -> Iterator[list[contextlib.AbstractContextManager]]:
+    if ds.zero_optimization_stage() == 0:
         yield [
-            engine.no_sync() if i < num_backwards - 1 else contextlib.nullcontext()
+            ds.no_sync() if i < num_backwards - 1 else contextlib.nullcontext()
             for i in range(num_backwards)
         ]
     else:
-        with engine.coalesce_grad_reduction():
+        with ds.coalesce_grad_reduction():
             yield [contextlib.nullcontext() for _ in range(num_backwards)]
-
-
-def save_checkpoint(engine: Any, directory: Path, tag: str, client_state: dict[str, Any]) -> None:
-    """Collective: every rank must call it (DeepSpeed writes per-rank optimizer shards)."""
-    engine.save_checkpoint(str(directory), tag=tag, client_state=client_state, save_latest=False)
-
-
-def load_checkpoint(
-    engine: Any, directory: Path, tag: str, *, module_strict: bool = True, optimizer: bool = True
-) -> dict[str, Any]:
-    path, client_state = engine.load_checkpoint(
-        str(directory),
-        tag=tag,
-        load_module_strict=module_strict,
-        load_optimizer_states=optimizer,
-        load_lr_scheduler_states=True,
-    )
-    if path is None:
-        raise ValueError(f"checkpoint {tag!r} in {str(directory)!r} could not be loaded")
-    return dict(client_state or {})
 
 
 def build_moe_layer(hidden: int, expert: nn.Module, num_experts: int, ep_size: int, k: int) -> Any:

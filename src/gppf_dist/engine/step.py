@@ -120,25 +120,24 @@ def _forwards(ctx: StepContext, plan: Plan, present: set[str], rank: int) -> lis
     return out
 
 
-def _micro_steps(ctx: StepContext, plan: Plan, present: set[str]) -> list[Work | None]:
-    """This rank's forward passes in order; under EP padded with None (idle micro-steps) to the
-    longest list in its EP group, so the group's lego exchanges stay in lockstep."""
+def _micro_steps(
+    ctx: StepContext, plan: Plan, present: set[str]
+) -> tuple[list[Work | None], list[list[Work]]]:
+    """This rank's forward passes in order and, under EP, every EP-group peer's (the list of
+    this rank's is padded with None, idle micro-steps, to the longest, so the group's lego
+    exchanges stay in lockstep)."""
     mine: list[Work | None] = list(_forwards(ctx, plan, present, ctx.rank))
     if ctx.ep is None:
-        return mine
-    longest = max(len(_forwards(ctx, plan, present, r)) for r in ctx.ep_ranks)
-    return mine + [None] * (longest - len(mine))
+        return mine, []
+    peers = [_forwards(ctx, plan, present, r) for r in ctx.ep_ranks]
+    return mine + [None] * (max(map(len, peers)) - len(mine)), peers
 
 
-def _begin_ep(ctx: StepContext, plan: Plan, present: set[str], j: int) -> None:
+def _begin_ep(ctx: StepContext, peers: list[list[Work]], j: int) -> None:
     assert ctx.ep is not None
-    peers = []
-    for r in ctx.ep_ranks:
-        works = _forwards(ctx, plan, present, r)
-        peers.append(
-            PeerWork(works[j].task, works[j].local_batch) if j < len(works) else PeerWork(None)
-        )
-    ctx.ep.begin(peers)
+    ctx.ep.begin(
+        [PeerWork(w[j].task, w[j].local_batch) if j < len(w) else PeerWork(None) for w in peers]
+    )
 
 
 def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult:
@@ -151,7 +150,7 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
     loss_sums = torch.zeros(num_tasks, dtype=torch.float64, device=ctx.device)
     data_s = 0.0
     calls0 = (ctx.ep.local_calls, ctx.ep.remote_calls) if ctx.ep is not None else (0, 0)
-    micro = _micro_steps(ctx, plan, present)
+    micro, peers = _micro_steps(ctx, plan, present)
     with ctx.reduction.backward_contexts(engine, max(1, len(micro))) as contexts:
         # The router regularizer depends on parameters only: every rank adds it once, and the
         # gradient average over ranks returns it unchanged.
@@ -162,7 +161,7 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
                 engine.backward(extra)
         for i, work in enumerate(micro):
             if ctx.ep is not None:
-                _begin_ep(ctx, plan, present, i)
+                _begin_ep(ctx, peers, i)
             if work is None:  # idle EP micro-step: serve the peers' lego calls only
                 t_start = timer.mark()
                 with contexts[i]:

@@ -74,14 +74,13 @@ class TaskSet:
     ) -> Plan:
         """static: by batch size. cost: on measured seconds/sample once every task has one (with
         the per-task overhead and lego locality), before that on the config's cost hints."""
-        simt = self.cfg.simt
-        if simt.planner == "static":
+        if self.cfg.simt.planner == "static":
             return plan_static(self.demands(None), world_size)
-        if costs.complete(self.names):
-            return make_plan(
-                "cost", self.demands(costs), world_size, simt.task_overhead_s, affinity
-            )
-        return make_plan("cost", self.demands(None), world_size, hint_overhead(self.demands()))
+        measured = costs.complete(self.names)
+        demands = self.demands(costs if measured else None)
+        return make_plan(
+            "cost", demands, world_size, self.overhead(costs), affinity if measured else None
+        )
 
     def overhead(self, costs: CostTable) -> float:
         """The per-(rank, task) overhead the planner uses with `costs`."""
