@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from .harness import run_distributed
+from .sgd import clipped_sgd_update
 
 TASKS = {"attr": 2.0, "cls_object": 1.0, "pose": 0.5}  # name: weight
 BATCH, STREAMS = 4, 2
@@ -54,17 +55,7 @@ def reference() -> dict[str, Any]:
             model(task, images), targets, torch.zeros(BATCH, dtype=torch.long)
         )
         objective = objective + weight * per_sample.mean()
-    objective.backward()
-    params = [p for p in model.parameters() if p.requires_grad]
-    for p in params:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    norm = float(torch.stack([p.grad.double().pow(2).sum() for p in params]).sum().sqrt())
-    scale = min(1.0, CLIP / (norm + 1e-6))
-    with torch.no_grad():
-        for p in params:
-            p.sub_(LR * scale * p.grad)
-    return {"params": {n: p.detach().clone() for n, p in model.named_parameters()}, "norm": norm}
+    return clipped_sgd_update(model, objective, LR, CLIP)
 
 
 def simt_step(

@@ -182,6 +182,14 @@ def test_memory_caps_charge_one_overhead_per_micro_batch() -> None:
     assert split.predicted_loads([capped], 2.0) == [18.0]
 
 
-def test_a_cap_that_splits_a_group_names_the_key() -> None:
-    with pytest.raises(ValueError, match="`simt.tasks.reid.max_local_batch`=6"):
-        plan_divisible([TaskDemand("reid", 32, 4, granularity=8, max_local_batch=6)], 2)
+def test_a_cap_below_the_group_still_cuts_at_group_boundaries() -> None:
+    """The step runs such a share in embed and replay passes; the plan still keeps groups whole."""
+    plan = plan_divisible([TaskDemand("reid", 32, 4, granularity=8, max_local_batch=6)], 3)
+    works = [w for r in range(3) for w in plan.rank_work(r)]
+    assert sum(w.local_batch for w in works) == 32
+    assert all(w.local_batch % 8 == 0 and w.offset % 8 == 0 for w in works), works
+
+
+def test_a_negative_cap_names_the_key() -> None:
+    with pytest.raises(ValueError, match="`simt.tasks.reid.max_local_batch`=-1"):
+        plan_divisible([TaskDemand("reid", 32, 4, granularity=8, max_local_batch=-1)], 2)

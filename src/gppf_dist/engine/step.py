@@ -23,12 +23,15 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
 
 import torch
 
 from gppf_dist.data.prefetch import batch_to_device
 from gppf_dist.engine.deepspeed import Engine
 from gppf_dist.engine.reduction import Reduction
+from gppf_dist.engine.replay import ReplayShare, float_leaves, surrogate
 from gppf_dist.engine.timing import DeviceTimer
 from gppf_dist.parallel.expert import EPSession, PeerWork
 from gppf_dist.simt.objective import TaskWeights, local_objective
@@ -46,6 +49,9 @@ class TaskRuntime:
     max_local_batch: int = 0
     """Samples per forward pass at most (0: the whole share in one); the loader yields the
     share as that many micro-batches."""
+    group: int = 1
+    """Its loss couples the samples of groups this large (1: none); a cap that cuts groups makes
+    the share run in embed and replay passes (`replay.py`)."""
 
 
 @dataclass
@@ -105,39 +111,86 @@ def _compute(ctx: StepContext) -> contextlib.AbstractContextManager:
     return torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=ctx.precision == "bf16")
 
 
-def _forwards(ctx: StepContext, plan: Plan, present: set[str], rank: int) -> list[Work]:
+@dataclass(frozen=True)
+class Forward:
+    """One forward pass of this rank's step (`replay.py` for the phases)."""
+
+    work: Work
+    """The samples it forwards (a micro-batch of a planned work)."""
+    phase: str = "train"
+    """"train": forward, loss, backward; for a coupled task cut below its group size, "embed"
+    (forward, outputs kept) for every micro-batch, then "replay" (forward, backward from the
+    whole share's loss gradient) for every micro-batch."""
+    last: bool = True
+    """The last micro-batch of its work in this phase."""
+
+
+def _forwards(ctx: StepContext, plan: Plan, present: set[str], rank: int) -> list[Forward]:
     """`rank`'s forward passes this step, in order: one per work of a present task, or one per
-    micro-batch when the task caps its samples per forward (`max_local_batch`)."""
+    micro-batch when the task caps its samples per forward (`max_local_batch`); twice per
+    micro-batch (`replay.py`) when the cap cuts the groups of a task whose loss couples them."""
     out = []
     for w in plan.rank_work(rank):
         if w.task not in present:
             continue
-        cap = ctx.tasks[w.task].max_local_batch or w.local_batch
-        out += [
+        task = ctx.tasks[w.task]
+        cap = task.max_local_batch or w.local_batch
+        parts = [
             replace(w, local_batch=min(cap, w.local_batch - lo))
             for lo in range(0, w.local_batch, cap)
         ]
+        phases = ["embed", "replay"] if len(parts) > 1 and cap % task.group else ["train"]
+        for phase in phases:
+            out += [Forward(p, phase, i == len(parts) - 1) for i, p in enumerate(parts)]
     return out
 
 
 def _micro_steps(
     ctx: StepContext, plan: Plan, present: set[str]
-) -> tuple[list[Work | None], list[list[Work]]]:
+) -> tuple[list[Forward | None], list[list[Forward]]]:
     """This rank's forward passes in order and, under EP, every EP-group peer's (the list of
     this rank's is padded with None, idle micro-steps, to the longest, so the group's lego
     exchanges stay in lockstep)."""
-    mine: list[Work | None] = list(_forwards(ctx, plan, present, ctx.rank))
+    mine: list[Forward | None] = list(_forwards(ctx, plan, present, ctx.rank))
     if ctx.ep is None:
         return mine, []
     peers = [_forwards(ctx, plan, present, r) for r in ctx.ep_ranks]
     return mine + [None] * (max(map(len, peers)) - len(mine)), peers
 
 
-def _begin_ep(ctx: StepContext, peers: list[list[Work]], j: int) -> None:
+def _begin_ep(ctx: StepContext, peers: list[list[Forward]], j: int) -> None:
     assert ctx.ep is not None
     ctx.ep.begin(
-        [PeerWork(w[j].task, w[j].local_batch) if j < len(w) else PeerWork(None) for w in peers]
+        [
+            PeerWork(f[j].work.task, f[j].work.local_batch) if j < len(f) else PeerWork(None)
+            for f in peers
+        ]
     )
+
+
+class _Backwards:
+    """The step's backward calls: each in its reduction context, the first adding `extra`."""
+
+    def __init__(self, engine: Engine, contexts: list, extra: torch.Tensor) -> None:
+        self.engine, self.contexts, self.extra, self.done = engine, contexts, extra, 0
+
+    def context(self) -> contextlib.AbstractContextManager:
+        return self.contexts[self.done]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss + self.extra if self.done == 0 else loss)
+        self.done += 1
+
+
+def _task_loss(
+    ctx: StepContext, task: TaskRuntime, name: str, outputs: Any, targets: Any, groups: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per-sample losses, this rank's part of the objective)."""
+    per_sample = task.task_type.loss(outputs, targets, groups).float()
+    assert per_sample.shape == (groups.shape[0],), (
+        f"{name}: loss must be per-sample, got shape {tuple(per_sample.shape)}"
+    )
+    return per_sample, local_objective(per_sample, task.weights, ctx.world_size)
 
 
 def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult:
@@ -151,47 +204,80 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
     data_s = 0.0
     calls0 = (ctx.ep.local_calls, ctx.ep.remote_calls) if ctx.ep is not None else (0, 0)
     micro, peers = _micro_steps(ctx, plan, present)
-    with ctx.reduction.backward_contexts(engine, max(1, len(micro))) as contexts:
+    # Without EP an embed pass runs no backward; under EP it does (its exchanges' backward).
+    n_backward = sum(f is None or f.phase != "embed" or ctx.ep is not None for f in micro)
+    share = ReplayShare()
+    with ctx.reduction.backward_contexts(engine, max(1, n_backward)) as contexts:
         # The router regularizer depends on parameters only: every rank adds it once, and the
         # gradient average over ranks returns it unchanged.
         reg = module.regularizer()
-        extra = ctx.reduction.extra_loss(module, reg)
+        steps = _Backwards(engine, contexts, ctx.reduction.extra_loss(module, reg))
         if not micro:
-            with contexts[0]:
-                engine.backward(extra)
-        for i, work in enumerate(micro):
+            with steps.context():
+                steps.backward(reg.new_zeros(()))
+        for i, f in enumerate(micro):
             if ctx.ep is not None:
                 _begin_ep(ctx, peers, i)
-            if work is None:  # idle EP micro-step: serve the peers' lego calls only
+            if f is None:  # idle EP micro-step: serve the peers' lego calls only
                 t_start = timer.mark()
-                with contexts[i]:
+                with steps.context():
                     with _compute(ctx):
                         token = ctx.ep.finish(reg.new_zeros(()).requires_grad_())  # type: ignore[union-attr]
-                    engine.backward(token + extra if i == 0 else token)
+                    steps.backward(token)
                 timer.add(num_tasks, t_start, timer.mark())
                 continue
-            task = ctx.tasks[work.task]
-            loader = ctx.loaders.get(work.task)
-            assert loader is not None, f"no loader for planned task {work.task}"
-            t0 = time.perf_counter()
-            batch = batch_to_device(next(loader), ctx.device, ctx.channels_last)
-            data_s += time.perf_counter() - t0
+            name = f.work.task
+            task = ctx.tasks[name]
+            if f.phase == "replay":
+                batch, grads = share.batches[share.replayed], share.grads[share.replayed]
+                share.replayed += 1
+            else:
+                loader = ctx.loaders.get(name)
+                assert loader is not None, f"no loader for planned task {name}"
+                t0 = time.perf_counter()
+                batch = batch_to_device(next(loader), ctx.device, ctx.channels_last)
+                data_s += time.perf_counter() - t0
             t_start = timer.mark()
-            with contexts[i]:
-                with _compute(ctx):
-                    outputs = engine.forward(work.task, batch.images)
-                    per_sample = task.task_type.loss(outputs, batch.targets, batch.groups).float()
-                    assert per_sample.shape == (batch.images.shape[0],), (
-                        f"{work.task}: loss must be per-sample, got shape {tuple(per_sample.shape)}"
-                    )
-                    loss = local_objective(per_sample, task.weights, ctx.world_size)
-                    if ctx.ep is not None:  # layers the task's head did not need still exchange
-                        loss = loss + ctx.ep.finish(per_sample.sum() * 0.0)
-                engine.backward(loss + extra if i == 0 else loss)
+            if f.phase == "train":
+                with steps.context():
+                    with _compute(ctx):
+                        outputs = engine.forward(name, batch.images)
+                        per_sample, loss = _task_loss(
+                            ctx, task, name, outputs, batch.targets, batch.groups
+                        )
+                        if ctx.ep is not None:  # layers the task's head skipped still exchange
+                            loss = loss + ctx.ep.finish(per_sample.sum() * 0.0)
+                    steps.backward(loss)
+                loss_sums[task.index] += per_sample.detach().double().sum()
+            elif f.phase == "embed":
+                if ctx.ep is None:
+                    with torch.no_grad(), _compute(ctx):
+                        outputs = engine.forward(name, batch.images)
+                else:  # the exchanges' backward is a collective: run it, with zero gradients
+                    with steps.context():
+                        with _compute(ctx):
+                            outputs = engine.forward(name, batch.images)
+                            zero = sum(t.float().sum() for t in float_leaves(outputs)) * 0.0
+                            token = ctx.ep.finish(zero)
+                        steps.backward(token)
+                share.keep(batch, outputs)
+                if f.last:
+                    with _compute(ctx):
+                        per_sample = share.loss_pass(partial(_task_loss, ctx, task, name))
+                    loss_sums[task.index] += per_sample.double().sum()
+            else:
+                with steps.context():
+                    with _compute(ctx):
+                        outputs = engine.forward(name, batch.images)
+                        loss = surrogate(outputs, grads)
+                        if ctx.ep is not None:
+                            loss = loss + ctx.ep.finish(loss * 0.0)
+                    steps.backward(loss)
+                if f.last:
+                    share = ReplayShare()
             t_end = timer.mark()
             timer.add(task.index, t_start, t_end)
             timer.add(num_tasks, t_start, t_end)
-            loss_sums[task.index] += per_sample.detach().double().sum()
     calls = (0, 0)
     if ctx.ep is not None:
         calls = (ctx.ep.local_calls - calls0[0], ctx.ep.remote_calls - calls0[1])

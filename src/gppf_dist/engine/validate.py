@@ -81,12 +81,9 @@ def _validate_tasks(cfg: RunConfig) -> None:
             raise ValueError(
                 f"`{key}.input_size`={list(task.input_size)} must be [h, w], each >= 16"
             )
-        group = task.batch_size // streams if TASK_TYPES[task.type].couples_samples else 1
-        if task.max_local_batch < 0 or task.max_local_batch % group:
+        if task.max_local_batch < 0:
             raise ValueError(
-                f"`{key}.max_local_batch`={task.max_local_batch} must be >= 0 and a multiple of "
-                f"{group} (a {task.type} loss couples the samples of one stream's share: "
-                "`batch_size` / `data.streams_per_task`)"
+                f"`{key}.max_local_batch`={task.max_local_batch} must be >= 0 (0: no cap)"
             )
 
 

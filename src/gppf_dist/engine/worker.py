@@ -109,7 +109,11 @@ def build(cfg: RunConfig, opened: ExitStack) -> Worker:
         placement = resumed_placement(cfg, taskset.batch_sizes, names, info.is_main)
     tasks = {
         name: TaskRuntime(
-            i, taskset.types[name], TaskWeights(t.weight, t.batch_size), t.max_local_batch
+            i,
+            taskset.types[name],
+            TaskWeights(t.weight, t.batch_size),
+            t.max_local_batch,
+            taskset.group(name),
         )
         for i, (name, t) in enumerate(taskset.active.items())
     }

@@ -160,10 +160,9 @@ def check_demands(demands: list[TaskDemand], world_size: int) -> None:
             raise ValueError(
                 f"task {d.name!r}: granularity {d.granularity} must divide its batch {d.batch_size}"
             )
-        if d.max_local_batch < 0 or d.max_local_batch % d.granularity:
+        if d.max_local_batch < 0:
             raise ValueError(
-                f"`simt.tasks.{d.name}.max_local_batch`={d.max_local_batch} must be >= 0 and a "
-                f"multiple of {d.granularity} (the task's loss couples that many samples)"
+                f"`simt.tasks.{d.name}.max_local_batch`={d.max_local_batch} must be >= 0"
             )
 
 

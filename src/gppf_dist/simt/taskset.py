@@ -48,13 +48,18 @@ class TaskSet:
     def batch_sizes(self) -> dict[str, int]:
         return {n: t.batch_size for n, t in self.active.items()}
 
+    def group(self, name: str) -> int:
+        """The samples task `name`'s loss couples (one stream's share), or 1."""
+        t = self.active[name]
+        coupled = self.types[name].couples_samples
+        return t.batch_size // self.cfg.data.streams_per_task if coupled else 1
+
     def demands(self, costs: CostTable | None = None) -> list[TaskDemand]:
         """Planner inputs; per-sample costs measured if `costs` has them, else the config hints."""
         out = []
         streams = self.cfg.data.streams_per_task
         for name, t in self.active.items():
             cost = costs.cost(name) if costs is not None else None
-            coupled = self.types[name].couples_samples
             out.append(
                 TaskDemand(
                     name,
@@ -63,7 +68,7 @@ class TaskSet:
                     t.weight,
                     cost_per_sample=t.cost if cost is None else cost,
                     every=t.every,
-                    granularity=t.batch_size // streams if coupled else 1,
+                    granularity=self.group(name),
                     max_local_batch=t.max_local_batch,
                 )
             )
