@@ -178,12 +178,16 @@ def decode_sample(raw: RawSample, *, needs_mask: bool = False) -> Sample:
 
 
 class SkipCounter:
-    """Counts skipped samples by reason and warns at most once per reason per `interval_s`."""
+    """Counts skipped samples by reason and warns at most once per reason per `interval_s`.
+
+    `dropped` counts, apart, the targets (boxes, keypoints) that a sample's geometry made
+    degenerate: the sample was kept, so they are no skip reason and never in `counts`."""
 
     def __init__(self, task: str, interval_s: float = 30.0) -> None:
         self.task = task
         self.interval_s = interval_s
         self.counts: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
         self._last_warn: dict[str, float] = {}
         self._unreported: dict[str, int] = {}
 
@@ -191,6 +195,11 @@ class SkipCounter:
         """Add counts recorded (and already warned about) elsewhere, e.g. in a worker process."""
         for reason, n in counts.items():
             self.counts[reason] = self.counts.get(reason, 0) + n
+
+    def drop(self, dropped: dict[str, int]) -> None:
+        """Count targets dropped from a kept sample, by kind (see `Sample.dropped`)."""
+        for kind, n in dropped.items():
+            self.dropped[kind] = self.dropped.get(kind, 0) + n
 
     def record(self, reason: str, message: str, n: int = 1) -> None:
         self.counts[reason] = self.counts.get(reason, 0) + n

@@ -84,6 +84,8 @@ def prepare_sample(
     except PREPARE_ERRORS as exc:
         ctx.skips.record("annotation", f"{where}: sample {raw.key!r}: {exc!r}")
         return None
+    if sample.dropped:
+        ctx.skips.drop(sample.dropped)
     return raw.key, image, target
 
 

@@ -8,8 +8,11 @@ and keypoints, which albumentations keeps consistent with it):
 - `ColorJitter`: brightness, contrast and saturation within ±`JITTER` (hue unchanged).
 
 Coordinates are continuous (pixel edges at integers, as in `transforms.Geometry`), which is how
-albumentations crops and scales boxes and points; its point flip uses pixel indices
-(`w - 1 - x`), so flipped keypoints are shifted back by one pixel to `w - x`.
+albumentations crops and scales points; its point flip uses pixel indices (`w - 1 - x`), so
+flipped points are shifted back by one pixel to `w - x`. Boxes travel as their two corners (the
+transforms are axis-aligned, so corners map exactly) and come back unclipped, one per input box:
+albumentations' own box processor rejects a whole call when a box degenerates, and callers must
+drop such a box, not lose the sample (`DetectionTask` clips, drops and counts them).
 
 Determinism: exactly one value is drawn from `rng` per call (a 63-bit seed); the pipeline's
 numpy and Python generators are fresh ones seeded from it on every call
@@ -42,25 +45,18 @@ class Augmented:
     """HxWx3 uint8."""
     mask: np.ndarray | None
     boxes: np.ndarray
-    """[M', 4] xyxy boxes that survived the crop (clipped to the image)."""
-    box_ids: np.ndarray
-    """[M'] indices of the surviving boxes in the input."""
+    """[M, 4] xyxy: every input box, same order, mapped but not clipped (may be degenerate or
+    outside the image now; x1 <= x2 kept under flip)."""
     keypoints: np.ndarray
     """[K, 2] all input keypoints, same order (possibly outside the image now)."""
     flipped: bool
 
 
 @functools.lru_cache(maxsize=64)
-def _pipeline(
-    height: int, width: int, min_scale: float, with_boxes: bool, with_points: bool
-) -> A.Compose:
-    """The compiled pipeline; box/keypoint processors only where the caller has those targets."""
+def _pipeline(height: int, width: int, min_scale: float, with_points: bool) -> A.Compose:
+    """The compiled pipeline; a keypoint processor only where the caller has points (or boxes)."""
     aspect = width / height
-    bbox_params = keypoint_params = None
-    if with_boxes:
-        bbox_params = A.BboxParams(
-            format="pascal_voc", label_fields=["box_ids"], clip=True, check_each_transform=False
-        )  # filtered once at the end (callers drop boxes under 1 px themselves)
+    keypoint_params = None
     if with_points:
         keypoint_params = A.KeypointParams(
             format="xy",
@@ -81,7 +77,6 @@ def _pipeline(
             A.HorizontalFlip(p=0.5),
             A.ColorJitter(brightness=JITTER, contrast=JITTER, saturation=JITTER, hue=0.0, p=1.0),
         ],
-        bbox_params=bbox_params,
         keypoint_params=keypoint_params,
         save_applied_params=True,
     )
@@ -99,35 +94,40 @@ def augment(
     """Random crop + flip + colour jitter of `image` (HxWx3 uint8) and its targets."""
     seed = int(rng.integers(0, 2**63 - 1))
     h, w = image.shape[:2]
-    pipe = _pipeline(h, w, float(min_scale), boxes is not None, keypoints is not None)
+    num_boxes = 0 if boxes is None else len(np.asarray(boxes).reshape(-1, 4))
+    with_points = boxes is not None or keypoints is not None
+    pipe = _pipeline(h, w, float(min_scale), with_points)
     # one numpy and one Python generator per call, shared by all transforms (cheaper than
     # `set_random_seed`, which builds a pair per transform)
     pipe.set_random_state(np.random.default_rng(seed), random.Random(seed))
     inputs: dict[str, Any] = {"image": image}
+    # points first, then each box's corners (x1, y1) and (x2, y2)
+    corners = np.zeros((0, 2), np.float32)
     if boxes is not None:
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        inputs.update(bboxes=boxes, box_ids=np.arange(len(boxes)))
+        corners = np.asarray(boxes, np.float32).reshape(-1, 2)
     points = np.zeros((0, 2), np.float32)
     if keypoints is not None:
         points = np.asarray(keypoints, np.float32).reshape(-1, 2)
-        inputs.update(keypoints=points, point_ids=np.arange(len(points)))
+    all_points = np.concatenate([points, corners])
+    if with_points:
+        inputs.update(keypoints=all_points, point_ids=np.arange(len(all_points)))
     if mask is not None:
         inputs["mask"] = mask
     out = pipe(**inputs)
-    kept_points = points
-    if keypoints is not None:
+    mapped = all_points
+    if with_points:
         order = np.argsort(np.asarray(out["point_ids"], dtype=np.int64), kind="stable")
-        kept_points = np.asarray(out["keypoints"], dtype=np.float32).reshape(-1, 2)[order]
-    if len(kept_points) != len(points):
+        mapped = np.asarray(out["keypoints"], dtype=np.float32).reshape(-1, 2)[order]
+    if len(mapped) != len(all_points):
         raise RuntimeError("albumentations dropped keypoints despite remove_invisible=False")
     flipped = any(name == "HorizontalFlip" for name, _ in out["applied_transforms"])
     if flipped:  # albumentations flips points as pixel indices (w - 1 - x); ours are continuous
-        kept_points[:, 0] += 1.0
+        mapped[:, 0] += 1.0
+    ends = mapped[len(points) :].reshape(num_boxes, 2, 2)
     return Augmented(
         image=np.ascontiguousarray(out["image"]),
         mask=out.get("mask"),
-        boxes=np.asarray(out.get("bboxes", np.zeros((0, 4))), dtype=np.float32).reshape(-1, 4),
-        box_ids=np.asarray(out.get("box_ids", []), dtype=np.int64).reshape(-1),
-        keypoints=kept_points,
+        boxes=np.concatenate([ends.min(1), ends.max(1)], axis=1).astype(np.float32),
+        keypoints=mapped[: len(points)],
         flipped=flipped,
     )

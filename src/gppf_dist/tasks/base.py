@@ -48,6 +48,10 @@ class Sample:
     """The sample's `json` member (schema per task type, see shards/README.md)."""
     mask: np.ndarray | None = None
     """HxW uint8 class ids from the `png` member (segmentation only); 255 = ignore."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Filled by `TaskType.prepare`: targets the geometry or augmentation made degenerate and
+    dropped, by kind (`boxes`, `keypoints`); the sample itself is kept. The data layer counts
+    them per task (`SkipCounter.dropped`), apart from skipped samples."""
 
 
 @dataclass(kw_only=True)
@@ -92,7 +96,10 @@ class TaskType(Protocol):
         """Resize/augment to `spec.input_size`, keeping boxes, masks and keypoints consistent.
 
         Returns a 3xHxW uint8 image and this sample's target. Raises ValueError naming the
-        sample key for annotations that are out of bounds or of the wrong schema.
+        sample key for annotations that are out of bounds or of the wrong schema (the sample is
+        then skipped). A valid target that the geometry makes degenerate (a box cropped to
+        nothing, a keypoint leaving the input) is dropped and counted in `sample.dropped`,
+        never a reason to raise.
         """
 
     def collate(self, targets: list[Any]) -> Any: ...

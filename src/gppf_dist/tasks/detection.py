@@ -230,11 +230,15 @@ class DetectionTask:
                 )
         geo = plan_geometry(w, h, spec.input_size)
         image = warp_array(sample.image, geo)
-        mapped, classes = _clip_boxes(geo.boxes(boxes), np.asarray(labels, np.int64), image)
+        mapped = geo.boxes(boxes)
         if train:
             aug = augment(image, rng, boxes=mapped)
-            image = aug.image
-            mapped, classes = _clip_boxes(aug.boxes, classes[aug.box_ids], image)
+            image, mapped = aug.image, aug.boxes
+        # clipped once, at the end: the crop lies inside the warped image, so this equals
+        # clipping after each step; a box left under 1 px is dropped, the sample kept
+        mapped, classes = _clip_boxes(mapped, np.asarray(labels, np.int64), image)
+        if len(classes) < len(labels):
+            sample.dropped["boxes"] = len(labels) - len(classes)
         target = {
             "boxes": torch.from_numpy(mapped).reshape(-1, 4),
             "labels": torch.from_numpy(classes),

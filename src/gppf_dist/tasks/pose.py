@@ -2,7 +2,8 @@
 
 Annotation: `{"keypoints": [[x, y, v], ...] one per label-space keypoint, "box": [x1, y1, x2, y2]}`.
 `prepare` crops the person box enlarged by 1.25 to the input aspect (zero padding outside the
-image); flipping swaps `left_*`/`right_*` keypoints. Keypoints that leave the input become v=0.
+image); flipping swaps `left_*`/`right_*` keypoints. Visible keypoints that leave the input
+become v=0 (counted in `Sample.dropped`; the sample is kept).
 
 Heatmaps live at the decoder's stride; keypoint `x` (input pixels) sits at heatmap coordinate
 `(x + 0.5) · hw/W - 0.5`. Targets are Gaussians with σ = max(1, heatmap width / 24) (the usual
@@ -171,6 +172,9 @@ class PoseTask:
                     out = out[flip_permutation(names)]
         out_h, out_w = spec.input_size
         inside = (out[:, 0] >= 0) & (out[:, 0] <= out_w) & (out[:, 1] >= 0) & (out[:, 1] <= out_h)
+        lost = int(((out[:, 2] > 0) & ~inside).sum())
+        if lost:  # a visible keypoint the crop left out: invisible now, counted, sample kept
+            sample.dropped["keypoints"] = lost
         out[~inside, 2] = 0
         mapped_box = np.concatenate([corners.min(0), corners.max(0)]).astype(np.float32)
         target = {"keypoints": torch.from_numpy(out), "box": torch.from_numpy(mapped_box)}
