@@ -2,6 +2,7 @@
 
 gppf-shards synth --out DIR [--samples-per-task N] [--val-per-task M] [--seed S]
 gppf-shards convert LAYOUT --src SRC --out DIR [--task T] [--split S] [--samples-per-shard N]
+    [--seed S] [--workers N]   # shuffled, whole shards per process, a rerun keeps finished ones
 gppf-shards verify DIR            # every shard: size, sha256, count; every sample: decode+schema
 gppf-shards inspect DIR --task T --out grid.png [--n 16] [--split S] [--seed S]  # annotated grid
 """
@@ -13,7 +14,12 @@ import sys
 import time
 from pathlib import Path
 
-from gppf_dist.data.convert import DEFAULT_SAMPLES_PER_SHARD, DEFAULT_SHARD_BYTES, write_converted
+from gppf_dist.data.convert import (
+    DEFAULT_SAMPLES_PER_SHARD,
+    DEFAULT_SEED,
+    DEFAULT_SHARD_BYTES,
+    write_converted,
+)
 from gppf_dist.data.convert_layouts import LAYOUTS
 from gppf_dist.data.inspect import inspect_task
 from gppf_dist.data.synth import write_synthetic_corpus
@@ -64,25 +70,35 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     reader, default_task = LAYOUTS[args.layout]
     src = Path(args.src)
     if not src.exists():
         raise ValueError(f"convert: --src {src} does not exist")
-    conv = reader(src, Path(args.images) if args.images else None)
+    conv = reader(src, Path(args.images) if args.images else None, args.split)
     task = args.task or default_task
     start = time.perf_counter()
-    manifest, count = write_converted(
-        conv,
-        Path(args.out),
-        task,
-        args.split,
-        samples_per_shard=args.samples_per_shard,
-        max_shard_bytes=int(args.shard_mb * 1024 * 1024),
-    )
+    bar = tqdm(total=len(conv.items), unit="img", desc=f"{task} {args.split}", disable=args.quiet)
+    with bar:
+        manifest, results = write_converted(
+            conv,
+            Path(args.out),
+            task,
+            args.split,
+            samples_per_shard=args.samples_per_shard,
+            max_shard_bytes=int(args.shard_mb * 1024 * 1024),
+            seed=args.seed,
+            workers=args.workers,
+            progress=bar.update,
+        )
     shards = manifest.tasks[task].splits[args.split]
+    count = sum(s.samples for s in shards)
+    kept = sum(r.resumed for r in results)
     print(
         f"{task} ({conv.type}) {args.split}: {count} samples in {len(shards)} shards "
-        f"in {time.perf_counter() - start:.1f}s; skipped {conv.skipped or 'none'}"
+        f"({kept} kept from an earlier run) in {time.perf_counter() - start:.1f}s; "
+        f"skipped {conv.skipped or 'none'}"
     )
     return 0
 
@@ -128,7 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--split", choices=["train", "val"], default="train")
     convert.add_argument("--images", help="image folder for coco-*/attr-csv (default: beside)")
     convert.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD)
-    convert.add_argument("--shard-mb", type=float, default=DEFAULT_SHARD_BYTES / 2**20)
+    convert.add_argument(
+        "--shard-mb",
+        type=float,
+        default=DEFAULT_SHARD_BYTES / 2**20,
+        help="warn about shards above this size (--samples-per-shard decides the cut)",
+    )
+    convert.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="seed of the shuffled sample order"
+    )
+    convert.add_argument(
+        "--workers", type=int, default=1, help="processes writing whole shards (same bytes)"
+    )
+    convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.set_defaults(func=_convert)
     insp = sub.add_parser("inspect", help="draw samples of a task with annotations into a PNG")
     insp.add_argument("dir", help="shard root holding manifest.json")

@@ -1,82 +1,49 @@
 """`gppf-shards convert`: standard on-disk dataset layouts into shards plus manifest entries.
 
-A layout reader (`convert_layouts`) turns a source into a `Converted`: the task type, its label
-space and an iterator of `(members)` dicts (`jpg` + `json`, and `png`/`cls` where the type has
-them). This module writes them with `ShardWriter` (closing a shard at `samples_per_shard` samples
-or about `max_shard_bytes` bytes, whichever comes first), checks every annotation against the
-task type's schema on the way (`schema.check_annotation`), and merges the task's split into
+A layout reader (`layouts`) lists a source as a `Converted`: the task type, its label space, an
+indexable list of lightweight items and a loader turning one item into members. This module
+shuffles the items with a seed (real datasets arrive sorted: ImageFolder by class, COCO by image
+id), cuts the shuffled order into shards of `samples_per_shard` items, has `convert_parallel`
+write them (one or several processes, identical bytes, resumable), checks every annotation
+against the task type's schema on the way, and merges the task's split into
 `<out>/manifest.json`, so several conversions can fill one root.
+
+Keys are `<task>_<split>_<position in the shuffled order>`: an item skipped while loading leaves
+a gap, never renames the samples after it. `samples_per_shard` alone decides what goes where;
+`max_shard_bytes` is a ceiling that is warned about, not a cut (cutting by bytes would make a
+shard's contents depend on the shards before it).
 """
 
 from __future__ import annotations
 
-import io
+import hashlib
 import json
-import logging
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from PIL import Image
-
-from gppf_dist.data.decode import SampleError
+from gppf_dist.data.convert_parallel import (
+    ShardJob,
+    ShardResult,
+    finished_shard,
+    run_shards,
+    shuffled_order,
+)
+from gppf_dist.data.layouts.base import Converted
 from gppf_dist.data.manifest import (
     MANIFEST_NAME,
     Manifest,
+    ShardInfo,
     TaskManifest,
     manifest_from_dict,
     save_manifest,
 )
-from gppf_dist.data.schema import check_annotation
-from gppf_dist.data.writer import ShardWriter
-
-log = logging.getLogger(__name__)
 
 DEFAULT_SAMPLES_PER_SHARD = 10_000
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
-JPEG_QUALITY = 95
+DEFAULT_SEED = 0
 
 
-@dataclass
-class Converted:
-    """What a layout reader produces; `skipped` counts source items left out, by reason."""
-
-    type: str
-    dataset: str
-    label_space: dict[str, Any]
-    samples: Iterator[dict[str, bytes]]
-    skipped: dict[str, int] = field(default_factory=dict)
-
-    def skip(self, reason: str) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + 1
-
-
-def image_files(folder: Path) -> list[Path]:
-    """Image files directly in `folder`, sorted by name."""
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
-
-
-def jpeg_member(img: Image.Image | Path) -> tuple[bytes, int, int]:
-    """JPEG bytes and (width, height); an RGB JPEG file is copied as is, others re-encoded."""
-    if isinstance(img, Path):
-        with Image.open(img) as opened:
-            if opened.format == "JPEG" and opened.mode == "RGB":
-                return img.read_bytes(), opened.width, opened.height
-            img = opened.convert("RGB")
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
-    return buf.getvalue(), img.width, img.height
-
-
-def json_member(ann: dict[str, Any]) -> bytes:
-    return json.dumps(ann, separators=(",", ":")).encode("utf-8")
-
-
-def _merge(out: Path, task: str, split: str, conv: Converted, shards: list) -> Manifest:
+def _merge(out: Path, task: str, split: str, conv: Converted, shards: list[ShardInfo]) -> Manifest:
     path = out / MANIFEST_NAME
     manifest = Manifest()
     if path.is_file():
@@ -96,33 +63,60 @@ def _merge(out: Path, task: str, split: str, conv: Converted, shards: list) -> M
     return manifest
 
 
+def fingerprint(conv: Converted, task: str, split: str, samples_per_shard: int, seed: int) -> str:
+    """What a finished shard must have been written for, to be kept by a rerun."""
+    sha = hashlib.sha256()
+    head = [conv.type, conv.dataset, conv.label_space, task, split, samples_per_shard, seed]
+    sha.update(json.dumps(head, sort_keys=True).encode())
+    for item in conv.items:
+        sha.update(repr(item).encode())
+        sha.update(b"\n")
+    return sha.hexdigest()
+
+
 def write_converted(
     conv: Converted,
     out: Path,
     task: str,
     split: str,
     samples_per_shard: int = DEFAULT_SAMPLES_PER_SHARD,
-    max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+    max_shard_bytes: int | None = DEFAULT_SHARD_BYTES,
+    seed: int = DEFAULT_SEED,
+    workers: int = 1,
     progress: Callable[[int], None] | None = None,
-) -> tuple[Manifest, int]:
-    """Write `conv` as `<out>/<task>/<split>/` shards and merge it into the manifest."""
+) -> tuple[Manifest, list[ShardResult]]:
+    """Write `conv` shuffled as `<out>/<task>/<split>/` shards, keeping shards a previous run
+    finished, and merge the split into the manifest. `progress(n)` is told of every n items
+    done. Returns the manifest and one result per shard (in shard order)."""
+    if samples_per_shard < 1:
+        raise ValueError(f"convert: --samples-per-shard must be >= 1, got {samples_per_shard}")
+    if workers < 1:
+        raise ValueError(f"convert: --workers must be >= 1, got {workers}")
+    if not conv.items:
+        raise ValueError(f"convert: no source items for task {task!r} (skipped {conv.skipped})")
     out = Path(out)
-    count = 0
-    with ShardWriter(out, task, split, conv.dataset, samples_per_shard, max_shard_bytes) as w:
-        for members in conv.samples:
-            key = f"{task}_{split}_{count:08d}"
-            ann = json.loads(members["json"])
-            try:
-                check_annotation(conv.type, key, ann, conv.label_space, ann["width"], ann["height"])
-            except SampleError as exc:
-                log.warning("convert %s: skipping a source sample: %s", task, exc)
-                conv.skip("annotation")
-                continue
-            w.write(key, members)
-            count += 1
-            if progress is not None:
-                progress(count)
-    shards = w.close()
+    job = ShardJob(
+        out, task, split, samples_per_shard, max_shard_bytes,
+        fingerprint(conv, task, split, samples_per_shard, seed),
+    )  # fmt: skip
+    order = shuffled_order(len(conv.items), seed)
+    num_shards = -(-len(order) // samples_per_shard)
+    tell = progress or (lambda n: None)
+    results: dict[int, ShardResult] = {}
+    for k in range(num_shards):
+        items = min(samples_per_shard, len(order) - k * samples_per_shard)
+        res = finished_shard(conv, job, k, items)
+        if res is not None:
+            results[k] = res
+            tell(items)
+    todo = [k for k in range(num_shards) if k not in results]
+    for res in run_shards(conv, order, job, todo, workers, tell):
+        results[res.index] = res
+    ordered = [results[k] for k in range(num_shards)]
+    for res in ordered:
+        for reason, n in res.skipped.items():
+            conv.skip(reason, n)
+    shards = [r.shard for r in ordered if r.shard is not None]
     if not shards:
         raise ValueError(f"convert: no usable samples for task {task!r} (skipped {conv.skipped})")
-    return _merge(out, task, split, conv, shards), count
+    return _merge(out, task, split, conv, shards), ordered

@@ -84,9 +84,18 @@ def _check_attributes(key: str, ann: dict[str, Any], ls: dict[str, Any], w: int,
 
 
 def check_annotation(
-    task_type: str, key: str, ann: Any, label_space: dict[str, Any], width: int, height: int
+    task_type: str,
+    key: str,
+    ann: Any,
+    label_space: dict[str, Any],
+    width: int,
+    height: int,
+    split: str = "train",
 ) -> None:
-    """Raise SampleError("annotation") unless `ann` matches `task_type`'s schema and bounds."""
+    """Raise SampleError("annotation") unless `ann` matches `task_type`'s schema and bounds.
+
+    Re-ID and face identities are bounded by `num_identities` in the train split only: eval
+    splits hold unseen identities (compared by equality, never classified)."""
     if not isinstance(ann, dict):
         raise _fail(key, "json", ann, "must be a JSON object")
     _int(ann, key, "width", 1)
@@ -102,7 +111,8 @@ def check_annotation(
     elif task_type == "attributes":
         _check_attributes(key, ann, label_space, width, height)
     elif task_type in ("reid", "face"):
-        _int(ann, key, "identity", 0, label_space.get("num_identities"))
+        bound = label_space.get("num_identities") if split == "train" else None
+        _int(ann, key, "identity", 0, bound)
         if task_type == "reid":
             _int(ann, key, "camera", 0)
     elif task_type != "segmentation":

@@ -75,7 +75,7 @@ def _verify_shard(
         try:
             sample = decode_sample(raw, needs_mask=tm_type == "segmentation")
             height, width = sample.image.shape[:2]
-            check_annotation(tm_type, raw.key, sample.ann, label_space, width, height)
+            check_annotation(tm_type, raw.key, sample.ann, label_space, width, height, rep.split)
             if tm_type == "segmentation":
                 check_mask(raw.key, sample.mask, label_space)
         except SampleError as exc:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -41,11 +43,69 @@ class _HashingFile:
     def tell(self) -> int:
         return self.size
 
+    def sync(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
     def close(self) -> None:
         self._f.close()
 
     def hexdigest(self) -> str:
         return self._sha.hexdigest()
+
+
+def check_sample(key: str, members: dict[str, bytes]) -> None:
+    """ValueError unless `key` is a valid sample key and every member extension is known."""
+    if not _KEY_RE.match(key):
+        raise ValueError(f"sample key must match [A-Za-z0-9_-]+ (no dots), got {key!r}")
+    for ext in members:
+        if ext not in MEMBER_EXTS:
+            raise ValueError(
+                f"sample {key!r}: member extension must be in {MEMBER_EXTS}, got {ext!r}"
+            )
+
+
+def add_sample(tar: tarfile.TarFile, key: str, members: dict[str, bytes]) -> None:
+    """Append a sample's members contiguously, with fixed mtime, owner and mode."""
+    for ext, data in members.items():
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size = len(data)
+        info.mtime = FIXED_MTIME
+        info.mode = 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        tar.addfile(info, io.BytesIO(data))
+
+
+def write_shard_file(
+    root: Path, rel_path: str, samples: Iterable[tuple[str, dict[str, bytes]]]
+) -> ShardInfo | None:
+    """Write one whole shard `<root>/<rel_path>` from `(key, members)` pairs: to a temporary
+    name beside it, fsynced, then renamed over it, so the name only ever holds a complete tar.
+    None (and no file) when `samples` is empty."""
+    path = Path(root) / rel_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    file = _HashingFile(tmp)
+    offsets: list[int] = []
+    try:
+        with tarfile.TarFile(fileobj=file, mode="w", format=tarfile.GNU_FORMAT) as tar:  # type: ignore[arg-type]
+            for key, members in samples:
+                check_sample(key, members)
+                offsets.append(tar.offset)
+                add_sample(tar, key, members)
+            offsets.append(tar.offset)
+        file.sync()
+    except BaseException:
+        file.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    file.close()
+    if len(offsets) == 1:
+        tmp.unlink()
+        return None
+    os.replace(tmp, path)
+    return ShardInfo(rel_path, len(offsets) - 1, file.size, file.hexdigest(), tuple(offsets))
 
 
 class ShardWriter:
@@ -107,28 +167,15 @@ class ShardWriter:
 
     def write(self, key: str, members: dict[str, bytes]) -> None:
         """Append one sample; `members` maps extension (e.g. "jpg") to the member's bytes."""
-        if not _KEY_RE.match(key):
-            raise ValueError(f"sample key must match [A-Za-z0-9_-]+ (no dots), got {key!r}")
+        check_sample(key, members)
         if key in self._keys:
             raise ValueError(f"duplicate sample key {key!r} in {self.rel_dir}")
-        for ext in members:
-            if ext not in MEMBER_EXTS:
-                raise ValueError(
-                    f"sample {key!r}: member extension must be in {MEMBER_EXTS}, got {ext!r}"
-                )
         self._keys.add(key)
         if self._tar is None:
             self._open_next()
         assert self._tar is not None
         self._offsets.append(self._tar.offset)
-        for ext, data in members.items():
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size = len(data)
-            info.mtime = FIXED_MTIME
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            self._tar.addfile(info, io.BytesIO(data))
+        add_sample(self._tar, key, members)
         self._count += 1
         full = (
             self.max_shard_bytes is not None

@@ -1,0 +1,46 @@
+"""Person re-identification folders named the Market-1501 way."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from gppf_dist.data.layouts.base import Converted, Members, image_files, image_sample
+
+MARKET_RE = re.compile(r"^(-?\d+)_c(\d+)")
+"""Market-1501 names: `<identity>_c<camera>s<sequence>_<frame>_<box>.jpg` (MSMT17's
+`<identity>_c<camera>_<n>.jpg` too); identity -1 is junk, 0 a distractor."""
+
+
+def parse_names(folder: Path) -> tuple[list[tuple[str, int, int]], dict[str, int]]:
+    """`(path, identity, camera)` per image of `folder` with a person identity; the others
+    counted by reason (bad_name, junk_identity -1, distractor 0000)."""
+    items: list[tuple[str, int, int]] = []
+    skipped: dict[str, int] = {}
+    for path in image_files(folder):
+        match = MARKET_RE.match(path.name)
+        identity = int(match.group(1)) if match else None
+        reason = (
+            "bad_name" if identity is None
+            else "junk_identity" if identity < 0
+            else "distractor" if identity == 0
+            else None
+        )  # fmt: skip
+        if reason is not None:
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        assert match is not None and identity is not None
+        items.append((str(path), identity, int(match.group(2))))
+    return items, skipped
+
+
+def load_reid(item: tuple[str, int, int]) -> Members:
+    return image_sample(Path(item[0]), {"identity": item[1], "camera": item[2]})
+
+
+def read_reid(src: Path, images: Path | None = None, split: str = "train") -> Converted:
+    """A flat folder of Market-1501 names; identity and camera as in the file name, junk (-1)
+    and distractor (0) ids skipped; `num_identities` = max id + 1."""
+    items, skipped = parse_names(src)
+    space = {"num_identities": max((i for _, i, _ in items), default=0) + 1}
+    return Converted("reid", "market1501", space, items, load_reid, skipped)
