@@ -11,8 +11,9 @@ from pathlib import Path
 from gppf_dist.checkpoint.manager import find_latest, is_complete, step_of_tag
 from gppf_dist.checkpoint.topology import Topology, check_topology
 from gppf_dist.config.schema import RunConfig
-from gppf_dist.data.manifest import load_manifest
-from gppf_dist.tasks.registry import TASK_TYPES
+from gppf_dist.data.manifest import MANIFEST_NAME, ShardInfo, load_manifest
+from gppf_dist.data.streams import stream_units
+from gppf_dist.tasks.registry import TASK_TYPES, make_spec
 
 
 def planned_world_size(cfg: RunConfig, env_world_size: int | None) -> int:
@@ -42,6 +43,8 @@ def validate_run(cfg: RunConfig, world_size: int) -> None:
     _validate_parallel(cfg, world_size)
     _validate_data(cfg)
     _validate_resume(cfg, world_size)
+    if cfg.trainer.eval_batch_size < 1:  # the evaluation's loaders would refuse it at the end
+        raise ValueError(f"`trainer.eval_batch_size`={cfg.trainer.eval_batch_size} must be >= 1")
 
 
 def _validate_tasks(cfg: RunConfig) -> None:
@@ -101,6 +104,9 @@ def _validate_parallel(cfg: RunConfig, world_size: int) -> None:
 
 
 def _validate_data(cfg: RunConfig) -> None:
+    """Everything the workers would otherwise find out about the shards: each active task is in
+    the manifest with the configured type, a usable label space, train samples for every
+    canonical stream and a non-empty `val` split (every run ends with an evaluation)."""
     root = Path(cfg.data.root)
     try:
         manifest = load_manifest(root)
@@ -109,10 +115,11 @@ def _validate_data(cfg: RunConfig) -> None:
             f"`data.root`={cfg.data.root!r}: {err}. Create the synthetic corpus with "
             f"`gppf-shards synth --out {cfg.data.root}` or convert a dataset first."
         ) from err
+    where = root / MANIFEST_NAME
     for name, task in cfg.simt.active_tasks().items():
         if name not in manifest.tasks:
             raise ValueError(
-                f"`simt.tasks.{name}`: unknown task {name!r}, not in {root / 'manifest.json'} "
+                f"`simt.tasks.{name}`: unknown task {name!r}, not in {where} "
                 f"(which has {sorted(manifest.tasks)})"
             )
         entry = manifest.tasks[name]
@@ -120,23 +127,52 @@ def _validate_data(cfg: RunConfig) -> None:
             raise ValueError(
                 f"`simt.tasks.{name}.type`={task.type!r} but the manifest says {entry.type!r}"
             )
-        shards = entry.splits.get("train", [])
-        streams = cfg.data.streams_per_task
-        if len(shards) < streams:
-            # More streams than shards: streams own parts of shards, read by byte range.
-            unindexed = [sh.path for sh in shards if len(sh.offsets) != sh.samples + 1]
-            samples = sum(sh.samples for sh in shards)
-            if not shards or unindexed or samples < streams:
-                why = (
-                    f"its shards have no sample offsets ({unindexed[0]!r}): run `gppf-shards "
-                    f"index --root {cfg.data.root}` to add them"
-                    if unindexed
-                    else f"it has {samples} samples"
-                )
-                raise ValueError(
-                    f"`data.streams_per_task`={streams} exceeds the {len(shards)} train shards "
-                    f"of task {name!r}, and {why}"
-                )
+        try:
+            make_spec(name, task.type, (task.input_size[0], task.input_size[1]), entry.label_space)
+        except ValueError as err:
+            raise ValueError(f"{where}: label space of task {name!r}: {err}") from err
+        _validate_train_split(cfg, name, entry.splits.get("train"), where)
+        val = entry.splits.get("val")
+        if not val or not sum(sh.samples for sh in val):
+            what = "no split 'val'" if val is None else "an empty split 'val'"
+            raise ValueError(
+                f"task {name!r} has {what} in {where} (splits: {sorted(entry.splits)}); every "
+                f"run ends with an evaluation on it: add one with `gppf-shards convert ... "
+                f"--task {name} --split val`, or leave the task out with `simt.only`"
+            )
+
+
+def _validate_train_split(
+    cfg: RunConfig, name: str, shards: list[ShardInfo] | None, where: Path
+) -> None:
+    """Every canonical stream of the task's train split has samples to read."""
+    if shards is None:
+        raise ValueError(f"task {name!r} has no split 'train' in {where}")
+    streams = cfg.data.streams_per_task
+    if len(shards) < streams:
+        # More streams than shards: streams own parts of shards, read by byte range.
+        unindexed = [sh.path for sh in shards if len(sh.offsets) != sh.samples + 1]
+        samples = sum(sh.samples for sh in shards)
+        if not shards or unindexed or samples < streams:
+            why = (
+                f"its shards have no sample offsets ({unindexed[0]!r}): run `gppf-shards "
+                f"index --root {cfg.data.root}` to add them"
+                if unindexed
+                else f"it has {samples} samples"
+            )
+            raise ValueError(
+                f"`data.streams_per_task`={streams} exceeds the {len(shards)} train shards "
+                f"of task {name!r}, and {why}"
+            )
+    sizes = [sh.samples for sh in shards]
+    for stream in range(streams):
+        units = stream_units(name, sizes, streams, stream)
+        if not sum(u.size for u in units):  # its reader would look for a sample forever
+            raise ValueError(
+                f"task {name!r} split 'train': canonical stream {stream} of "
+                f"`data.streams_per_task`={streams} gets only empty shards "
+                f"{[shards[u.shard].path for u in units]}"
+            )
 
 
 def _validate_resume(cfg: RunConfig, world_size: int) -> None:
