@@ -1,5 +1,8 @@
 """A COCO-style annotation file (COCO, Objects365) as compact tables, not a tree of dicts.
 
+The file is streamed with ijson, one section at a time, so Objects365's multi-GB annotation file
+needs memory for the kept fields only (about 60 bytes per box), not for its JSON tree.
+
 Only the fields the converters use are kept, one numpy row per annotation (image id, category
 id, box, crowd flag, and for keypoint files the keypoints of annotated people), grouped by image
 with a stable sort, so the file's order within an image is kept. `CocoTables.rows(i)` is the
@@ -8,13 +11,12 @@ slice of image i's annotations. Annotations the converters cannot use are counte
 
 from __future__ import annotations
 
-import json
 from array import array
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ijson
 import numpy as np
 
 
@@ -135,28 +137,26 @@ class CocoAccumulator:
         )
 
 
-def _feed(acc: CocoAccumulator, section: str, entries: Iterable[Any]) -> None:
-    add = {
-        "images": acc.add_image,
-        "annotations": acc.add_annotation,
-        "categories": acc.add_category,
-    }[section]
-    for entry in entries:
-        add(entry)
-
-
 def read_coco_tables(src: Path, keypoints: bool = False) -> CocoTables:
-    """The tables of a COCO-style JSON file; ValueError naming the file if it is not one."""
-    try:
-        data = json.loads(src.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"convert: cannot read COCO JSON {src}: {exc}") from exc
+    """The tables of a COCO-style JSON file, streamed (ijson): memory grows with the compact
+    rows, never with the file. ValueError naming the file if it is not one."""
     acc = CocoAccumulator(keypoints)
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(data.get(key), list):
-            raise ValueError(f"convert: {src}: `{key}` must be a list, got {data.get(key)!r:.60}")
-        try:
-            _feed(acc, key, data[key])
-        except ValueError as exc:
-            raise ValueError(f"convert: {src}: {exc}") from exc
+    sections = (
+        ("categories", acc.add_category),
+        ("images", acc.add_image),
+        ("annotations", acc.add_annotation),
+    )
+    try:
+        for key, add in sections:  # one pass each: only that section's entries are built
+            with open(src, "rb") as f:
+                for entry in ijson.items(f, f"{key}.item", use_float=True):
+                    add(entry)
+    except (OSError, ijson.JSONError) as exc:
+        raise ValueError(f"convert: cannot read COCO JSON {src}: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"convert: {src}: {exc}") from exc
+    for key, found in (("images", acc.images), ("categories", acc.categories)):
+        if not found:
+            raise ValueError(f"convert: {src}: no `{key}` entries (a COCO-style JSON file needs "
+                             "`images`, `annotations` and `categories` lists)")  # fmt: skip
     return acc.finish()
