@@ -222,7 +222,7 @@ def test_a_slice_and_its_micro_batches_are_the_whole_batch_s_samples(
         groups = torch.cat([b.groups for b in got])
         assert torch.equal(groups, expected.groups[take[0] : take[1]])
         assert all(len(b.keys) <= (micro or len(b.keys)) for b in got)
-        assert part.positions() == whole.positions()  # every stream read whole, as before
+        assert part.positions() == whole.positions()  # a step advances every stream alike
 
 
 def test_a_stream_shared_by_two_slices_counts_its_skips_once(
@@ -251,3 +251,30 @@ def test_a_stream_shared_by_two_slices_counts_its_skips_once(
 def test_a_slice_outside_its_streams_names_the_task(corpus: tuple[Path, Manifest]) -> None:
     with pytest.raises(ValueError, match="task 'cls_object': samples \\[2, 9\\]"):
         _loader(corpus, [0, 1], take=(2, 9))
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_a_slice_decodes_and_reads_only_its_samples(
+    corpus: tuple[Path, Manifest], num_workers: int
+) -> None:
+    """A rank training on a quarter of a stream's share prepares only those samples and reads
+    them by their byte ranges (the manifest's offsets): bytes read / bytes decoded is 1.0, where
+    reading the stream's shards whole would make it 4."""
+    whole = _loader(corpus, [0])
+    quarter = _loader(corpus, [0], take=(1, 2), num_workers=num_workers)
+    for _ in range(2 * 16 // PSB):  # two epochs of the stream's 16 samples
+        assert next(quarter).keys == next(whole).keys[1:2]
+    assert whole.read_amplification == 1.0
+    assert quarter.read_amplification == 1.0
+    quarter.close()
+
+
+def test_a_slice_of_shards_without_offsets_reads_them_whole(corpus: tuple[Path, Manifest]) -> None:
+    root, manifest = corpus
+    bare = copy.deepcopy(manifest)
+    tm = bare.tasks["cls_object"]
+    tm.splits["train"] = [dataclasses.replace(s, offsets=()) for s in tm.splits["train"]]
+    quarter = _loader((root, bare), [0], take=(1, 2))
+    for _ in range(16 // PSB):
+        next(quarter)
+    assert quarter.read_amplification == pytest.approx(4.0, rel=0.1)  # sample sizes vary

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gppf_dist.simt.divisible import plan_divisible
-from gppf_dist.simt.plan import Plan, TaskDemand, plan_static, present_tasks
+from gppf_dist.simt.plan import Plan, TaskDemand, Work, plan_static, present_tasks
 from gppf_dist.simt.taskset import make_plan
 
 TASKS = ["attr", "cls_object", "cls_scene", "det", "face", "pose", "reid", "seg"]
@@ -193,3 +193,27 @@ def test_a_cap_below_the_group_still_cuts_at_group_boundaries() -> None:
 def test_a_negative_cap_names_the_key() -> None:
     with pytest.raises(ValueError, match="`simt.tasks.reid.max_local_batch`=-1"):
         plan_divisible([TaskDemand("reid", 32, 4, granularity=8, max_local_batch=-1)], 2)
+
+
+def test_read_amplification_follows_the_loaders_rule() -> None:
+    from gppf_dist.data import stream_reader
+    from gppf_dist.simt import plan as plan_module
+
+    assert plan_module.READ_WHOLE_ABOVE == stream_reader.READ_WHOLE_ABOVE
+    d = TaskDemand("cls", 16, 2)  # shares of 8
+    plan = Plan(2, ((Work("cls", (0, 1), 10),), (Work("cls", (1,), 6, offset=2),)))
+    # rank 0: stream 0 whole (8 of 8), 2 of stream 1's 8 read one by one; rank 1: 6 of 8, whole
+    assert plan.read_amplification([d]) == pytest.approx((8 + 2 + 8) / 16)
+    assert plan.read_amplification([d], indexed=False) == pytest.approx((8 + 8 + 8) / 16)
+
+
+def test_few_streams_over_many_ranks_read_little_more_than_they_decode() -> None:
+    """4 streams per task over 64 ranks: every stream's share is cut among many ranks, each
+    reading its own samples by byte range."""
+    batches = {"a": 16, "b": 16, "c": 8, "d": 64}
+    demands = [
+        TaskDemand(t, b, 4, cost_per_sample=1.0 + i) for i, (t, b) in enumerate(batches.items())
+    ]
+    plan = plan_divisible(demands, 64)
+    assert plan.read_amplification(demands) <= 1.5
+    assert plan.read_amplification(demands, indexed=False) > 1.5

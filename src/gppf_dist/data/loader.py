@@ -6,8 +6,12 @@ samples from each, concatenated in `stream_ids` order. Because every stream's po
 global batch at a step does not depend on how streams are spread over ranks, and
 `TaskLoader(..., start_positions=loader.positions())` continues exactly where a loader stopped.
 
-Bad samples are skipped (counted in `.skipped` by reason) and replaced by the next sample of the
-same stream, so batches are always full; the skip pattern is itself deterministic.
+A step's share of a stream is its next `per_stream_batch` *slots*; a slot holds the sample at
+its raw position, or when that one is bad (counted in `.skipped` by reason) the next good sample
+after it, so batches are always full, the skip pattern is deterministic, and a slice of a share
+(`take`, a plan's piece on one rank) prepares only its own slots, reading them by byte range when
+it is a small part (`stream_reader.READ_WHOLE_ABOVE`). `read_amplification` reports bytes read /
+bytes decoded.
 `iter_eval_batches` (re-exported from `eval_loader`) is one plain pass over a split part.
 """
 
@@ -76,14 +80,17 @@ class TaskLoader:
             raise ValueError(f"task {task!r}: micro_batch must be >= 0, got {micro_batch}")
         self.micro_batch = micro_batch
         self._pending: list[Batch] = []
-        # A stream whose first sample a slice does not train on is another rank's to count.
-        first_owned = 0 if take[0] == 0 else -(-take[0] // per_stream_batch)
-        self._owned = set(stream_ids[first_owned:])
         self._skipped: dict[str, int] = {}
+        # The slots of each stream's share this loader trains on (the others are other ranks').
+        n = per_stream_batch
+        self._parts = {
+            stream: (min(max(take[0] - k * n, 0), n), min(max(take[1] - k * n, 0), n))
+            for k, stream in enumerate(stream_ids)
+        }
         tm = manifest.task(task)
         shards = tm.shards(split)
         sizes = [s.samples for s in shards]
-        unindexed = [s.path for s in shards if len(s.offsets) != s.samples + 1]
+        unindexed = [s.path for s in shards if not s.has_offsets]
         if len(shards) < num_streams and unindexed:
             raise ValueError(
                 f"task {task!r}: {len(shards)} shards, fewer than num_streams={num_streams}, and "
@@ -113,6 +120,7 @@ class TaskLoader:
                 raise ValueError(f"task {task!r}: stream {stream} start position {pos} is negative")
             starts[stream] = pos
         self._positions = dict(starts)
+        self._bytes: dict[int, tuple[int, int]] = {}
         self._readers: list[StreamReader] = []
         self._pool: WorkerPool | None = None
         if num_workers > 0 and self.stream_ids:
@@ -125,6 +133,7 @@ class TaskLoader:
                 per_stream_batch=per_stream_batch,
                 shards_per_group=shards_per_group,
                 starts=starts,
+                parts=self._parts,
                 mp_context=mp_context,
             )
         else:
@@ -152,13 +161,16 @@ class TaskLoader:
             self._ctx.skips.add(skipped)
             chunks = [by_stream[s] for s in self.stream_ids]
         else:
-            chunks = [r.take_chunk(self.per_stream_batch) for r in self._readers]
+            chunks = [
+                r.take_chunk(self.per_stream_batch, part=self._parts[r.stream])
+                for r in self._readers
+            ]
         for c in chunks:
             self._positions[c.stream] = c.position
-            if c.stream in self._owned:
-                for reason, n in c.skipped.items():
-                    self._skipped[reason] = self._skipped.get(reason, 0) + n
-        parts = self._sliced(chunks, *self.take)
+            self._bytes[c.stream] = (c.read_bytes, c.decoded_bytes)
+            for reason, n in c.skipped.items():
+                self._skipped[reason] = self._skipped.get(reason, 0) + n
+        parts = [c for c in chunks if c.keys]
         if not self.micro_batch:
             return [assemble(self.task, self.task_type, parts)]
         size = self.take[1] - self.take[0]
@@ -187,10 +199,16 @@ class TaskLoader:
 
     @property
     def skipped(self) -> dict[str, int]:
-        """Samples skipped so far (by reason) in the steps this loader returned, in the streams
-        it owns (a stream read by several ranks is counted by the one training on its first
-        sample, so the counts summed over ranks are the run's)."""
+        """Samples skipped so far (by reason) in the steps this loader returned, in the slots it
+        trains on (so the counts summed over the ranks sharing a stream are the run's)."""
         return dict(self._skipped)
+
+    @property
+    def read_amplification(self) -> float:
+        """Sample bytes read from shards / sample bytes decoded, so far (1.0 before any read)."""
+        read = sum(r for r, _ in self._bytes.values())
+        decoded = sum(d for _, d in self._bytes.values())
+        return read / decoded if decoded else 1.0
 
     def close(self) -> None:
         """Stop worker processes, if any; the loader cannot be iterated afterwards."""

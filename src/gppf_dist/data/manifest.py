@@ -46,9 +46,14 @@ class ShardInfo:
     (`samples` + 1 values), so a reader can seek to any sample; () when not indexed (shards by
     other tools: `gppf-shards index` adds them)."""
 
+    @property
+    def has_offsets(self) -> bool:
+        """The manifest records where each sample starts (parts can be read by byte range)."""
+        return len(self.offsets) == self.samples + 1
+
     def segment(self, start: int, stop: int) -> tuple[int, int]:
         """The byte range [a, b) of samples [start, stop); needs `offsets`."""
-        if len(self.offsets) != self.samples + 1:
+        if not self.has_offsets:
             raise ValueError(
                 f"shard {self.path!r} has no sample offsets in the manifest: run "
                 "`gppf-shards index --root <shard root>` to read part of it"

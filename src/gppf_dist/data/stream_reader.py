@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from gppf_dist.data.decode import RawSample
+from gppf_dist.data.decode import RawSample, SkipCounter
 from gppf_dist.data.manifest import ShardInfo
 from gppf_dist.data.pipeline import SampleContext, load_shard_samples, prepare_sample
 from gppf_dist.data.streams import EpochPlan, StreamPosition, Unit, epoch_plan
@@ -36,6 +36,9 @@ class StreamChunk:
     """Where the stream's next step starts."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Samples skipped (by reason) while reading this chunk."""
+    read_bytes: int = 0
+    decoded_bytes: int = 0
+    """The reader's sample bytes read from shards and decoded so far."""
 
     def part(self, start: int, stop: int) -> StreamChunk:
         """Samples [start, stop) of the chunk (a plan's slice can start or end inside it)."""
@@ -49,8 +52,42 @@ class StreamChunk:
         )
 
 
+READ_WHOLE_ABOVE = 2 / 3
+"""A reader whose slice of a stream's share is at least this fraction reads whole units (at most
+1.5 bytes read per byte decoded); below it, and where the manifest has sample offsets, it reads
+each sample it needs by its byte range."""
+
+
+def _payload(raw: RawSample | None) -> int:
+    return 0 if raw is None else sum(len(b) for b in raw.members.values())
+
+
+class _Uncounted(SkipCounter):
+    """Neither counts nor logs."""
+
+    def record(self, reason: str, message: str, n: int = 1) -> None:
+        pass
+
+
+@dataclass
+class _Group:
+    """The raw samples of one shard group held in memory: all of them (`whole`) or those read
+    one by one; a missing sample maps to the reason its read failed."""
+
+    whole: bool
+    samples: dict[int, RawSample | str] = field(default_factory=dict)
+
+
 class StreamReader:
-    """Reads one canonical stream from a `StreamPosition`, holding one shard group in memory."""
+    """Reads one canonical stream from a `StreamPosition` (see the module docstring of
+    `loader`): a step's share of a stream is its next `n` *slots*; slot (epoch, index) holds the
+    sample at that raw position, or, when that one is bad, the next good sample after it (with the
+    slot's own augmentation). So the samples of a slot never depend on other slots: any rank can
+    prepare any part of a share alone, and the position advances by exactly `n` per step.
+
+    Skips are counted per slot: a bad sample is counted by the reader that prepares its slot, so
+    counts summed over the ranks sharing a stream are the run's. Shard-level read errors are
+    logged where they happen and counted on the slots of the samples they lost."""
 
     def __init__(
         self,
@@ -69,13 +106,25 @@ class StreamReader:
         self.shards_per_group = shards_per_group
         self.epoch = position.epoch
         self.index = position.index
-        self._plan: EpochPlan | None = None
-        self._group_no = -1
-        self._group: list[RawSample | None] = []
+        self._plans: dict[int, EpochPlan] = {}
+        self._groups: dict[tuple[int, int], _Group] = {}
+        self.indexed = all(shards[u.shard].has_offsets for u in units)
+        """Every unit has sample offsets: samples can be read one by one."""
+        self._load_log = replace(ctx, skips=SkipCounter(ctx.task))
+        """Shard-level read errors: logged (rate-limited), counted on the slots they cost."""
+        self._quiet = replace(ctx, skips=_Uncounted(ctx.task))
+        """A slot's fallback samples: their own slots count and report them."""
+        self.read_bytes = 0
+        """Sample bytes read from shards so far."""
+        self.decoded_bytes = 0
+        """Sample bytes decoded so far (read amplification = read_bytes / decoded_bytes)."""
 
     def _plan_for(self, epoch: int) -> EpochPlan:
-        if self._plan is None or self._plan.epoch != epoch:
-            self._plan = epoch_plan(
+        plan = self._plans.get(epoch)
+        if plan is None:
+            if len(self._plans) >= 2:  # a step's slots span at most two epochs
+                self._plans.pop(min(self._plans))
+            plan = self._plans[epoch] = epoch_plan(
                 task=self.ctx.task,
                 seed=self.ctx.seed,
                 stream=self.stream,
@@ -84,55 +133,92 @@ class StreamReader:
                 shard_sizes={i: u.size for i, u in enumerate(self.units)},
                 shards_per_group=self.shards_per_group,
             )
-            self._group_no = -1
-            self._group = []
-        return self._plan
+        return plan
 
     def position(self) -> StreamPosition:
         return StreamPosition(self.epoch, self.index)
 
-    def take(self, n: int) -> list[tuple[str, torch.Tensor, Any]]:
-        """The next `n` good samples, advancing the position past any skipped ones."""
-        out: list[tuple[str, torch.Tensor, Any]] = []
-        failures = 0
-        while len(out) < n:
-            plan = self._plan_for(self.epoch)
-            if self.index >= plan.length:
-                self.epoch, self.index = self.epoch + 1, 0
-                continue
-            g, offset = plan.group_at(self.index)
-            group = plan.groups[g]
-            if g != self._group_no:
-                self._group = []  # release the old group's bytes before reading the next
-                for u in group.shards:  # unit numbers
-                    unit = self.units[u]
-                    shard = self.shards[unit.shard]
-                    self._group.extend(load_shard_samples(self.ctx, shard, unit.start, unit.stop))
-                self._group_no = g
-            sample_no = int(group.order[offset])
-            u, local = group.locate(sample_no)
-            unit = self.units[u]
-            where = f"{self.shards[unit.shard].path}#{unit.start + local}"
-            item = prepare_sample(
-                self.ctx, self._group[sample_no], (self.stream, self.epoch, self.index), where
-            )
-            self.index += 1
-            if item is None:
-                failures += 1
-                if failures > plan.length:
-                    raise RuntimeError(
-                        f"task {self.ctx.task!r}: stream {self.stream} has no usable sample in "
-                        f"a whole epoch; skipped so far: {self.ctx.skips.counts}"
-                    )
-                continue
-            failures = 0
-            out.append(item)
-        return out
+    def _after(self, epoch: int, index: int, k: int = 1, end: bool = False) -> tuple[int, int]:
+        """The raw position `k` after (epoch, index); with `end`, an epoch's end stays
+        (epoch, length), as positions are saved."""
+        index += k
+        while index > (length := self._plan_for(epoch).length) or (index == length and not end):
+            epoch, index = epoch + 1, index - length
+        return epoch, index
 
-    def take_chunk(self, n: int, stack: bool = False) -> StreamChunk:
-        """The next `n` good samples as this stream's chunk of a step."""
+    def _load(self, shard: ShardInfo, start: int, stop: int) -> list[RawSample | str]:
+        """Samples [start, stop) of a shard; a missing one as the reason it is missing (the
+        slots of those samples count it; the read error itself is only logged)."""
+        log = self._load_log
+        before = log.skips.counts.get("shard_read", 0)
+        raws = load_shard_samples(log, shard, start, stop)
+        lost = "shard_read" if log.skips.counts.get("shard_read", 0) > before else "truncated"
+        self.read_bytes += sum(_payload(r) for r in raws)
+        return [lost if r is None else r for r in raws]
+
+    def _raw(self, epoch: int, index: int, whole: bool) -> tuple[RawSample | str, str]:
+        """The raw sample at (epoch, index) and where it lives (for messages)."""
+        plan = self._plan_for(epoch)
+        g, offset = plan.group_at(index)
+        group = plan.groups[g]
+        sample_no = int(group.order[offset])
+        u, local = group.locate(sample_no)
+        unit = self.units[u]
+        shard = self.shards[unit.shard]
+        held = self._groups.get((epoch, g))
+        if held is None or (whole and not held.whole):
+            if len(self._groups) >= 2:  # the current group and the next (a slot's fallback)
+                self._groups.pop(next(iter(self._groups)))
+            held = _Group(whole or not self.indexed)
+            if held.whole:
+                first = 0
+                for u2 in group.shards:
+                    part = self.units[u2]
+                    loaded = self._load(self.shards[part.shard], part.start, part.stop)
+                    held.samples.update(enumerate(loaded, start=first))
+                    first += part.size
+            self._groups[(epoch, g)] = held
+        if sample_no not in held.samples:
+            k = unit.start + local
+            held.samples[sample_no] = self._load(shard, k, k + 1)[0]
+        return held.samples[sample_no], f"{shard.path}#{unit.start + local}"
+
+    def _prepare(
+        self, ctx: SampleContext, raw: RawSample | str, slot: tuple[int, int], where: str
+    ) -> tuple[str, torch.Tensor, Any] | None:
+        if isinstance(raw, str):
+            ctx.skips.record(raw, f"{where}: sample missing ({raw})")
+            return None
+        self.decoded_bytes += _payload(raw)
+        return prepare_sample(ctx, raw, (self.stream, *slot), where)
+
+    def _slot(self, epoch: int, index: int, whole: bool) -> tuple[str, torch.Tensor, Any]:
+        """The prepared sample of slot (epoch, index) (see the class docstring)."""
+        raw, where = self._raw(epoch, index, whole)
+        item = self._prepare(self.ctx, raw, (epoch, index), where)
+        e, i, tried = epoch, index, 1
+        while item is None:
+            if tried > self._plan_for(e).length:
+                raise RuntimeError(
+                    f"task {self.ctx.task!r}: stream {self.stream} has no usable sample in "
+                    f"a whole epoch; skipped so far: {self.ctx.skips.counts}"
+                )
+            e, i = self._after(e, i)
+            raw, where = self._raw(e, i, whole)
+            item = self._prepare(self._quiet, raw, (epoch, index), where)
+            tried += 1
+        return item
+
+    def take_chunk(
+        self, n: int, stack: bool = False, part: tuple[int, int] | None = None
+    ) -> StreamChunk:
+        """This stream's chunk of a step: the next `n` slots, or only slots [lo, hi) of them
+        (`part`), prepared; the position advances by `n` either way."""
+        lo, hi = part or (0, n)
         before = dict(self.ctx.skips.counts)
-        items = self.take(n)
+        whole = hi - lo >= READ_WHOLE_ABOVE * n
+        items = [self._slot(*self._after(self.epoch, self.index, k), whole) for k in range(lo, hi)]
+        self.epoch, self.index = self._after(self.epoch, self.index, n, end=True)
         images = [img for _, img, _ in items]
         skipped = {
             reason: count - before.get(reason, 0)
@@ -142,10 +228,12 @@ class StreamReader:
         return StreamChunk(
             stream=self.stream,
             keys=[k for k, _, _ in items],
-            images=torch.stack(images) if stack else images,
+            images=torch.stack(images) if stack and images else images,
             targets=[t for _, _, t in items],
             position=self.position(),
             skipped=skipped,
+            read_bytes=self.read_bytes,
+            decoded_bytes=self.decoded_bytes,
         )
 
 

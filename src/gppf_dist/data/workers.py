@@ -58,6 +58,7 @@ class _StepChunks(IterableDataset):
         per_stream_batch: int,
         shards_per_group: int,
         starts: dict[int, StreamPosition],
+        parts: dict[int, tuple[int, int]],
     ) -> None:
         self.ctx = ctx
         self.shards = shards
@@ -66,6 +67,7 @@ class _StepChunks(IterableDataset):
         self.per_stream_batch = per_stream_batch
         self.shards_per_group = shards_per_group
         self.starts = starts
+        self.parts = parts
 
     def __iter__(self) -> Iterator[WorkerChunk]:
         info = get_worker_info()
@@ -84,7 +86,10 @@ class _StepChunks(IterableDataset):
         ]
         step = 0
         while True:
-            chunks = [r.take_chunk(self.per_stream_batch, stack=True) for r in readers]
+            chunks = [
+                r.take_chunk(self.per_stream_batch, stack=True, part=self.parts[r.stream])
+                for r in readers
+            ]
             yield WorkerChunk(worker, step, chunks)
             step += 1
 
@@ -103,12 +108,21 @@ class WorkerPool:
         per_stream_batch: int,
         shards_per_group: int,
         starts: dict[int, StreamPosition],
+        parts: dict[int, tuple[int, int]] | None = None,
         prefetch_steps: int = 2,
         mp_context: str | None = None,
     ) -> None:
         self.per_worker = deal_streams(stream_ids, num_workers)
+        parts = parts or {s: (0, per_stream_batch) for s in stream_ids}
         self._dataset = _StepChunks(
-            ctx, shards, num_streams, self.per_worker, per_stream_batch, shards_per_group, starts
+            ctx,
+            shards,
+            num_streams,
+            self.per_worker,
+            per_stream_batch,
+            shards_per_group,
+            starts,
+            parts,
         )
         self._prefetch = prefetch_steps
         self._mp_context = mp_context

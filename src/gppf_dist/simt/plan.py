@@ -56,6 +56,11 @@ class TaskDemand:
         return self.cost_per_sample * self.batch_size
 
 
+READ_WHOLE_ABOVE = 2 / 3
+"""The loaders' rule (`data.stream_reader.READ_WHOLE_ABOVE`; a test keeps them equal): a rank
+whose part of a stream's share is at least this fraction reads the share's units whole."""
+
+
 @dataclass(frozen=True)
 class Work:
     """One task's share on one rank for one iteration: `local_batch` samples of the
@@ -108,12 +113,22 @@ class Plan:
     def idle_ranks(self) -> int:
         return sum(1 for works in self.per_rank if not works)
 
-    def read_amplification(self, demands: list[TaskDemand]) -> float:
-        """Samples the ranks' loaders read / samples they train on: a slice that starts or ends
-        inside a stream's share reads that share whole (1.0: every cut on a stream boundary)."""
+    def read_amplification(self, demands: list[TaskDemand], indexed: bool = True) -> float:
+        """Predicted sample bytes the ranks' loaders read / bytes they decode. A rank prepares
+        only the samples of its slice (`data/stream_reader.py`); it reads a stream's share whole
+        when its part of that share is at least `READ_WHOLE_ABOVE`, else (with `indexed`: the
+        manifest has sample offsets) each sample by its byte range."""
         per_stream = {d.name: d.per_stream_batch for d in demands}
-        read = sum(len(w.stream_ids) * per_stream[w.task] for ws in self.per_rank for w in ws)
-        used = sum(w.local_batch for ws in self.per_rank for w in ws)
+        read = used = 0
+        for works in self.per_rank:
+            for w in works:
+                n = per_stream[w.task]
+                left, start = w.local_batch, w.offset
+                for _ in w.stream_ids:
+                    part = min(n - start, left)
+                    whole = part >= READ_WHOLE_ABOVE * n or not indexed
+                    read, used = read + (n if whole else part), used + part
+                    left, start = left - part, 0
         return read / used if used else 1.0
 
     def balance_efficiency(self, demands: list[TaskDemand], overhead: float = 0.0) -> float:
@@ -131,8 +146,8 @@ class Plan:
         efficiency = self.balance_efficiency(demands, overhead)
         lines.append(f"  predicted balance efficiency (mean/max): {efficiency:.3f}")
         lines.append(
-            f"  idle ranks: {self.idle_ranks()}; read amplification (samples read / trained "
-            f"on): {self.read_amplification(demands):.2f}"
+            f"  idle ranks: {self.idle_ranks()}; read amplification (bytes read / decoded): "
+            f"{self.read_amplification(demands):.2f}"
         )
         return "\n".join(lines)
 
