@@ -98,7 +98,7 @@ def _convert(args: argparse.Namespace) -> int:
     print(
         f"{task} ({conv.type}) {args.split}: {count} samples in {len(shards)} shards "
         f"({kept} kept from an earlier run) in {time.perf_counter() - start:.1f}s; "
-        f"skipped {conv.skipped or 'none'}"
+        f"skipped {dict(sorted(conv.skipped.items())) or 'none'}"
     )
     return 0
 

@@ -22,11 +22,30 @@ KEYPOINT_MARGIN = 0.15
 """A person crop is its box grown by this fraction of the box size on each side."""
 
 
-def coco_source(src: Path, images: Path | None) -> tuple[Path, list[Path]]:
-    """The annotation file and the folders its images are looked up in."""
+COCO_FILES = {"det": "instances_{split}2017.json", "keypoints": "person_keypoints_{split}2017.json"}
+
+
+def coco_source(src: Path, images: Path | None, split: str, kind: str) -> tuple[Path, list[Path]]:
+    """The annotation file and the folders its images are looked up in.
+
+    `src` a COCO root: `annotations/<instances|person_keypoints>_<split>2017.json`, images in
+    `<split>2017/`. `src` a JSON file (Objects365's `zhiyuan_objv2_train.json`, any COCO-style
+    file): images beside it or in its `images/` (or `--images`; file names may hold subfolders).
+    """
+    if src.is_dir():
+        ann = src / "annotations" / COCO_FILES[kind].format(split=split)
+        if not ann.is_file():
+            raise ValueError(f"convert coco: --src {src} is a folder without {ann}")
+        return ann, [images] if images is not None else [src / f"{split}2017"]
     if images is not None:
         return src, [images]
     return src, [src.parent, src.parent / "images"]
+
+
+def dataset_name(ann_file: Path) -> str:
+    """`objects365` for Objects365's annotation files, else `coco`."""
+    name = ann_file.name.lower()
+    return "objects365" if name.startswith("zhiyuan_objv") or "objects365" in name else "coco"
 
 
 def _image_path(name: str, dirs: list[Path]) -> Path:
@@ -41,7 +60,7 @@ def read_coco_det(src: Path, images: Path | None = None, split: str = "train") -
 
     Crowd boxes, boxes of unknown categories and boxes of zero size are dropped (counted);
     an image keeps its place with the boxes left, even none."""
-    ann_file, dirs = coco_source(src, images)
+    ann_file, dirs = coco_source(src, images, split, "det")
     t = read_coco_tables(ann_file)
     cats = sorted(t.categories, key=lambda c: c["id"])
     label_of = {c["id"]: i for i, c in enumerate(cats)}
@@ -78,12 +97,12 @@ def read_coco_det(src: Path, images: Path | None = None, split: str = "train") -
         return {"jpg": jpg, "json": json_member(ann)}
 
     space = {"classes": [c["name"] for c in cats]}
-    return Converted("detection", "coco", space, items, load, skipped)
+    return Converted("detection", dataset_name(ann_file), space, items, load, skipped)
 
 
 def read_coco_keypoints(src: Path, images: Path | None = None, split: str = "train") -> Converted:
     """COCO person keypoints: one sample per annotated person, cropped to its (grown) box."""
-    ann_file, dirs = coco_source(src, images)
+    ann_file, dirs = coco_source(src, images, split, "keypoints")
     t = read_coco_tables(ann_file, keypoints=True)
     cat = next((c for c in t.categories if c.get("keypoints")), None)
     if cat is None:

@@ -88,3 +88,42 @@ def read_seg_png(src: Path, images: Path | None = None, split: str = "train") ->
         classes = [f"class_{i}" for i in range(top + 1)]
     skipped = {"missing_mask": missing} if missing else {}
     return Converted("segmentation", "seg_png", {"classes": classes}, items, seg_loader(), skipped)
+
+
+ADE_ROOT = "ADEChallengeData2016"
+ADE_SPLITS = {"train": "training", "val": "validation"}
+ADE_CLASSES = 150
+
+
+def ade_classes(root: Path) -> list[str]:
+    """The 150 class names from `objectInfo150.txt` (header, then `Idx Ratio Train Val Name`
+    rows) when the root has it, else `class_1` .. `class_150` (named by their ADE20K ids)."""
+    info = root / "objectInfo150.txt"
+    names = [f"class_{i}" for i in range(1, ADE_CLASSES + 1)]
+    if info.is_file():
+        for line in info.read_text(encoding="utf-8").splitlines()[1:]:
+            cols = line.split(None, 4)
+            if len(cols) == 5 and cols[0].isdigit() and 1 <= int(cols[0]) <= ADE_CLASSES:
+                names[int(cols[0]) - 1] = cols[4].strip()
+    return names
+
+
+def read_ade20k(src: Path, images: Path | None = None, split: str = "train") -> Converted:
+    """ADE20K's scene-parsing release: `ADEChallengeData2016/images/{training,validation}/*.jpg`
+    + `annotations/{training,validation}/*.png`; `--src` that folder or its parent.
+
+    ADE20K's mask value 0 is "other" (no class) and 1..150 are the classes: 0 becomes 255
+    (ignore, as the segmentation task reads masks) and k becomes class k-1, so the label space
+    holds exactly the 150 classes; values above 150 (none in the release) become 255 too."""
+    root = src / ADE_ROOT if (src / ADE_ROOT).is_dir() else src
+    part = ADE_SPLITS[split]
+    image_dir, mask_dir = images or root / "images" / part, root / "annotations" / part
+    for d in (image_dir, mask_dir):
+        if not d.is_dir():
+            raise ValueError(f"convert ade20k: --src {src}: {d} does not exist")
+    items, missing = paired_items(image_dir, mask_dir)
+    lut = np.full(256, IGNORE, dtype=np.uint8)
+    lut[1 : ADE_CLASSES + 1] = np.arange(ADE_CLASSES, dtype=np.uint8)
+    skipped = {"missing_mask": missing} if missing else {}
+    space = {"classes": ade_classes(root)}
+    return Converted("segmentation", "ade20k", space, items, seg_loader(lut), skipped)
