@@ -21,16 +21,14 @@ from typing import Any
 
 import torch
 
-from gppf_dist.checkpoint.manager import find_latest
-from gppf_dist.checkpoint.weights import load_weights
-from gppf_dist.config.load import load_run_config
+from gppf_dist.cli.trained import load_run
 from gppf_dist.data.eval_loader import iter_eval_batches
 from gppf_dist.data.manifest import load_manifest
-from gppf_dist.model.build import GppfModel, build_model
+from gppf_dist.model.build import GppfModel
 from gppf_dist.model.extract import extract_task, tensors_only
 from gppf_dist.model.summary import sample_input, tensor_leaves
 from gppf_dist.tasks.base import TaskSpec
-from gppf_dist.tasks.registry import get_task_type, make_spec
+from gppf_dist.tasks.registry import get_task_type
 
 USAGE = "usage: gppf-extract run_dir=DIR task=T out=FILE [batch=2] [seed=0]"
 RTOL, ATOL = 1e-4, 1e-4
@@ -39,24 +37,8 @@ RTOL, ATOL = 1e-4, 1e-4
 
 def load_trained(run_dir: Path) -> tuple[GppfModel, dict[str, TaskSpec], Any]:
     """(model in eval mode with the newest checkpoint's weights, specs, run config)."""
-    config = run_dir / "config.yaml"
-    if not config.is_file():
-        raise ValueError(f"`run_dir`={str(run_dir)!r} has no config.yaml")
-    cfg = load_run_config(config)
-    manifest = load_manifest(Path(cfg.data.root))
-    specs = {
-        name: make_spec(
-            name, t.type, (t.input_size[0], t.input_size[1]), manifest.tasks[name].label_space
-        )
-        for name, t in cfg.simt.active_tasks().items()
-    }
-    ckpt_dir = run_dir / "checkpoints"
-    tag = find_latest(ckpt_dir)
-    if tag is None:
-        raise ValueError(f"`run_dir`={str(run_dir)!r} has no complete checkpoint in {ckpt_dir}")
-    model = build_model(cfg.model, specs)
-    load_weights(model, model.param_owners(), ckpt_dir / tag)
-    return model.eval(), specs, cfg
+    trained = load_run(run_dir)
+    return trained.model, trained.specs, trained.cfg
 
 
 def sample_images(cfg: Any, spec: TaskSpec, batch: int, seed: int) -> torch.Tensor:
