@@ -13,7 +13,8 @@ import pytest
 from PIL import Image
 
 from gppf_dist.cli.shards import main as shards_main
-from gppf_dist.data.manifest import load_manifest
+from gppf_dist.data.manifest import Manifest, TaskManifest, load_manifest, save_manifest
+from gppf_dist.data.writer import ShardWriter
 
 CLASSES, PER_CLASS = 10, 30
 
@@ -122,3 +123,29 @@ def test_bad_items_are_counted_and_keys_stay(
     assert all(full[name] == data for name, data in kept.items())  # same keys, same bytes
     assert load_manifest(bad).task("cls").num_samples("train") == 11
     assert json.loads(next(v for k, v in kept.items() if k.endswith(".json")))["width"] == 16
+
+
+def test_verify_warns_about_sorted_shards(
+    sorted_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shuffled, sorted_root = tmp_path / "shuffled", tmp_path / "sorted"
+    assert _convert(sorted_folder, shuffled) == 0
+    capsys.readouterr()
+    assert shards_main(["verify", str(shuffled)]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    # The same images written in source (class) order, as a tool that does not shuffle would.
+    classes = sorted(d.name for d in sorted_folder.iterdir())
+    with ShardWriter(sorted_root, "cls", "train", "other", samples_per_shard=100) as w:
+        for label, name in enumerate(classes):
+            for path in sorted((sorted_folder / name).iterdir()):
+                ann = json.dumps({"width": 16, "height": 12, "label": label}).encode()
+                key = f"{name}_{path.stem}"
+                w.write(key, {"jpg": path.read_bytes(), "json": ann, "cls": str(label).encode()})
+    task = TaskManifest("cls", "classification", "other", {"classes": classes})
+    task.splits["train"] = w.shards
+    save_manifest(sorted_root, Manifest(tasks={"cls": task}))
+    assert shards_main(["verify", str(sorted_root)]) == 0  # valid data: warned, not failed
+    captured = capsys.readouterr()
+    for k in range(3):  # classes 0-3, 3-6, 6-9: 0.60 from the uniform mix each
+        assert f"WARNING cls/train/other-00000{k}.tar: its label mix is 0.60" in captured.err
+    assert "3 shard(s) with a label mix far from their task's" in captured.out

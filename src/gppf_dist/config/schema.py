@@ -128,10 +128,21 @@ class DataSection:
     num_workers: int = 0
     """Decode worker processes per task loader (0: decode in the training process). Batches,
     positions and resume are identical for any value."""
+    shards_per_group: int = 1
+    """Shards whose samples a stream permutes together (a group is what its reader holds in
+    memory): raise it for shards written sorted by other tools, so a batch mixes labels. Shards from
+    `gppf-shards convert` are shuffled at write time and need 1; `gppf-shards verify` warns
+    about shards whose label mix is far from their task's."""
 
     def __post_init__(self) -> None:
         _check(self.streams_per_task >= 1, "data.streams_per_task", self.streams_per_task, ">= 1")
         _check(self.num_workers >= 0, "data.num_workers", self.num_workers, "must be >= 0")
+        _check(
+            self.shards_per_group >= 1,
+            "data.shards_per_group",
+            self.shards_per_group,
+            "must be >= 1",
+        )
 
 
 @dataclass(kw_only=True)

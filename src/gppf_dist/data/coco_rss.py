@@ -52,6 +52,14 @@ def write_file(path: Path, annotations: int, seed: int = 0) -> None:
 
 
 def _peak_mib() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: the latter carries the
+    forking parent's peak over into the child across exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 

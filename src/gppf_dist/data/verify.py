@@ -4,17 +4,22 @@ Per shard: the file exists, its byte size and sha256 match the manifest, the tar
 end, it holds exactly the listed number of samples, and every sample decodes (image, mask, JSON)
 and its annotation matches its task type's schema (`schema.check_annotation`). Problems are
 collected as `Problem(shard, key, reason)`, never raised, so one run reports them all.
+
+For classification tasks, a shard whose label mix is far from its split's (`label_mix`) is a
+warning, not a problem: the data is valid, but a stream reading it would see few classes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gppf_dist.data.decode import SampleError, decode_sample, read_shard
 from gppf_dist.data.index import shard_offsets
+from gppf_dist.data.label_mix import MixWarning, mix_warnings
 from gppf_dist.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, manifest_from_dict
 from gppf_dist.data.schema import check_annotation, check_mask
 
@@ -36,6 +41,9 @@ class SplitReport:
     samples: int = 0
     good: int = 0
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[MixWarning] = field(default_factory=list)
+    labels: dict[str, Counter] = field(default_factory=dict)
+    """Classification label counts of the good samples, per shard path."""
 
 
 def file_sha256(path: Path) -> str:
@@ -82,6 +90,8 @@ def _verify_shard(
             problem(raw.key, f"{exc.reason}: {exc}")
             continue
         rep.good += 1
+        if tm_type == "classification":
+            rep.labels.setdefault(shard.path, Counter())[sample.ann["label"]] += 1
 
 
 def verify_root(root: Path, manifest: Manifest | None = None) -> list[SplitReport]:
@@ -101,6 +111,7 @@ def verify_root(root: Path, manifest: Manifest | None = None) -> list[SplitRepor
             rep.samples = sum(s.samples for s in shards)
             for shard in shards:
                 _verify_shard(root, shard, tm.type, tm.label_space, rep)
+            rep.warnings = mix_warnings(rep.labels)
             reports.append(rep)
     return reports
 
@@ -115,11 +126,14 @@ def format_table(reports: list[SplitReport]) -> str:
         )
     total = sum(len(r.problems) for r in reports)
     lines.append(f"{'FAILED' if total else 'OK'}: {total} problem(s)")
+    mixed = sum(len(r.warnings) for r in reports)
+    if mixed:
+        lines.append(f"{mixed} shard(s) with a label mix far from their task's (WARNING lines)")
     return "\n".join(lines)
 
 
 def format_problems(reports: list[SplitReport]) -> str:
-    """One line per problem: shard, key ("-" for the whole shard) and reason."""
-    return "\n".join(
-        f"PROBLEM {p.shard} key={p.key}: {p.reason}" for r in reports for p in r.problems
-    )
+    """One line per problem: shard, key ("-" for the whole shard) and reason; then one per
+    label-mix warning."""
+    lines = [f"PROBLEM {p.shard} key={p.key}: {p.reason}" for r in reports for p in r.problems]
+    return "\n".join(lines + [str(w) for r in reports for w in r.warnings])
