@@ -93,6 +93,13 @@ def test_rerun_rewrites_only_missing_shards(
     # Another seed is another conversion: nothing is kept.
     assert _convert(sorted_folder, tmp_path, "--seed", "3") == 0
     assert "(0 kept from an earlier run)" in capsys.readouterr().out
+    # Fewer, larger shards: those numbered past the new last one are removed with their markers.
+    args = ["convert", "imagefolder", "--src", str(sorted_folder), "--out", str(tmp_path)]
+    assert shards_main([*args, "--quiet", "--samples-per-shard", "200"]) == 0
+    assert sorted(p.name for p in tmp_path.glob("cls/train/*.tar")) == [
+        "imagefolder-000000.tar", "imagefolder-000001.tar",
+    ]  # fmt: skip
+    assert len(list(tmp_path.glob("cls/train/.convert/*.json"))) == 2
 
 
 def test_bad_items_are_counted_and_keys_stay(

@@ -8,7 +8,9 @@
 - `stream_reader`, `workers`: one stream's reader; worker processes with the same semantics
 - `task_loaders`, `prefetch`: a rank's loaders for its planned work; batches on the device early
 - `schema`, `verify`: annotation schemas per task type; `gppf-shards verify`
-- `convert`, `convert_layouts`: `gppf-shards convert` from standard dataset layouts
+- `convert`, `convert_parallel`: `gppf-shards convert` (shuffled, whole shards per process,
+  resumable); `convert_layouts` names the readers in `layouts/` (`recordio`: MXNet RecordIO)
+- `label_mix`: how far a shard's label mix is from its task's (`gppf-shards verify` warns)
 
 The format is documented in shards/README.md.
 """

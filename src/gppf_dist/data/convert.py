@@ -63,6 +63,16 @@ def _merge(out: Path, task: str, split: str, conv: Converted, shards: list[Shard
     return manifest
 
 
+def _remove_stale(job: ShardJob, dataset: str, num_shards: int) -> None:
+    """Delete this split's shards (and markers) numbered past the conversion's last one: left
+    by an earlier conversion of the same dataset into more shards, listed by no manifest."""
+    for path in (job.out / job.task / job.split).glob(f"{dataset}-*.tar"):
+        index = path.stem[len(dataset) + 1 :]
+        if index.isdigit() and len(index) == 6 and int(index) >= num_shards:
+            path.unlink()
+            job.marker(dataset, int(index)).unlink(missing_ok=True)
+
+
 def fingerprint(conv: Converted, task: str, split: str, samples_per_shard: int, seed: int) -> str:
     """What a finished shard must have been written for, to be kept by a rerun."""
     sha = hashlib.sha256()
@@ -112,6 +122,7 @@ def write_converted(
     todo = [k for k in range(num_shards) if k not in results]
     for res in run_shards(conv, order, job, todo, workers, tell):
         results[res.index] = res
+    _remove_stale(job, conv.dataset, num_shards)
     ordered = [results[k] for k in range(num_shards)]
     for res in ordered:
         for reason, n in res.skipped.items():

@@ -124,7 +124,7 @@ def _read(root: Path, tm: TaskManifest, split: str, n: int, seed: int | None) ->
             try:
                 sample = decode_sample(raw, needs_mask=tm.type == "segmentation")
                 h, w = sample.image.shape[:2]
-                check_annotation(tm.type, raw.key, sample.ann, tm.label_space, w, h)
+                check_annotation(tm.type, raw.key, sample.ann, tm.label_space, w, h, split)
                 if tm.type == "segmentation":
                     check_mask(raw.key, sample.mask, tm.label_space)
             except SampleError as exc:
