@@ -156,3 +156,12 @@ def test_verify_warns_about_sorted_shards(
     for k in range(3):  # classes 0-3, 3-6, 6-9: 0.60 from the uniform mix each
         assert f"WARNING cls/train/other-00000{k}.tar: its label mix is 0.60" in captured.err
     assert "3 shard(s) with a label mix far from their task's" in captured.out
+
+
+def test_byte_cap_warns_and_never_cuts(
+    sorted_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--samples-per-shard alone decides the cut (a byte cut would depend on earlier shards)."""
+    assert _convert(sorted_folder, tmp_path, "--shard-mb", "0.05") == 0
+    assert "3 shard(s) above --shard-mb 0.05" in capsys.readouterr().out
+    assert [len(s) for s in _labels(tmp_path)] == [100, 100, 100]

@@ -95,6 +95,10 @@ def _convert(args: argparse.Namespace) -> int:
     shards = manifest.tasks[task].splits[args.split]
     count = sum(s.samples for s in shards)
     kept = sum(r.resumed for r in results)
+    cap = int(args.shard_mb * 1024 * 1024)
+    big = sum(s.bytes > cap for s in shards)
+    if big:
+        print(f"{big} shard(s) above --shard-mb {args.shard_mb:g}: lower --samples-per-shard")
     print(
         f"{task} ({conv.type}) {args.split}: {count} samples in {len(shards)} shards "
         f"({kept} kept from an earlier run) in {time.perf_counter() - start:.1f}s; "
