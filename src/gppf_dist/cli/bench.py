@@ -1,6 +1,6 @@
-"""`gppf-bench {data,step,ep,throughput,placement,plan} [...]`: each prints a table, or one JSON
-object with --json. `gppf-bench gpu-check` runs the GPU checks of DESIGN.md §6 (some of these
-benchmarks among them) and prints one JSON summary."""
+"""`gppf-bench {data,decode,step,ep,throughput,placement,plan} [...]`: each prints a table, or
+one JSON object with --json. `gppf-bench gpu-check` runs the GPU checks of DESIGN.md §6 (some of
+these benchmarks among them) and prints one JSON summary."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import sys
 
 BENCHES = {
     "data": "gppf_dist.bench.data",
+    "decode": "gppf_dist.bench.decode",
     "step": "gppf_dist.bench.step",
     "ep": "gppf_dist.bench.ep",
     "throughput": "gppf_dist.bench.throughput",

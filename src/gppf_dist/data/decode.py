@@ -15,6 +15,7 @@ import logging
 import re
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from gppf_dist.data.jpeg import DEFAULT_DECODER, FULL, decode_jpeg, jpeg_size
 from gppf_dist.tasks.base import Sample
 
 log = logging.getLogger(__name__)
@@ -127,8 +129,43 @@ def _decode_image(data: bytes, key: str, ext: str) -> Image.Image:
     return img
 
 
-def decode_sample(raw: RawSample, *, needs_mask: bool = False) -> Sample:
-    """Decode a raw sample into a `Sample`; raises SampleError(reason) if it must be skipped."""
+Reduction = Callable[[dict[str, Any], int, int], int]
+"""(annotation, source width, source height) -> the scale, in eighths, a sample's JPEG may be
+decoded at (8: full size; see `data.jpeg`)."""
+
+
+def _decode_rgb(
+    data: bytes, key: str, ann: dict[str, Any], decoder: str, reduce: Reduction | None
+) -> tuple[np.ndarray, int, tuple[int, int], str]:
+    """(image, its scale in eighths, source (width, height), decoder) of an image member."""
+    size = jpeg_size(data) if decoder == "turbo" else None
+    if size is not None:
+        eighths = reduce(ann, *size) if reduce is not None else FULL
+        decoded = decode_jpeg(data, size, eighths)
+        if decoded is None and eighths != FULL:
+            decoded = decode_jpeg(data, size)
+        if decoded is not None:
+            return decoded[0], decoded[1], size, "turbo"
+    img = _decode_image(data, key, "jpg")  # not a JPEG libjpeg-turbo takes: Pillow, full size
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    image = np.array(img)  # writable: task types may augment in place
+    return image, FULL, (image.shape[1], image.shape[0]), "pillow"
+
+
+def decode_sample(
+    raw: RawSample,
+    *,
+    needs_mask: bool = False,
+    decoder: str = DEFAULT_DECODER,
+    reduce: Reduction | None = None,
+) -> Sample:
+    """Decode a raw sample into a `Sample`; raises SampleError(reason) if it must be skipped.
+
+    `decoder` (see `data.jpeg.DECODERS`): `turbo` decodes JPEGs with libjpeg-turbo, at the
+    scale `reduce(ann, width, height)` when given (the image is then smaller than the source,
+    see `Sample.scale_eighths`), and anything else with Pillow; `pillow` decodes everything
+    with Pillow at full size."""
     if raw.error is not None:
         raise raw.error
     key, m = raw.key, raw.members
@@ -150,11 +187,9 @@ def decode_sample(raw: RawSample, *, needs_mask: bool = False) -> Sample:
             ann["label"] = int(m["cls"].decode("ascii").strip())
         except (ValueError, UnicodeDecodeError) as exc:
             raise SampleError("decode", f"sample {key!r}: cls {m['cls']!r:.40} not an int") from exc
-    img = _decode_image(image_bytes, key, "jpg")
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    image = np.array(img)  # writable: task types may augment in place
-    height, width = image.shape[:2]
+    image, eighths, (width, height), decoded_by = _decode_rgb(
+        image_bytes, key, ann, decoder, reduce
+    )
     if ann.get("width", width) != width or ann.get("height", height) != height:
         raise SampleError(
             "annotation",
@@ -174,7 +209,15 @@ def decode_sample(raw: RawSample, *, needs_mask: bool = False) -> Sample:
                 "annotation",
                 f"sample {key!r}: mask shape {mask.shape} != image {(height, width)}",
             )
-    return Sample(key=key, image=image, ann=ann, mask=mask)
+    return Sample(
+        key=key,
+        image=image,
+        ann=ann,
+        mask=mask,
+        scale_eighths=eighths,
+        source_size=(width, height) if eighths != FULL else None,
+        decoded_by=decoded_by,
+    )
 
 
 class SkipCounter:

@@ -12,7 +12,15 @@ from typing import Any
 
 import torch
 
-from gppf_dist.data.decode import RawSample, SampleError, SkipCounter, decode_sample, read_shard
+from gppf_dist.data.decode import (
+    RawSample,
+    Reduction,
+    SampleError,
+    SkipCounter,
+    decode_sample,
+    read_shard,
+)
+from gppf_dist.data.jpeg import DEFAULT_DECODER, FULL, allowed_eighths
 from gppf_dist.data.manifest import ShardInfo
 from gppf_dist.data.streams import sample_rng
 from gppf_dist.tasks.base import Batch, TaskSpec, TaskType
@@ -34,6 +42,26 @@ class SampleContext:
     train: bool
     needs_mask: bool
     skips: SkipCounter
+    decoder: str = DEFAULT_DECODER
+    """`turbo` or `pillow` (see `data.jpeg`); every reader of a run must use the same one."""
+
+
+def reduction_for(task_type: TaskType, spec: TaskSpec) -> Reduction | None:
+    """How far the task's JPEGs may be reduced while decoding: as far as the window its
+    `source_window` names keeps at least `spec.input_size` pixels across (None, i.e. full
+    size, for a task type without `source_window`, or where the annotation cannot tell)."""
+    window_of = getattr(task_type, "source_window", None)
+    if window_of is None:
+        return None
+
+    def reduce(ann: dict[str, Any], width: int, height: int) -> int:
+        try:
+            window = window_of(ann, width, height, spec)
+        except PREPARE_ERRORS:
+            return FULL  # `prepare` will say what is wrong with the annotation
+        return allowed_eighths(window, spec.input_size)
+
+    return reduce
 
 
 def load_shard_samples(
@@ -73,7 +101,12 @@ def prepare_sample(
         ctx.skips.record("truncated", f"{where}: sample missing from a truncated shard")
         return None
     try:
-        sample = decode_sample(raw, needs_mask=ctx.needs_mask)
+        sample = decode_sample(
+            raw,
+            needs_mask=ctx.needs_mask,
+            decoder=ctx.decoder,
+            reduce=reduction_for(ctx.task_type, ctx.spec) if ctx.decoder == "turbo" else None,
+        )
     except SampleError as exc:
         ctx.skips.record(exc.reason, f"{where}: {exc}")
         return None

@@ -17,7 +17,14 @@ from torch import nn
 from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.classification import PooledLinearHead
-from gppf_dist.tasks.transforms import check_image, plan_geometry, require, to_chw, warp_array
+from gppf_dist.tasks.transforms import (
+    check_image,
+    plan_geometry,
+    require,
+    to_chw,
+    warp_sample,
+    whole_image_window,
+)
 
 
 class MeanAccuracy:
@@ -53,6 +60,7 @@ class AttributesTask:
     primary_metric = "mA"
     higher_is_better = True
     couples_samples = False
+    source_window = staticmethod(whole_image_window)
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator
@@ -64,7 +72,7 @@ class AttributesTask:
                 f"sample {sample.key!r}: `attributes`={values!r} must be "
                 f"{spec.num_attributes} values in {{0, 1}}"
             )
-        image = warp_array(sample.image, plan_geometry(w, h, spec.input_size))
+        image = warp_sample(sample, plan_geometry(w, h, spec.input_size))
         if train:  # the attributes (hat, bag, hair, ...) are flip-invariant
             image = augment(image, rng).image
         target = {"attributes": torch.tensor(values, dtype=torch.float32)}

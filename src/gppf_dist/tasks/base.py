@@ -43,11 +43,21 @@ class Sample:
 
     key: str
     image: np.ndarray
-    """HxWx3 uint8 RGB."""
+    """HxWx3 uint8 RGB: the source image, or with `scale_eighths` < 8 the source reduced."""
     ann: dict[str, Any]
-    """The sample's `json` member (schema per task type, see shards/README.md)."""
+    """The sample's `json` member (schema per task type, see shards/README.md); coordinates
+    are source pixels whatever `scale_eighths` is."""
     mask: np.ndarray | None = None
-    """HxW uint8 class ids from the `png` member (segmentation only); 255 = ignore."""
+    """HxW uint8 class ids from the `png` member (segmentation only); 255 = ignore. Always at
+    the source's full size."""
+    scale_eighths: int = 8
+    """The image is the source decoded at `scale_eighths`/8 of its size (`ceil(w·m/8)` pixels
+    across): a source point x lies at x·m/8 in `image` (`transforms.warp_sample` maps it)."""
+    source_size: tuple[int, int] | None = None
+    """(width, height) of the source image when `scale_eighths` < 8."""
+    decoded_by: str = "pillow"
+    """`turbo` for an image from libjpeg-turbo (whose DCT did the downscaling, so the warp may
+    use a plain bilinear filter), `pillow` otherwise (warped with Pillow's antialiasing)."""
     dropped: dict[str, int] = field(default_factory=dict)
     """Filled by `TaskType.prepare`: targets the geometry or augmentation made degenerate and
     dropped, by kind (`boxes`, `keypoints`); the sample itself is kept. The data layer counts
@@ -81,7 +91,14 @@ class Metric(Protocol):
 
 
 class TaskType(Protocol):
-    """One registry entry; see `gppf_dist.tasks.registry`."""
+    """One registry entry; see `gppf_dist.tasks.registry`.
+
+    Optional: `source_window(ann, width, height, spec) -> (w, h)`, the size in source pixels of
+    the window `prepare` resizes to `spec.input_size`, known from the annotation alone. The data
+    layer then decodes JPEGs reduced as far as that window allows (`data.jpeg`), and `prepare`
+    must warp through `transforms.warp_sample` and size-check through `transforms.check_image`
+    (both honour `Sample.scale_eighths`). A task type without it always gets full-size images.
+    """
 
     name: str
     primary_metric: str

@@ -19,7 +19,8 @@ from gppf_dist.tasks.transforms import (
     plan_geometry,
     require_int_in,
     to_chw,
-    warp_array,
+    warp_sample,
+    whole_image_window,
 )
 
 
@@ -70,6 +71,7 @@ class ClassificationTask:
     primary_metric = "top1"
     higher_is_better = True
     couples_samples = False
+    source_window = staticmethod(whole_image_window)
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         self.label_smoothing = label_smoothing
@@ -79,7 +81,7 @@ class ClassificationTask:
     ) -> tuple[torch.Tensor, Any]:
         w, h = check_image(sample)
         label = require_int_in(sample, "label", spec.num_classes)
-        image = warp_array(sample.image, plan_geometry(w, h, spec.input_size))
+        image = warp_sample(sample, plan_geometry(w, h, spec.input_size))
         if train:
             image = augment(image, rng).image
         return to_chw(image), {"label": torch.tensor(label)}

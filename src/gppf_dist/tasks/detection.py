@@ -39,7 +39,8 @@ from gppf_dist.tasks.transforms import (
     require,
     require_array,
     to_chw,
-    warp_array,
+    warp_sample,
+    whole_image_window,
 )
 
 CENTER_RADIUS = 1.5
@@ -205,6 +206,7 @@ class DetectionTask:
     primary_metric = "map50"
     higher_is_better = True
     couples_samples = False
+    source_window = staticmethod(whole_image_window)
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator
@@ -229,7 +231,7 @@ class DetectionTask:
                     f"[0, {spec.num_classes})"
                 )
         geo = plan_geometry(w, h, spec.input_size)
-        image = warp_array(sample.image, geo)
+        image = warp_sample(sample, geo)
         mapped = geo.boxes(boxes)
         if train:
             aug = augment(image, rng, boxes=mapped)

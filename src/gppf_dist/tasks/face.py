@@ -31,7 +31,8 @@ from gppf_dist.tasks.transforms import (
     plan_geometry,
     require_int_in,
     to_chw,
-    warp_array,
+    warp_sample,
+    whole_image_window,
 )
 
 ARC_SCALE = 30.0
@@ -109,6 +110,7 @@ class FaceTask:
     primary_metric = "verif_acc"
     higher_is_better = True
     couples_samples = False
+    source_window = staticmethod(whole_image_window)
 
     def __init__(self, scale: float = ARC_SCALE, margin: float = ARC_MARGIN) -> None:
         self.scale, self.margin = scale, margin
@@ -118,7 +120,7 @@ class FaceTask:
     ) -> tuple[torch.Tensor, Any]:
         w, h = check_image(sample)
         identity = require_int_in(sample, "identity", spec.num_classes if train else None)
-        image = warp_array(sample.image, plan_geometry(w, h, spec.input_size))
+        image = warp_sample(sample, plan_geometry(w, h, spec.input_size))
         if train:
             image = augment(image, rng, min_scale=0.9).image
         target = {

@@ -29,7 +29,7 @@ from gppf_dist.tasks.transforms import (
     plan_geometry,
     require_array,
     to_chw,
-    warp_array,
+    warp_sample,
 )
 
 BOX_ENLARGE = 1.25
@@ -130,6 +130,17 @@ class PoseTask:
     higher_is_better = True
     couples_samples = False
 
+    def source_window(
+        self, ann: dict[str, Any], width: int, height: int, spec: TaskSpec
+    ) -> tuple[float, float]:
+        """The enlarged person box (see `TaskType`); ValueError for a box that is not 4 numbers
+        (the decoder then decodes at full size and `prepare` names the problem)."""
+        box = ann.get("box")
+        if not isinstance(box, list) or len(box) != 4:
+            raise ValueError(f"`box`={box!r} is not 4 numbers")
+        x0, y0, x1, y1 = person_window([float(v) for v in box], spec.input_size)
+        return x1 - x0, y1 - y0
+
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator
     ) -> tuple[torch.Tensor, Any]:
@@ -158,7 +169,7 @@ class PoseTask:
             )
         window = person_window([float(v) for v in box], spec.input_size)
         geo = plan_geometry(w, h, spec.input_size, window=window)
-        image = warp_array(sample.image, geo)
+        image = warp_sample(sample, geo)
         out = np.zeros_like(kps)
         out[:, :2] = geo.points(kps[:, :2])
         out[:, 2] = kps[:, 2]

@@ -30,7 +30,8 @@ from gppf_dist.tasks.transforms import (
     plan_geometry,
     require_int_in,
     to_chw,
-    warp_array,
+    warp_sample,
+    whole_image_window,
 )
 
 TRIPLET_MARGIN = 0.3
@@ -108,6 +109,7 @@ class ReidTask:
     primary_metric = "mAP"
     higher_is_better = True
     couples_samples = True
+    source_window = staticmethod(whole_image_window)
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator
@@ -115,7 +117,7 @@ class ReidTask:
         w, h = check_image(sample)
         identity = require_int_in(sample, "identity", spec.num_classes if train else None)
         camera = require_int_in(sample, "camera", None) if "camera" in sample.ann else -1
-        image = warp_array(sample.image, plan_geometry(w, h, spec.input_size))
+        image = warp_sample(sample, plan_geometry(w, h, spec.input_size))
         if train:
             image = augment(image, rng).image
         target = {"identity": torch.tensor(identity), "camera": torch.tensor(camera)}

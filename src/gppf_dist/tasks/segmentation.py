@@ -17,7 +17,14 @@ from torch import nn
 from gppf_dist.tasks.augment import augment
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.necks import DecoderHead
-from gppf_dist.tasks.transforms import check_image, plan_geometry, to_chw, warp_array, warp_mask
+from gppf_dist.tasks.transforms import (
+    check_image,
+    plan_geometry,
+    to_chw,
+    warp_mask,
+    warp_sample,
+    whole_image_window,
+)
 
 IGNORE = 255
 
@@ -79,6 +86,7 @@ class SegmentationTask:
     primary_metric = "mIoU"
     higher_is_better = True
     couples_samples = False
+    source_window = staticmethod(whole_image_window)
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator
@@ -95,7 +103,7 @@ class SegmentationTask:
                 f"outside [0, {spec.num_classes}) and not {IGNORE}"
             )
         geo = plan_geometry(w, h, spec.input_size)
-        image, out_mask = warp_array(sample.image, geo), warp_mask(mask, geo, IGNORE)
+        image, out_mask = warp_sample(sample, geo), warp_mask(mask, geo, IGNORE)
         if train:
             aug = augment(image, rng, mask=out_mask)
             assert aug.mask is not None

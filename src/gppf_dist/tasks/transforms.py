@@ -17,11 +17,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
 
-from gppf_dist.tasks.base import Sample
+from gppf_dist.tasks.base import Sample, TaskSpec
 
 
 @dataclass
@@ -60,6 +61,13 @@ class Geometry:
             out[:, [0, 2]] = out[:, [2, 0]]
         return out
 
+    def scaled(self, eighths: int) -> Geometry:
+        """The same mapping read from an image decoded at `eighths`/8 of the source size."""
+        f = eighths / 8
+        return Geometry(
+            self.x0 * f, self.y0 * f, self.x1 * f, self.y1 * f, self.out_w, self.out_h, self.flip
+        )
+
 
 def plan_geometry(
     src_w: int,
@@ -93,6 +101,48 @@ def to_chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
 
 
+BILINEAR_MAX_DOWNSCALE = 2.0
+"""A libjpeg-turbo image is warped with a plain bilinear filter (OpenCV) when the warp shrinks it
+by at most this much (the DCT did the rest of the downscaling); otherwise, and for Pillow-decoded
+images, with Pillow's antialiasing resize."""
+
+
+def warp_bilinear(image: np.ndarray, geo: Geometry) -> np.ndarray:
+    """HxWx3 uint8 → out_h x out_w x 3 uint8 by bilinear sampling at the output pixel centres
+    (the same point mapping as `warp_array`); outside the image is black where the window leaves
+    it, the edge pixel repeated where it does not (as Pillow's resize does)."""
+    h, w = image.shape[:2]
+    ax, ay = 1.0 / geo.sx, 1.0 / geo.sy
+    bx = geo.x0 + (geo.out_w - 0.5 if geo.flip else 0.5) * ax - 0.5
+    inverse = np.array([[-ax if geo.flip else ax, 0.0, bx], [0.0, ay, geo.y0 + 0.5 * ay - 0.5]])
+    inside = geo.x0 >= 0 and geo.y0 >= 0 and geo.x1 <= w and geo.y1 <= h
+    return cv2.warpAffine(
+        image,
+        inverse,
+        (geo.out_w, geo.out_h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE if inside else cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
+
+
+def warp_sample(sample: Sample, geo: Geometry) -> np.ndarray:
+    """`sample.image` warped by `geo` (planned in source pixels), whatever its decode scale."""
+    if sample.scale_eighths != 8:
+        geo = geo.scaled(sample.scale_eighths)
+    shrink = max(1.0 / geo.sx, 1.0 / geo.sy)
+    if sample.decoded_by == "turbo" and shrink <= BILINEAR_MAX_DOWNSCALE:
+        return warp_bilinear(sample.image, geo)
+    return warp_array(sample.image, geo)
+
+
+def whole_image_window(
+    ann: dict[str, Any], width: int, height: int, spec: TaskSpec
+) -> tuple[float, float]:
+    """`TaskType.source_window` of task types that resize the whole image."""
+    return float(width), float(height)
+
+
 def warp_image(image: np.ndarray, geo: Geometry) -> torch.Tensor:
     """HxWx3 uint8 → 3 x out_h x out_w uint8 tensor."""
     return to_chw(warp_array(image, geo))
@@ -108,7 +158,7 @@ def warp_mask(mask: np.ndarray, geo: Geometry, fill: int = 255) -> np.ndarray:
 
 
 def check_image(sample: Sample) -> tuple[int, int]:
-    """Validate the image and the ann's width/height; returns (width, height)."""
+    """Validate the image and the ann's width/height; returns the source's (width, height)."""
     img, ann = sample.image, sample.ann
     if not isinstance(ann, dict):
         raise ValueError(f"sample {sample.key!r}: `ann` must be a dict, got {type(ann).__name__}")
@@ -117,6 +167,11 @@ def check_image(sample: Sample) -> tuple[int, int]:
             f"sample {sample.key!r}: `image` must be HxWx3 uint8, got {img.shape} {img.dtype}"
         )
     h, w = img.shape[:2]
+    if sample.scale_eighths != 8:
+        assert sample.source_size is not None, "a reduced image carries its source size"
+        w, h = sample.source_size
+        m = sample.scale_eighths
+        assert img.shape[:2] == (-(-h * m // 8), -(-w * m // 8)), (img.shape, (w, h), m)
     if ann.get("width", w) != w or ann.get("height", h) != h:
         raise ValueError(
             f"sample {sample.key!r}: `width`x`height`={ann.get('width')}x{ann.get('height')} "
