@@ -210,9 +210,14 @@ def test_insightface_recordio_with_header_record(tmp_path: Path) -> None:
     members = conv.load(conv.items[2])
     assert members["jpg"] == _jpeg_bytes(3)  # the JPEG bytes after the 2 extra label floats
     assert json.loads(members["json"]) == {"width": 40, "height": 32, "identity": 1}
-    out = tmp_path / "out"
+    out, out2 = tmp_path / "out", tmp_path / "out2"
     assert _convert("face-rec", tmp_path / "ms1m", out) == 0
     assert load_manifest(out).task("face").num_samples("train") == 5
+    # Two processes, each opening the record file itself: the same two shards.
+    assert _convert("face-rec", tmp_path / "ms1m", out2, "train", "--workers", "2") == 0
+    tars = sorted(p.relative_to(out) for p in out.glob("face/train/*.tar"))
+    assert len(tars) == 2
+    assert all((out / t).read_bytes() == (out2 / t).read_bytes() for t in tars)
 
 
 def test_recordio_without_header_and_multipart(tmp_path: Path) -> None:
