@@ -69,6 +69,7 @@ class TaskLoaders:
                 train=True,
                 start_positions={s: saved[s] for s in work.stream_ids if s in saved} or None,
                 num_workers=cfg.data.num_workers,
+                shards_per_group=cfg.data.shards_per_group,
                 take=(work.offset, work.offset + work.local_batch),
                 micro_batch=active[work.task].max_local_batch,
             )
