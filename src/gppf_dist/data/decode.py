@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from gppf_dist.data.jpeg import DEFAULT_DECODER, FULL, decode_jpeg, jpeg_size
+from gppf_dist.data.gpu_decode import gpu_decoder
+from gppf_dist.data.jpeg import FULL, decode_jpeg, default_decoder, jpeg_size
 from gppf_dist.tasks.base import Sample
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,13 @@ def _decode_rgb(
     data: bytes, key: str, ann: dict[str, Any], decoder: str, reduce: Reduction | None
 ) -> tuple[np.ndarray, int, tuple[int, int], str]:
     """(image, its scale in eighths, source (width, height), decoder) of an image member."""
-    size = jpeg_size(data) if decoder == "turbo" else None
+    size = jpeg_size(data) if decoder != "pillow" else None
+    if size is not None and decoder == "gpu":
+        gpu = gpu_decoder()  # unavailable: a configuration error, refused before workers start
+        try:
+            return gpu.decode(data), FULL, size, "gpu"
+        except (RuntimeError, ValueError):  # what the backends raise for data they cannot take
+            size = None
     if size is not None:
         eighths = reduce(ann, *size) if reduce is not None else FULL
         decoded = decode_jpeg(data, size, eighths)
@@ -157,15 +164,16 @@ def decode_sample(
     raw: RawSample,
     *,
     needs_mask: bool = False,
-    decoder: str = DEFAULT_DECODER,
+    decoder: str | None = None,
     reduce: Reduction | None = None,
 ) -> Sample:
     """Decode a raw sample into a `Sample`; raises SampleError(reason) if it must be skipped.
 
-    `decoder` (see `data.jpeg.DECODERS`): `turbo` decodes JPEGs with libjpeg-turbo, at the
-    scale `reduce(ann, width, height)` when given (the image is then smaller than the source,
-    see `Sample.scale_eighths`), and anything else with Pillow; `pillow` decodes everything
-    with Pillow at full size."""
+    `decoder` (see `data.jpeg.DECODERS`; default `data.jpeg.default_decoder()`): `turbo`
+    decodes JPEGs with libjpeg-turbo, at the scale `reduce(ann, width, height)` when given (the
+    image is then smaller than the source, see `Sample.scale_eighths`), and anything else with
+    Pillow; `pillow` decodes everything with Pillow at full size; `gpu` decodes JPEGs on a CUDA
+    device at full size (`data.gpu_decode`)."""
     if raw.error is not None:
         raise raw.error
     key, m = raw.key, raw.members
@@ -188,7 +196,7 @@ def decode_sample(
         except (ValueError, UnicodeDecodeError) as exc:
             raise SampleError("decode", f"sample {key!r}: cls {m['cls']!r:.40} not an int") from exc
     image, eighths, (width, height), decoded_by = _decode_rgb(
-        image_bytes, key, ann, decoder, reduce
+        image_bytes, key, ann, decoder or default_decoder(), reduce
     )
     if ann.get("width", width) != width or ann.get("height", height) != height:
         raise SampleError(

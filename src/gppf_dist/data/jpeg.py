@@ -13,7 +13,8 @@ comes to Pillow's full decode + warp. Anything this path cannot take (not a JPEG
 a decoder error) returns None, and the caller decodes with Pillow instead.
 
 `GPPF_DECODER=pillow` (or `decoder="pillow"` where a decoder is chosen) forces the Pillow path
-for every image, e.g. to compare against runs made before this decoder existed.
+for every image, e.g. to compare against runs made before this decoder existed;
+`GPPF_DECODER=gpu` decodes JPEGs on a CUDA device (`data.gpu_decode`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ import os
 import numpy as np
 import simplejpeg
 
-DECODERS = ("turbo", "pillow")
+DECODERS = ("turbo", "pillow", "gpu")
 """`turbo`: JPEG through libjpeg-turbo with reduced decode where the task allows, Pillow for
-everything else; `pillow`: Pillow at full size for every image."""
+everything else; `pillow`: Pillow at full size for every image; `gpu`: JPEG on a CUDA device at
+full size (optional backends, `data.gpu_decode`), Pillow for everything else."""
+
+DECODER_ENV = "GPPF_DECODER"
+"""Environment variable choosing the decoder where none is chosen explicitly (default turbo)."""
 
 FULL = 8
 """`scale_eighths` of a full-size decode."""
@@ -41,8 +46,9 @@ def check_decoder(name: str, where: str = "decoder") -> str:
     return name
 
 
-DEFAULT_DECODER = check_decoder(os.environ.get("GPPF_DECODER", "turbo"), "GPPF_DECODER")
-"""The decoder used where none is chosen explicitly."""
+def default_decoder() -> str:
+    """The decoder used where none is chosen explicitly: `$GPPF_DECODER`, else turbo."""
+    return check_decoder(os.environ.get(DECODER_ENV, "turbo"), DECODER_ENV)
 
 
 def jpeg_size(data: bytes) -> tuple[int, int] | None:

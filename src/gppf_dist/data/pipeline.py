@@ -6,7 +6,7 @@ above only decide *which* sample comes next.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from gppf_dist.data.decode import (
     decode_sample,
     read_shard,
 )
-from gppf_dist.data.jpeg import DEFAULT_DECODER, FULL, allowed_eighths
+from gppf_dist.data.jpeg import FULL, allowed_eighths, default_decoder
 from gppf_dist.data.manifest import ShardInfo
 from gppf_dist.data.streams import sample_rng
 from gppf_dist.tasks.base import Batch, TaskSpec, TaskType
@@ -42,8 +42,8 @@ class SampleContext:
     train: bool
     needs_mask: bool
     skips: SkipCounter
-    decoder: str = DEFAULT_DECODER
-    """`turbo` or `pillow` (see `data.jpeg`); every reader of a run must use the same one."""
+    decoder: str = field(default_factory=default_decoder)
+    """`turbo`, `pillow` or `gpu` (see `data.jpeg`); every reader of a run must use the same."""
 
 
 def reduction_for(task_type: TaskType, spec: TaskSpec) -> Reduction | None:

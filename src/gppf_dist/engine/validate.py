@@ -11,6 +11,8 @@ from pathlib import Path
 from gppf_dist.checkpoint.manager import find_latest, is_complete, step_of_tag
 from gppf_dist.checkpoint.topology import Topology, check_topology
 from gppf_dist.config.schema import RunConfig
+from gppf_dist.data.gpu_decode import gpu_decoder
+from gppf_dist.data.jpeg import DECODER_ENV, default_decoder
 from gppf_dist.data.manifest import MANIFEST_NAME, ShardInfo, load_manifest
 from gppf_dist.data.streams import stream_units
 from gppf_dist.tasks.registry import TASK_TYPES, make_spec
@@ -45,6 +47,14 @@ def validate_run(cfg: RunConfig, world_size: int) -> None:
     _validate_resume(cfg, world_size)
     if cfg.trainer.eval_batch_size < 1:  # the evaluation's loaders would refuse it at the end
         raise ValueError(f"`trainer.eval_batch_size`={cfg.trainer.eval_batch_size} must be >= 1")
+    _validate_decoder(cfg)
+
+
+def _validate_decoder(cfg: RunConfig) -> None:
+    """The image decoder the loaders will use exists and, for `gpu`, works on this machine when
+    the workers run here (a Slurm or multi-node launch checks on its nodes, at the first image)."""
+    if default_decoder() == "gpu" and cfg.launcher.name in ("local", "none"):
+        gpu_decoder(DECODER_ENV)
 
 
 def _validate_tasks(cfg: RunConfig) -> None:

@@ -57,7 +57,8 @@ class Sample:
     """(width, height) of the source image when `scale_eighths` < 8."""
     decoded_by: str = "pillow"
     """`turbo` for an image from libjpeg-turbo (whose DCT did the downscaling, so the warp may
-    use a plain bilinear filter), `pillow` otherwise (warped with Pillow's antialiasing)."""
+    use a plain bilinear filter); `pillow` or `gpu` (full size, warped with Pillow's
+    antialiasing) otherwise."""
     dropped: dict[str, int] = field(default_factory=dict)
     """Filled by `TaskType.prepare`: targets the geometry or augmentation made degenerate and
     dropped, by kind (`boxes`, `keypoints`); the sample itself is kept. The data layer counts

@@ -1,0 +1,61 @@
+"""The optional GPU decoder: choosing it where it cannot work is refused, naming what is missing.
+
+(The decode itself needs a CUDA device and nvImageCodec or torchvision; see BENCHMARKS.md.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from gppf_dist.bench.decode import jpeg_bytes, photo_like
+from gppf_dist.data.decode import RawSample, SampleError, decode_sample
+from gppf_dist.data.gpu_decode import gpu_decoder, installed_backends
+from gppf_dist.engine.validate import validate_run
+
+pytestmark = pytest.mark.skipif(
+    torch.cuda.is_available() and bool(installed_backends()), reason="a GPU decoder works here"
+)
+
+
+def test_gpu_decoder_names_what_is_missing() -> None:
+    with pytest.raises(ValueError) as err:
+        gpu_decoder("data.decoder")
+    message = str(err.value)
+    assert message.startswith("`data.decoder`='gpu' cannot be used here")
+    if not torch.cuda.is_available():
+        assert "no CUDA device" in message
+    if not installed_backends():
+        assert "nvImageCodec" in message and "torchvision" in message
+    assert "'turbo'" in message  # what to use instead
+
+
+def test_decoding_with_an_unavailable_gpu_decoder_is_an_error_not_a_skip() -> None:
+    raw = RawSample("k", {"jpg": jpeg_bytes(photo_like(np.random.default_rng(0), 64, 48)),
+                          "json": json.dumps({"label": 0}).encode()})  # fmt: skip
+    with pytest.raises(ValueError, match="'gpu' cannot be used here") as err:
+        decode_sample(raw, decoder="gpu")
+    assert not isinstance(err.value, SampleError)
+    assert decode_sample(raw, decoder="turbo").decoded_by == "turbo"
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("gpu", r"`GPPF_DECODER`='gpu' cannot be used here"),
+        ("fast", r"`GPPF_DECODER`='fast' is not a decoder; choose one of"),
+    ],
+)
+def test_the_decoder_is_checked_before_the_run(
+    compose_run: Any, tiny_shards: Path, monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    cfg = compose_run(f"data.root={tiny_shards}")
+    validate_run(cfg, 2)
+    monkeypatch.setenv("GPPF_DECODER", value)
+    with pytest.raises(ValueError, match=message):
+        validate_run(cfg, 2)
