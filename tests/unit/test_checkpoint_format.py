@@ -64,3 +64,33 @@ def test_run_files_are_replaced_whole(tmp_path: Path) -> None:
     write_json_atomic(path, {"step": 2})
     assert read_json(path) == {"step": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["eval.json"]  # no temporary file left
+
+
+def test_frozen_routes_survive_loading_by_name(tmp_path: Path) -> None:
+    """A router frozen at some step keeps that selection after a load by name, even when its
+    logits have moved since (re-deriving it from the logits would change the route)."""
+    import torch
+
+    from gppf_dist.checkpoint.named_state import load_named_state, save_named_state
+    from gppf_dist.config.model import ModelConfig, RouterConfig
+    from gppf_dist.model.build import build_model
+    from tests.fake_task import fake_spec
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(0)
+        cfg = ModelConfig(router=RouterConfig(freeze_after=1))
+        return build_model(cfg, {"a": fake_spec("a")})
+
+    saved = model()
+    saved.set_step(1)  # frozen now
+    frozen = saved.router.route("a").indices
+    with torch.no_grad():  # the logits move after freezing: their top-k is no longer the route
+        saved.router.logits["a"].copy_(-saved.router.logits["a"])
+    assert saved.router.route("a").indices == frozen
+    optimizer = torch.optim.SGD(saved.parameters(), lr=0.1)
+    save_named_state(saved, optimizer, saved.param_owners(), tmp_path, write_shared=True,
+                     write_legos=True)  # fmt: skip
+    loaded = model()
+    load_named_state(loaded, None, loaded.param_owners(), tmp_path)
+    loaded.set_step(2)
+    assert loaded.router.route("a").indices == frozen

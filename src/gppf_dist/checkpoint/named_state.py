@@ -121,6 +121,10 @@ def load_named_state(
             buffer = module.get_buffer(n) if n in dict(module.named_buffers()) else None
             if buffer is not None:
                 buffer.copy_(value.to(buffer.device))
+    for sub in module.modules():  # state derived from buffers (the router's frozen routes)
+        after_load = getattr(sub, "after_load", None)
+        if callable(after_load):
+            after_load()
     missing = set(params) - loaded
     if missing:
         raise ValueError(f"checkpoint {str(tag_dir)!r} has no values for {sorted(missing)[:5]}")

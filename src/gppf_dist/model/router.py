@@ -116,6 +116,25 @@ class TaskRouter(nn.Module):
             self._frozen_lists = self.frozen_index.tolist()
         self._select()
 
+    def fix_route(self, task: str, legos: list[list[int]], logits: torch.Tensor) -> None:
+        """Give `task` these logits and fix its selection to `legos` ([layer][k] ids) from now
+        on (a fine-tuned task's route, `engine/finetune.py`). The router must be frozen or
+        hold this task only: a frozen router fixes every task's selection at once."""
+        t = self.task_names.index(task)
+        if len(self.task_names) > 1 and self._frozen_lists is None:
+            raise ValueError("fix_route needs a router of one task, or a frozen one")
+        if [len(ids) for ids in legos] != [self.top_k] * self.num_layers:
+            raise ValueError(
+                f"route of {task!r} must have {self.top_k} legos at each of {self.num_layers} "
+                f"layers, got {[len(ids) for ids in legos]}"
+            )
+        with torch.no_grad():
+            self.logits[task].copy_(logits)
+            self.frozen_index[t] = torch.tensor(legos, dtype=torch.long)
+            self.is_frozen.fill_(True)
+        self._frozen_lists = self.frozen_index.tolist()
+        self._selection = None
+
     def _noise_schedule(self) -> tuple[float, float]:
         """(noise scale, temperature) at the current step; (0, 1) outside the warm-up."""
         warmup = self.cfg.gumbel_warmup_steps
@@ -144,6 +163,11 @@ class TaskRouter(nn.Module):
         self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
     ) -> None:
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.after_load()
+
+    def after_load(self) -> None:
+        """Re-read the frozen selection from the buffers after they were loaded (by
+        `load_state_dict`, or copied by name: `checkpoint/named_state.py` calls this)."""
         self._frozen_lists = self.frozen_index.tolist() if bool(self.is_frozen) else None
         self._selection = None
 
