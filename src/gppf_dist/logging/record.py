@@ -57,6 +57,7 @@ def step_record(
             if float(stats.task_seconds[i]) > 0
         },
         **{f"data/skipped/{n}": int(stats.skipped[i]) for i, n in enumerate(names)},
+        **_dropped(stats, names),
         "time/step_s": step_s,
         "time/data_s": stats.data_s,
         "balance_efficiency": float(busy.mean() / busy.max()) if float(busy.max()) > 0 else 1.0,
@@ -66,3 +67,13 @@ def step_record(
     if local + remote > 0:  # expert parallelism: share of lego calls the requesting rank served
         record["ep/local_fraction"] = local / (local + remote)
     return record
+
+
+def _dropped(stats: StepStats, names: list[str]) -> dict[str, int]:
+    """`data/dropped/<task>`: targets (boxes, keypoints) the geometry dropped from kept samples
+    so far (`SkipCounter.dropped`, summed over kinds), when the step's statistics carry them as
+    a per-task `dropped` tensor; no sample was lost for these, unlike `data/skipped`."""
+    dropped = getattr(stats, "dropped", None)
+    if dropped is None:
+        return {}
+    return {f"data/dropped/{n}": int(dropped[i]) for i, n in enumerate(names)}
