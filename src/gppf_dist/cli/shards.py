@@ -1,6 +1,7 @@
 """`gppf-shards`: build and check webdataset shard roots.
 
 gppf-shards synth --out DIR [--samples-per-task N] [--val-per-task M] [--seed S]
+gppf-shards synth-downstream --out DIR [--train-per-task 1000] [--test-per-task 500] [--seed S]
 gppf-shards convert LAYOUT --src SRC --out DIR [--task T] [--split S] [--samples-per-shard N]
     [--seed S] [--workers N]   # shuffled, whole shards per process, a rerun keeps finished ones
 gppf-shards verify DIR            # every shard: size, sha256, count; every sample: decode+schema
@@ -23,6 +24,7 @@ from gppf_dist.data.convert import (
 from gppf_dist.data.convert_layouts import LAYOUTS
 from gppf_dist.data.inspect import inspect_task
 from gppf_dist.data.synth import write_synthetic_corpus
+from gppf_dist.data.synth_downstream import write_downstream_suite
 from gppf_dist.data.verify import format_problems, format_table, verify_root
 
 
@@ -46,6 +48,24 @@ def _synth(args: argparse.Namespace) -> int:
         f"wrote {total} samples to {args.out} in {seconds:.1f}s "
         f"({total / max(seconds, 1e-9):.0f} samples/s)"
     )
+    return 0
+
+
+def _synth_downstream(args: argparse.Namespace) -> int:
+    manifest = write_downstream_suite(
+        Path(args.out),
+        train_per_task=args.train_per_task,
+        test_per_task=args.test_per_task,
+        seed=args.seed,
+        samples_per_shard=args.samples_per_shard,
+        tasks=args.tasks,
+    )
+    for name, tm in manifest.tasks.items():
+        print(
+            f"{name:12s} {len(tm.label_space['classes']):2d} classes  "
+            f"train {tm.num_samples('train')}  val (test) {tm.num_samples('val')}"
+        )
+    print(f"wrote the downstream suite ({len(manifest.tasks)} tasks) to {args.out}")
     return 0
 
 
@@ -128,6 +148,16 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--samples-per-shard", type=int, default=64)
     synth.set_defaults(func=_synth)
+    down = sub.add_parser(
+        "synth-downstream", help="write the synthetic downstream suite (VTAB-like, 6 tasks)"
+    )
+    down.add_argument("--out", required=True, help="shard root to write")
+    down.add_argument("--train-per-task", type=int, default=1000, help="`train` examples")
+    down.add_argument("--test-per-task", type=int, default=500, help="fixed test set (`val`)")
+    down.add_argument("--seed", type=int, default=0)
+    down.add_argument("--samples-per-shard", type=int, default=64, help="rounded to whole blocks")
+    down.add_argument("--tasks", nargs="+", help="write only these tasks (default: all)")
+    down.set_defaults(func=_synth_downstream)
     verify = sub.add_parser(
         "verify", help="check every shard and sample against the manifest and schemas"
     )
