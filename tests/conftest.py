@@ -53,3 +53,28 @@ def demo_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("demo_shards")
     write_synthetic_corpus(root)
     return root
+
+
+@pytest.fixture(scope="session")
+def demo_export(tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path) -> tuple[Path, Path]:
+    """(run dir, export folder): the demo pre-trained 4 steps on `tiny_shards`, then
+    `gppf-export`ed; both through the real CLIs."""
+    import subprocess
+    import sys
+
+    tmp = tmp_path_factory.mktemp("demo_export")
+    run_dir, out = tmp / "run", tmp / "release"
+    bin_dir = Path(sys.executable).parent
+    train = [
+        str(bin_dir / "gppf-train"), "experiment=demo", f"run.dir={run_dir}",
+        f"data.root={tiny_shards}", "logger=none", "trainer.progress=false",
+        "trainer.max_steps=4", "trainer.checkpoint_every=4", "trainer.eval_at_start=false",
+        "launcher.nproc=1",
+    ]  # fmt: skip
+    proc = subprocess.run(train, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    export = [str(bin_dir / "gppf-export"), f"run_dir={run_dir}", f"out={out}"]
+    proc = subprocess.run(export, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "identical on every task" in proc.stdout
+    return run_dir, out

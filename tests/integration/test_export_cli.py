@@ -18,29 +18,13 @@ from gppf_dist.model.build import GppfModel
 from gppf_dist.model.pretrained import WEIGHTS_NAME, load_pretrained
 from gppf_dist.model.summary import sample_input, tensor_leaves
 
-from .test_train_cli import run_train
-
 BIN = Path(sys.executable).parent
 PICKLE_PROTOCOL_2_PLUS = b"\x80"
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path) -> tuple[Path, Path]:
-    tmp = tmp_path_factory.mktemp("export")
-    run_dir, out = tmp / "run", tmp / "release"
-    run_train(
-        run_dir,
-        tiny_shards,
-        "trainer.max_steps=2",
-        "trainer.checkpoint_every=2",
-        "trainer.eval_at_start=false",
-        "launcher.nproc=1",
-    )
-    cli = [str(BIN / "gppf-export"), f"run_dir={run_dir}", f"out={out}"]
-    proc = subprocess.run(cli, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "identical on every task" in proc.stdout
-    return run_dir, out
+@pytest.fixture
+def exported(demo_export: tuple[Path, Path]) -> tuple[Path, Path]:
+    return demo_export
 
 
 def test_the_folder_holds_no_pickle(exported: tuple[Path, Path]) -> None:
@@ -50,7 +34,7 @@ def test_the_folder_holds_no_pickle(exported: tuple[Path, Path]) -> None:
     for path in out.iterdir():
         assert not path.read_bytes().startswith(PICKLE_PROTOCOL_2_PLUS), path
     config = json.loads((out / "config.json").read_text())
-    assert config["step"] == 2 and config["num_legos"] == 4 and config["top_k"] == 2
+    assert config["step"] == 4 and config["num_legos"] == 4 and config["top_k"] == 2
     assert set(config["routes"]) == set(config["tasks"]) and len(config["tasks"]) == 8
     card = (out / "README.md").read_text()
     assert "library_name: gppf_dist" in card and "| cls_object | classification |" in card

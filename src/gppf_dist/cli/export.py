@@ -42,6 +42,17 @@ def _eval_table(run_dir: Path) -> list[str]:
     return lines
 
 
+def _how_trained(run: TrainedRun) -> str:
+    ft = run.cfg.finetune
+    if not ft.enabled:
+        return f"pre-trained with SIMT for {run.step} steps on {len(run.specs)} tasks."
+    start = "from scratch" if ft.pretrained == "none" else f"from `{ft.pretrained}`"
+    return (
+        f"fine-tuned {start} for {run.step} steps on `{ft.task}`: route `{ft.chosen_from}`, "
+        f"`tune={ft.tune}`."
+    )
+
+
 def model_card(run: TrainedRun, run_dir: Path) -> str:
     cfg, model = run.cfg, run.model
     params = sum(p.numel() for p in model.parameters())
@@ -56,9 +67,9 @@ def model_card(run: TrainedRun, run_dir: Path) -> str:
         "",
         f"A GPPF backbone ({cfg.model.family}, {params / 1e6:.1f}M parameters) with "
         f"{cfg.model.num_legos} lego units per lego layer, {cfg.model.top_k} active per task "
-        f"and layer, pre-trained with SIMT for {run.step} steps on {len(run.specs)} tasks.",
+        f"and layer, {_how_trained(run)}",
         "",
-        "## Pre-training tasks",
+        "## Tasks",
         "",
         "| task | type | dataset | input (h x w) | global batch | weight |",
         "|---|---|---|---|---|---|",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -43,8 +44,11 @@ def prepare(cfg: RunConfig) -> Path | None:
     return config_path
 
 
-def train(cfg: RunConfig, config_path: Path) -> None:
-    """Run the workers through the chosen launcher, then print the per-task table."""
+def train(
+    cfg: RunConfig, config_path: Path, after: Callable[[], None] | None = None
+) -> None:
+    """Run the workers through the chosen launcher, then print the per-task table; the main
+    process then calls `after` (e.g. `gppf-finetune`'s export), if the run finished here."""
     from gppf_dist.engine.report import summary_table
 
     run_dir = Path(cfg.run.dir)
@@ -78,9 +82,13 @@ def train(cfg: RunConfig, config_path: Path) -> None:
         run_worker(cfg)  # this process is the worker (torchrun, srun)
         if is_main:
             print(summary_table(run_dir), flush=True)
+            if after is not None:
+                after()
         exit_finished()
     if is_main:
         print(summary_table(run_dir), flush=True)
+        if after is not None:
+            after()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gppf_dist.config.checks import check as _check
+from gppf_dist.config.finetune import FinetuneSection
 from gppf_dist.config.model import ModelConfig
-
-
-def _check(ok: bool, key: str, value: object, rule: str) -> None:
-    if not ok:
-        raise ValueError(f"`{key}`={value!r}: {rule}")
 
 
 @dataclass(kw_only=True)
@@ -296,3 +293,5 @@ class RunConfig:
     parallel: ParallelSection = field(default_factory=ParallelSection)
     launcher: LauncherSection = field(default_factory=LauncherSection)
     logger: LoggerSection = field(default_factory=LoggerSection)
+    finetune: FinetuneSection = field(default_factory=FinetuneSection)
+    """Transfer to a downstream task (`gppf-finetune`); unused by pre-training."""

@@ -38,6 +38,7 @@ from gppf_dist.dist.threads import configure_threads
 from gppf_dist.engine.assemble import AssembledStep, assemble_step
 from gppf_dist.engine.evaluate import evaluate
 from gppf_dist.engine.experts import locality_affinity, resumed_placement
+from gppf_dist.engine.finetune import prepare_model
 from gppf_dist.engine.preempt import PreemptionFlag
 from gppf_dist.engine.step import TaskRuntime, run_iteration
 from gppf_dist.engine.validate import validate_run
@@ -102,7 +103,10 @@ def build(cfg: RunConfig, opened: ExitStack) -> Worker:
 
     manifest = load_manifest(Path(cfg.data.root))
     taskset = TaskSet.build(cfg, manifest.label_spaces())
-    model = build_model(cfg.model, taskset.specs).to(device)
+    model = build_model(cfg.model, taskset.specs)
+    if cfg.finetune.enabled:  # the export's backbone, the chosen route, the tune mode
+        prepare_model(model, cfg.finetune)
+    model = model.to(device)
     placement: tuple[tuple[int, ...], ...] = ()
     if cfg.parallel.ep_size > 1 and cfg.parallel.place_legos:
         names = model.router.task_names
