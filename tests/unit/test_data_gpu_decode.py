@@ -42,6 +42,8 @@ def test_decoding_with_an_unavailable_gpu_decoder_is_an_error_not_a_skip() -> No
         decode_sample(raw, decoder="gpu")
     assert not isinstance(err.value, SampleError)
     assert decode_sample(raw, decoder="turbo").decoded_by == "turbo"
+    with pytest.raises(ValueError, match=r"`decoder`='nvjpeg' is not a decoder"):
+        decode_sample(raw, decoder="nvjpeg")
 
 
 @pytest.mark.parametrize(

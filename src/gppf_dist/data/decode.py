@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from gppf_dist.data.gpu_decode import gpu_decoder
-from gppf_dist.data.jpeg import FULL, decode_jpeg, default_decoder, jpeg_size
+from gppf_dist.data.jpeg import FULL, check_decoder, decode_jpeg, default_decoder, jpeg_size
 from gppf_dist.tasks.base import Sample
 
 log = logging.getLogger(__name__)
@@ -196,7 +196,7 @@ def decode_sample(
         except (ValueError, UnicodeDecodeError) as exc:
             raise SampleError("decode", f"sample {key!r}: cls {m['cls']!r:.40} not an int") from exc
     image, eighths, (width, height), decoded_by = _decode_rgb(
-        image_bytes, key, ann, decoder or default_decoder(), reduce
+        image_bytes, key, ann, check_decoder(decoder) if decoder else default_decoder(), reduce
     )
     if ann.get("width", width) != width or ann.get("height", height) != height:
         raise SampleError(

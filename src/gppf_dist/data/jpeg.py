@@ -6,7 +6,7 @@ continuous coordinates map as `x · m/8` and the reduced size is `ceil(w·m/8) �
 The DCT does the downscaling (with less aliasing than a bilinear filter and much cheaper than
 resampling the full image), leaving the warp to the task's input a small residual resize.
 
-At full size (`d = 1`), with the accurate integer DCT and smooth chroma upsampling used here,
+At full size (m = 8), with the accurate integer DCT and smooth chroma upsampling used here,
 the result equals Pillow's (Pillow's JPEG plugin runs the same library with the same
 settings); `tests/unit/test_data_jpeg.py` pins that, and how close a reduced decode + warp
 comes to Pillow's full decode + warp. Anything this path cannot take (not a JPEG, CMYK/YCCK,
