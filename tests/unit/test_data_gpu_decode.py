@@ -61,3 +61,15 @@ def test_the_decoder_is_checked_before_the_run(
     monkeypatch.setenv("GPPF_DECODER", value)
     with pytest.raises(ValueError, match=message):
         validate_run(cfg, 2)
+
+
+def test_data_decoder_is_the_config_key(compose_run: Any, tiny_shards: Path) -> None:
+    from gppf_dist.config import schema
+    from gppf_dist.data import jpeg
+
+    assert set(schema.DECODERS) == set(jpeg.DECODERS)
+    cfg = compose_run(f"data.root={tiny_shards}", "data.decoder=gpu")
+    with pytest.raises(ValueError, match=r"`data.decoder`='gpu' cannot be used here"):
+        validate_run(cfg, 2)
+    with pytest.raises(ValueError, match=r"`data.decoder`='fast'"):
+        compose_run(f"data.root={tiny_shards}", "data.decoder=fast")

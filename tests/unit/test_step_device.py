@@ -54,7 +54,7 @@ def test_step_statistics_are_built_on_the_compute_device() -> None:
     loss_sums = torch.zeros(3, dtype=torch.float64, device=META)
     stats = _local_stats(ctx, loss_sums, (2, 1))
     assert stats.device == META
-    assert stats.shape == (3 + 3 + 3 + 2 + 3,)  # losses, skipped, seconds, busy, flags
+    assert stats.shape == (3 + 3 + 3 + 3 + 2 + 3,)  # losses, skipped, dropped, seconds, busy, flags
 
 
 def test_statistics_ride_in_the_gradient_bucket_on_the_device() -> None:

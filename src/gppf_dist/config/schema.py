@@ -14,6 +14,9 @@ from gppf_dist.config.checks import check as _check
 from gppf_dist.config.finetune import FinetuneSection
 from gppf_dist.config.model import ModelConfig
 
+DECODERS = ("turbo", "pillow", "gpu")
+"""The image decoders `data/jpeg.py` knows (a test keeps the two lists equal)."""
+
 
 @dataclass(kw_only=True)
 class RunSection:
@@ -131,8 +134,19 @@ class DataSection:
     `gppf-shards convert` are shuffled at write time and need 1; `gppf-shards verify` warns
     about shards whose label mix is far from their task's."""
 
+    decoder: str = ""
+    """JPEG decoding: `turbo` (libjpeg-turbo, reduced-size where the crop allows), `pillow`, or
+    `gpu` (nvImageCodec / torchvision on the device; optional); empty: `$GPPF_DECODER`, else
+    turbo. PNG masks and other formats always decode with Pillow."""
+
     def __post_init__(self) -> None:
         _check(self.streams_per_task >= 1, "data.streams_per_task", self.streams_per_task, ">= 1")
+        _check(
+            self.decoder in ("", *DECODERS),
+            "data.decoder",
+            self.decoder,
+            f"one of {list(DECODERS)}, or empty for $GPPF_DECODER / turbo",
+        )
         _check(self.num_workers >= 0, "data.num_workers", self.num_workers, "must be >= 0")
         _check(
             self.shards_per_group >= 1,

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from gppf_dist.data.decode import SkipCounter
+from gppf_dist.data.jpeg import default_decoder
 from gppf_dist.data.manifest import Manifest
 from gppf_dist.data.pipeline import SampleContext, collate, load_shard_samples, prepare_sample
 from gppf_dist.data.streams import eval_range
@@ -35,6 +36,7 @@ class EvalIterator(Iterator[Batch]):
         batch_size: int,
         num_parts: int,
         part: int,
+        decoder: str = "",
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"task {task!r}: eval batch_size must be >= 1, got {batch_size}")
@@ -54,6 +56,7 @@ class EvalIterator(Iterator[Batch]):
             train=False,
             needs_mask=tm.type == "segmentation",
             skips=SkipCounter(task),
+            decoder=decoder or default_decoder(),
         )
         self._items = self._iter_items()
 
@@ -96,12 +99,14 @@ def iter_eval_batches(
     batch_size: int,
     num_parts: int = 1,
     part: int = 0,
+    decoder: str = "",
 ) -> EvalIterator:
     """A deterministic pass (train=False) over part `part` of `num_parts` of `split`.
 
     Parts are contiguous, balanced ranges of the split's global sample index (manifest order), so
     every sample is in exactly one part; the last batch of a part may be smaller, and a part may
-    be empty. The returned iterator's `.skipped` counts skipped samples by reason.
+    be empty. The returned iterator's `.skipped` counts skipped samples by reason. `decoder`:
+    as `data.decoder` (empty: `$GPPF_DECODER`, else turbo).
     """
     return EvalIterator(
         root=root,
@@ -113,4 +118,5 @@ def iter_eval_batches(
         batch_size=batch_size,
         num_parts=num_parts,
         part=part,
+        decoder=decoder,
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from gppf_dist.data.decode import SkipCounter
 from gppf_dist.data.eval_loader import EvalIterator, iter_eval_batches
+from gppf_dist.data.jpeg import default_decoder
 from gppf_dist.data.manifest import Manifest
 from gppf_dist.data.pipeline import SampleContext
 from gppf_dist.data.stream_reader import StreamChunk, StreamReader, assemble
@@ -59,6 +60,7 @@ class TaskLoader:
         mp_context: str | None = None,
         take: tuple[int, int] | None = None,
         micro_batch: int = 0,
+        decoder: str = "",
     ) -> None:
         if per_stream_batch < 1:
             raise ValueError(
@@ -81,6 +83,7 @@ class TaskLoader:
         self.micro_batch = micro_batch
         self._pending: list[Batch] = []
         self._skipped: dict[str, int] = {}
+        self._dropped: dict[str, int] = {}
         # The slots of each stream's share this loader trains on (the others are other ranks').
         n = per_stream_batch
         self._parts = {
@@ -110,6 +113,7 @@ class TaskLoader:
             train=train,
             needs_mask=tm.type == "segmentation",
             skips=SkipCounter(task),
+            decoder=decoder or default_decoder(),
         )
         start_positions = start_positions or {}
         starts: dict[int, StreamPosition] = {}
@@ -170,6 +174,8 @@ class TaskLoader:
             self._bytes[c.stream] = (c.read_bytes, c.decoded_bytes)
             for reason, n in c.skipped.items():
                 self._skipped[reason] = self._skipped.get(reason, 0) + n
+            for kind, n in c.dropped.items():
+                self._dropped[kind] = self._dropped.get(kind, 0) + n
         parts = [c for c in chunks if c.keys]
         if not self.micro_batch:
             return [assemble(self.task, self.task_type, parts)]
@@ -202,6 +208,12 @@ class TaskLoader:
         """Samples skipped so far (by reason) in the steps this loader returned, in the slots it
         trains on (so the counts summed over the ranks sharing a stream are the run's)."""
         return dict(self._skipped)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Targets (boxes, keypoints) the geometry dropped from the kept samples of the steps
+        returned so far, by kind (counted like `skipped`, apart from it: no sample was lost)."""
+        return dict(self._dropped)
 
     @property
     def read_amplification(self) -> float:

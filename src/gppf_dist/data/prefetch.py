@@ -28,6 +28,7 @@ class _Ready:
     batch: Batch
     positions: Any
     skipped: dict[str, int]
+    dropped: dict[str, int]
     copied: Any  # CUDA event after the copy, or None
 
 
@@ -77,14 +78,16 @@ class DevicePrefetcher:
         self._next: _Ready | None = None
         self._positions = loader.positions() if hasattr(loader, "positions") else None
         self._skipped = dict(getattr(loader, "skipped", {}))
+        self._dropped = dict(getattr(loader, "dropped", {}))
 
     def _fetch(self) -> _Ready:
         batch = next(self.loader)
         positions = self.loader.positions() if hasattr(self.loader, "positions") else None
         skipped = dict(getattr(self.loader, "skipped", {}))
+        dropped = dict(getattr(self.loader, "dropped", {}))
         if not self._cuda:
             return _Ready(batch_to_device(batch, self.device, self.channels_last), positions,
-                          skipped, None)  # fmt: skip
+                          skipped, dropped, None)  # fmt: skip
         batch = replace(
             batch,
             images=batch.images.pin_memory(),
@@ -95,7 +98,7 @@ class DevicePrefetcher:
             moved = batch_to_device(batch, self.device, self.channels_last)
             copied = torch.cuda.Event()
             copied.record()
-        return _Ready(moved, positions, skipped, copied)
+        return _Ready(moved, positions, skipped, dropped, copied)
 
     def __iter__(self) -> Iterator[Batch]:
         return self
@@ -108,6 +111,7 @@ class DevicePrefetcher:
             current.wait_event(ready.copied)
             _record_stream((ready.batch.images, ready.batch.targets, ready.batch.groups), current)
         self._positions, self._skipped = ready.positions, ready.skipped
+        self._dropped = ready.dropped
         try:
             self._next = self._fetch()  # overlaps this step's compute
         except StopIteration:
@@ -122,6 +126,11 @@ class DevicePrefetcher:
     def skipped(self) -> dict[str, int]:
         """Skip counts of the consumed batches."""
         return dict(self._skipped)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Dropped-target counts of the consumed batches."""
+        return dict(self._dropped)
 
     def close(self) -> None:
         self._next = None

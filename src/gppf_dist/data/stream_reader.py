@@ -36,6 +36,8 @@ class StreamChunk:
     """Where the stream's next step starts."""
     skipped: dict[str, int] = field(default_factory=dict)
     """Samples skipped (by reason) while reading this chunk."""
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Targets (boxes, keypoints) the geometry dropped from this chunk's kept samples, by kind."""
     read_bytes: int = 0
     decoded_bytes: int = 0
     """The reader's sample bytes read from shards and decoded so far."""
@@ -56,6 +58,10 @@ READ_WHOLE_ABOVE = 2 / 3
 """A reader whose slice of a stream's share is at least this fraction reads whole units (at most
 1.5 bytes read per byte decoded); below it, and where the manifest has sample offsets, it reads
 each sample it needs by its byte range."""
+
+
+def _delta(now: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: n - before.get(k, 0) for k, n in now.items() if n != before.get(k, 0)}
 
 
 def _payload(raw: RawSample | None) -> int:
@@ -207,6 +213,10 @@ class StreamReader:
             raw, where = self._raw(e, i, whole)
             item = self._prepare(self._quiet, raw, (epoch, index), where)
             tried += 1
+        fallback = self._quiet.skips.dropped  # the slot trains on it: its drops count
+        if fallback:
+            self.ctx.skips.drop(fallback)
+            fallback.clear()
         return item
 
     def take_chunk(
@@ -216,15 +226,12 @@ class StreamReader:
         (`part`), prepared; the position advances by `n` either way."""
         lo, hi = part or (0, n)
         before = dict(self.ctx.skips.counts)
+        dropped_before = dict(self.ctx.skips.dropped)
         whole = hi - lo >= READ_WHOLE_ABOVE * n
         items = [self._slot(*self._after(self.epoch, self.index, k), whole) for k in range(lo, hi)]
         self.epoch, self.index = self._after(self.epoch, self.index, n, end=True)
         images = [img for _, img, _ in items]
-        skipped = {
-            reason: count - before.get(reason, 0)
-            for reason, count in self.ctx.skips.counts.items()
-            if count != before.get(reason, 0)
-        }
+        skipped = _delta(self.ctx.skips.counts, before)
         return StreamChunk(
             stream=self.stream,
             keys=[k for k, _, _ in items],
@@ -232,6 +239,7 @@ class StreamReader:
             targets=[t for _, _, t in items],
             position=self.position(),
             skipped=skipped,
+            dropped=_delta(self.ctx.skips.dropped, dropped_before),
             read_bytes=self.read_bytes,
             decoded_bytes=self.decoded_bytes,
         )

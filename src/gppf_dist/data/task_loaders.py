@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import torch
 
 from gppf_dist.config.schema import RunConfig
+from gppf_dist.data.jpeg import default_decoder
 from gppf_dist.data.loader import TaskLoader
 from gppf_dist.data.manifest import Manifest
 from gppf_dist.data.prefetch import DevicePrefetcher
@@ -70,6 +71,9 @@ class TaskLoaders:
                 start_positions={s: saved[s] for s in work.stream_ids if s in saved} or None,
                 num_workers=cfg.data.num_workers,
                 shards_per_group=cfg.data.shards_per_group,
+                decoder=cfg.data.decoder,
+                # CUDA cannot be initialised in forked decode workers
+                mp_context="spawn" if decoder_of(cfg.data.decoder) == "gpu" else None,
                 take=(work.offset, work.offset + work.local_batch),
                 micro_batch=active[work.task].max_local_batch,
             )
@@ -86,3 +90,8 @@ class TaskLoaders:
             if close is not None:
                 close()
         self.active.clear()
+
+
+def decoder_of(configured: str) -> str:
+    """The decoder `data.decoder`=`configured` means (empty: `$GPPF_DECODER`, else turbo)."""
+    return configured or default_decoder()

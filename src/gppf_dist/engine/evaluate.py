@@ -31,6 +31,7 @@ def evaluate(
     world_size: int,
     device: torch.device,
     ep: EPSession | None = None,
+    decoder: str = "",
 ) -> dict[str, dict[str, float]]:
     """{task: {metric: value}} for every task, identical on all ranks.
 
@@ -54,6 +55,7 @@ def evaluate(
                     batch_size=batch_size,
                     num_parts=world_size,
                     part=rank,
+                    decoder=decoder,
                 )
             )
             while True:

@@ -62,6 +62,9 @@ class StepResult:
     """Per-task sums of per-sample losses over the global batch, in task-index order."""
     skipped: torch.Tensor
     """Per-task counts of bad samples skipped so far by this run's loaders."""
+    dropped: torch.Tensor
+    """Per-task counts of targets (boxes, keypoints) the geometry dropped from kept samples so
+    far (no sample lost)."""
     task_seconds: torch.Tensor
     """Per-task compute time (forward + backward) summed over the ranks that ran it, of the
     *previous* step (device timings are read after a step's end-of-step sync; zeros at the
@@ -299,14 +302,15 @@ def _local_stats(ctx: StepContext, loss_sums: torch.Tensor, calls: tuple[int, in
     already; the host-side numbers travel in one non-blocking copy."""
     assert ctx.timer is not None
     n, w = len(ctx.tasks), ctx.world_size
-    skipped = [0.0] * n
+    skipped, dropped = [0.0] * n, [0.0] * n
     for name, loader in ctx.loaders.items():
         skipped[ctx.tasks[name].index] = float(sum(getattr(loader, "skipped", {}).values()))
+        dropped[ctx.tasks[name].index] = float(sum(getattr(loader, "dropped", {}).values()))
     timed = ctx.timer.last or [0.0] * (n + 1)
     busy = [0.0] * w
     busy[ctx.rank] = timed[n]
     flags = [float(calls[0]), float(calls[1]), 1.0 if ctx.stop_requested() else 0.0]
-    host = torch.tensor(skipped + timed[:n] + busy + flags, dtype=torch.float64)
+    host = torch.tensor(skipped + dropped + timed[:n] + busy + flags, dtype=torch.float64)
     if ctx.device.type == "cuda":
         host = host.pin_memory()
     return torch.cat([loss_sums, host.to(ctx.device, non_blocking=True)])
@@ -323,8 +327,9 @@ def _unpack(
     return StepResult(
         task_loss_sums=part(0, n),
         skipped=part(n, 2 * n),
-        task_seconds=part(2 * n, 3 * n),
-        rank_busy_s=part(3 * n, 3 * n + w),
+        dropped=part(2 * n, 3 * n),
+        task_seconds=part(3 * n, 4 * n),
+        rank_busy_s=part(4 * n, 4 * n + w),
         stop=totals[-1] > 0,
         lego_calls=(totals[-3], totals[-2]),
         regularizer=reg,

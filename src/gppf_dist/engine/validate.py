@@ -53,8 +53,10 @@ def validate_run(cfg: RunConfig, world_size: int) -> None:
 def _validate_decoder(cfg: RunConfig) -> None:
     """The image decoder the loaders will use exists and, for `gpu`, works on this machine when
     the workers run here (a Slurm or multi-node launch checks on its nodes, at the first image)."""
-    if default_decoder() == "gpu" and cfg.launcher.name in ("local", "none"):
-        gpu_decoder(DECODER_ENV)
+    decoder = cfg.data.decoder or default_decoder()
+    where = "data.decoder" if cfg.data.decoder else DECODER_ENV
+    if decoder == "gpu" and cfg.launcher.name in ("local", "none"):
+        gpu_decoder(where)
 
 
 def _validate_tasks(cfg: RunConfig) -> None:

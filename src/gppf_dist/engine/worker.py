@@ -273,4 +273,5 @@ def run_eval(w: Worker) -> dict[str, dict[str, float]]:
         world_size=w.info.world_size,
         device=w.step.ctx.device,
         ep=w.step.session,
+        decoder=w.cfg.data.decoder,
     )
