@@ -68,3 +68,36 @@ def test_a_route_of_the_wrong_shape_names_the_task() -> None:
     ft = FinetuneSection(task="new", chosen_legos=[[0]] * 4, chosen_logits=[[0.0] * 4] * 4)
     with pytest.raises(ValueError, match="route of 'new' must have 2 legos"):
         prepare_model(model, ft)
+
+
+def test_frozen_layers_freeze_the_stem_and_the_first_lego_layers() -> None:
+    from gppf_dist.model.depth import depth_of
+
+    torch.manual_seed(0)
+    cfg = ModelConfig()
+    model = build_model(cfg, {"new": fake_spec("new")})
+    logits = [[0.0] * 4] * 4
+    ft = FinetuneSection(
+        task="new", tune="full", frozen_layers=2, chosen_legos=ROUTE, chosen_logits=logits
+    )
+    prepare_model(model, ft)
+    for name, param in model.named_parameters():
+        assert param.requires_grad == (depth_of(name, cfg) > 2), name
+    assert not model.get_parameter("backbone.stem.0.0.weight").requires_grad
+    assert not model.get_parameter("backbone.layers.1.legos.0.conv1.weight").requires_grad
+    assert model.get_parameter("backbone.layers.2.legos.0.conv1.weight").requires_grad
+
+
+def test_layer_decay_scales_each_depth_s_learning_rate(compose_run) -> None:  # noqa: ANN001
+    from gppf_dist.engine.assemble import default_optimizers
+
+    cfg = compose_run("finetune.task=new", "finetune.layer_decay=0.5", "trainer.lr=1.0")
+    cfg.simt.tasks = {}
+    model = build_model(cfg.model, {"new": fake_spec("new")})
+    optimizer, _ = default_optimizers(cfg, model.param_owners())(model, None)
+    lr_of = {id(p): g["initial_lr"] for g in optimizer.param_groups for p in g["params"]}
+    get = model.get_parameter
+    assert lr_of[id(get("backbone.stem.0.0.weight"))] == 0.5**5  # depth 0 of L + 1 = 5
+    assert lr_of[id(get("backbone.layers.0.legos.0.conv1.weight"))] == 0.5**4
+    assert lr_of[id(get("backbone.layers.3.legos.0.conv1.weight"))] == 0.5**1
+    assert lr_of[id(get("heads.new.fc.weight"))] == 1.0

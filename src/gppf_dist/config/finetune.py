@@ -26,6 +26,11 @@ class FinetuneSection:
     tune: str = "path"
     """What trains: `linear` (head), `router` (head + gates), `path` (head + the route's legos +
     the shared layers; every other lego stays bit-identical to the export) or `full`."""
+    layer_decay: float = 1.0
+    """Layer-wise learning-rate decay: parameters at depth d (0 the stem, i + 1 lego layer i,
+    L + 1 the head; `model/depth.py`) train at lr × layer_decay^(L + 1 - d); 1: none."""
+    frozen_layers: int = -1
+    """Freeze the stem (0) and the first k lego layers (k), whatever `tune` says; -1: none."""
     route_steps: int = 30
     """Steps of head (and, for `learn`, gate) training per candidate route when choosing one."""
     holdout_fraction: float = 0.25
@@ -56,6 +61,8 @@ class FinetuneSection:
         _check(ok_route, "finetune.route", self.route, f"inherit:<task> or one of {list(ROUTES)}")
         _check(self.tune in TUNES, "finetune.tune", self.tune, f"one of {list(TUNES)}")
         _check(self.route_steps >= 1, "finetune.route_steps", self.route_steps, "must be >= 1")
+        _check(0 < self.layer_decay <= 1, "finetune.layer_decay", self.layer_decay, "in (0, 1]")
+        _check(self.frozen_layers >= -1, "finetune.frozen_layers", self.frozen_layers, ">= -1")
         _check(
             0 < self.holdout_fraction < 1,
             "finetune.holdout_fraction",

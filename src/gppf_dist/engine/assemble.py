@@ -40,6 +40,7 @@ from gppf_dist.engine.reduction import (
     ZeroReduction,
 )
 from gppf_dist.engine.step import StepContext, TaskRuntime
+from gppf_dist.model.depth import depth_of, num_layers
 from gppf_dist.model.lego import set_activation_checkpointing
 from gppf_dist.model.owners import OwnerMap
 from gppf_dist.parallel.expert import EPSession
@@ -80,7 +81,15 @@ class AssembledStep:
 def default_optimizers(cfg: RunConfig, owners: OwnerMap) -> OptimizerFactory:
     """AdamW + warm-up cosine from `trainer`, each task's parameters at its `lr_mult`."""
     lr_mults = {name: t.lr_mult for name, t in cfg.simt.active_tasks().items()}
-    return lambda model, select: build_optimizer(model, cfg.trainer, owners, lr_mults, select)
+    decay, top = cfg.finetune.layer_decay, num_layers(cfg.model) + 1
+
+    def layer_decay(name: str) -> float:  # fine-tuning: lr x decay^(L + 1 - depth)
+        return decay ** (top - depth_of(name, cfg.model))
+
+    scale = layer_decay if cfg.finetune.enabled and decay < 1 else None
+    return lambda model, select: build_optimizer(
+        model, cfg.trainer, owners, lr_mults, select, scale
+    )
 
 
 def assemble_step(

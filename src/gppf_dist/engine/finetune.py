@@ -12,6 +12,9 @@ in pre-training. Trainable sets (`finetune.tune`):
   keeps `requires_grad=False`, so it stays bit-identical to the export (the optimizer never sees
   it) and the pre-training tasks that use it are unaffected;
 - `full`: every parameter.
+
+`frozen_layers` then freezes the stem and the first k lego layers whatever the mode; layer-wise
+learning-rate decay (`layer_decay`) is applied by the optimizer (`engine/assemble.py`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from safetensors import safe_open
 
 from gppf_dist.config.finetune import FinetuneSection
 from gppf_dist.model.build import GppfModel
+from gppf_dist.model.depth import depth_of, num_layers
 from gppf_dist.model.owners import OwnerMap
 from gppf_dist.model.pretrained import WEIGHTS_NAME
 
@@ -75,7 +79,13 @@ def prepare_model(model: GppfModel, ft: FinetuneSection) -> None:
     model.router.fix_route(ft.task, ft.chosen_legos, logits)
     route = {(layer, int(i)) for layer, ids in enumerate(ft.chosen_legos) for i in ids}
     owners = model.param_owners()
+    if ft.frozen_layers > num_layers(model.cfg):
+        raise ValueError(
+            f"`finetune.frozen_layers`={ft.frozen_layers} exceeds the model's "
+            f"{num_layers(model.cfg)} lego layers"
+        )
     for name, param in model.named_parameters():
-        param.requires_grad_(trainable(owners, name, ft.tune, route))
+        frozen = depth_of(name, model.cfg) <= ft.frozen_layers
+        param.requires_grad_(not frozen and trainable(owners, name, ft.tune, route))
     if not any(p.requires_grad for p in model.parameters()):
         raise ValueError(f"`finetune.tune`={ft.tune!r} leaves nothing to train")

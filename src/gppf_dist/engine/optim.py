@@ -31,9 +31,11 @@ def param_groups(
     lr_mults: dict[str, float] | None = None,
     router_eps: float = 1e-8,
     select: Callable[[str], bool] | None = None,
+    scale: Callable[[str], float] | None = None,
 ) -> list[dict[str, object]]:
-    """Groups keyed by (task multiplier, decay, router), in a fixed order; only the parameters
-    whose name `select` accepts (default: all)."""
+    """Groups keyed by (lr multiplier, decay, router), in a fixed order; only the parameters
+    whose name `select` accepts (default: all). `scale(name)` multiplies a parameter's lr too
+    (fine-tuning's layer-wise decay)."""
     owners, lr_mults = owners or OwnerMap({}), lr_mults or {}
     groups: dict[tuple[float, bool, bool], list[nn.Parameter]] = {}
     for name, param in model.named_parameters():
@@ -41,6 +43,8 @@ def param_groups(
             continue
         task = owners.task(name)
         mult = lr_mults.get(task, 1.0) if task is not None else 1.0
+        if scale is not None:
+            mult *= scale(name)
         router = name.startswith("router.")
         decay = not (param.ndim <= 1 or router)
         groups.setdefault((mult, decay, router), []).append(param)
@@ -70,12 +74,14 @@ def build_optimizer(
     owners: OwnerMap | None = None,
     lr_mults: dict[str, float] | None = None,
     select: Callable[[str], bool] | None = None,
+    scale: Callable[[str], float] | None = None,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """AdamW with the warm-up + cosine schedule over the parameters `select` accepts (default:
     all). Expert-parallel legos under ZeRO 1/2 get an optimizer of their own (lego_optim.py)."""
     groups = param_groups(
-        model, trainer.lr, trainer.weight_decay, owners, lr_mults, trainer.router_adam_eps, select
-    )
+        model, trainer.lr, trainer.weight_decay, owners, lr_mults, trainer.router_adam_eps, select,
+        scale,
+    )  # fmt: skip
     optimizer = torch.optim.AdamW(groups, lr=trainer.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, trainer.warmup_steps, trainer.max_steps)
