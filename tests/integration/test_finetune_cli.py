@@ -176,3 +176,28 @@ def test_bad_choices_are_refused_before_workers_start(
 def test_scratch_needs_a_route_it_can_make(shapes: Path, tmp_path: Path) -> None:
     proc = finetune(tmp_path / "s", "none", shapes, "finetune.route=auto", check=False)
     assert proc.returncode == 2 and "needs a pre-trained export" in proc.stderr
+
+
+def test_few_shot_trains_on_k_samples_per_class(
+    demo_export: tuple[Path, Path], shapes: Path, tmp_path: Path
+) -> None:
+    from collections import Counter
+
+    from gppf_dist.data.decode import read_shard
+    from gppf_dist.data.manifest import load_manifest
+
+    run_dir = tmp_path / "few"
+    finetune(run_dir, demo_export[1], shapes, "finetune.route=inherit:cls_object",
+             "finetune.shots=5", "trainer.max_steps=3")  # fmt: skip
+    subset = run_dir / "subset"
+    manifest = load_manifest(subset)
+    labels = Counter(
+        json.loads(raw.members["json"])["label"]
+        for shard in manifest.task("shapes").shards("train")
+        for raw in read_shard(subset / shard.path).samples
+    )
+    assert labels == {c: 5 for c in range(len(CLASSES))}
+    assert manifest.task("shapes").num_samples("val") == 16 * len(CLASSES)  # the original val
+    assert "top1" in json.loads((run_dir / "eval.json").read_text())["tasks"]["shapes"]
+    config = (run_dir / "config.yaml").read_text()
+    assert str(subset.resolve()) in config

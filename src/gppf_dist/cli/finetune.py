@@ -13,9 +13,13 @@ and, with the candidates' scores, in `<run.dir>/route.json`), then trains exactl
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
@@ -44,6 +48,8 @@ def resolve(cfg: RunConfig) -> RunConfig:
             f"{sorted(manifest.tasks)}"
         )
     kind = manifest.tasks[ft.task].type
+    if ft.shots > 0 or ft.train_fraction < 1:
+        cfg.data.root = str(_subset(cfg, manifest))
     size = list(ft.input_size)
     if ft.pretrained != "none":
         ft.pretrained = str(Path(ft.pretrained).resolve())  # workers may start elsewhere
@@ -57,6 +63,27 @@ def resolve(cfg: RunConfig) -> RunConfig:
     cfg.simt.tasks = {ft.task: TaskSection(type=kind, batch_size=ft.batch_size, input_size=size)}
     cfg.simt.only = []
     return cfg
+
+
+def _subset(cfg: RunConfig, manifest: Any) -> Path:
+    """The few-shot / fractional training set of this run (`data/subset.py`), written once into
+    `<run.dir>/subset` (every process of a torchrun start writes its own copy of the same bytes;
+    the first rename wins) and reused when the run resumes."""
+    from gppf_dist.data.subset import select_subset, write_subset
+
+    ft, root = cfg.finetune, Path(cfg.data.root)
+    out = (Path(cfg.run.dir) / "subset").resolve()
+    if (out / "manifest.json").is_file():
+        return out
+    keep = select_subset(root, manifest.task(ft.task), ft.shots, ft.train_fraction, ft.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".subset-", dir=out.parent))
+    write_subset(root, manifest, ft.task, tmp, keep, ft.seed)
+    try:
+        os.rename(tmp, out)
+    except OSError:  # another process of this start made it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def _saved_route(cfg: RunConfig) -> bool:
@@ -117,8 +144,6 @@ def export_after(cfg: RunConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="finetune")
 def _hydra_main(dcfg: DictConfig) -> None:
-    import os
-
     try:
         cfg = resolve(to_run_config(dcfg))
         choose(cfg, int(os.environ.get("RANK", "0")) == 0)

@@ -37,6 +37,10 @@ class FinetuneSection:
     """Part of the training split that scores the candidate routes (`auto`)."""
     selection_samples: int = 256
     """At most this many training samples are used to choose a route."""
+    shots: int = 0
+    """Few-shot: train on this many samples per class (classification; seeded); 0: all."""
+    train_fraction: float = 1.0
+    """Train on this fraction of the training split (seeded); 1: all."""
     batch_size: int = 32
     """Global batch of the downstream task."""
     input_size: list[int] = field(default_factory=list)
@@ -76,6 +80,13 @@ class FinetuneSection:
             "must be >= 8",
         )
         _check(self.batch_size >= 1, "finetune.batch_size", self.batch_size, "must be >= 1")
+        _check(self.shots >= 0, "finetune.shots", self.shots, "must be >= 0")
+        _check(
+            0 < self.train_fraction <= 1,
+            "finetune.train_fraction",
+            self.train_fraction,
+            "must be in (0, 1]",
+        )
         _check(
             not self.input_size or (len(self.input_size) == 2 and min(self.input_size) >= 16),
             "finetune.input_size",
