@@ -30,6 +30,10 @@ class RunSection:
 @dataclass(kw_only=True)
 class TrainerSection:
     max_steps: int = 100
+    max_nonfinite_steps: int = 5
+    """A step whose loss or gradients are not finite changes no parameter or optimizer state
+    (it is skipped on every rank); after this many such steps in a row the run stops, naming
+    the tasks."""
     seed: int = 0
     lr: float = 2e-3
     weight_decay: float = 0.05
@@ -69,6 +73,12 @@ class TrainerSection:
 
     def __post_init__(self) -> None:
         _check(self.max_steps >= 0, "trainer.max_steps", self.max_steps, "must be >= 0")
+        _check(
+            self.max_nonfinite_steps >= 1,
+            "trainer.max_nonfinite_steps",
+            self.max_nonfinite_steps,
+            "must be >= 1",
+        )
         _check(self.lr > 0, "trainer.lr", self.lr, "must be > 0")
         _check(self.cpu_threads >= 0, "trainer.cpu_threads", self.cpu_threads, "must be >= 0")
         _check(self.log_every >= 1, "trainer.log_every", self.log_every, "must be >= 1")

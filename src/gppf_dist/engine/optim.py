@@ -82,7 +82,9 @@ def build_optimizer(
         model, trainer.lr, trainer.weight_decay, owners, lr_mults, trainer.router_adam_eps, select,
         scale,
     )  # fmt: skip
-    optimizer = torch.optim.AdamW(groups, lr=trainer.lr)
+    # Fused: one kernel per step, and it honours `found_inf` (`reduction.skip_if_not_finite`),
+    # so a step with a non-finite gradient changes nothing, decided on the device.
+    optimizer = torch.optim.AdamW(groups, lr=trainer.lr, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: warmup_cosine(s, trainer.warmup_steps, trainer.max_steps)
     )

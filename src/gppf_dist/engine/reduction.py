@@ -58,6 +58,17 @@ def _zero_loss(module: nn.Module) -> torch.Tensor:
     return sum(p.sum() * 0.0 for p in module.parameters() if p.requires_grad)  # type: ignore[return-value]
 
 
+def skip_if_not_finite(optimizer: torch.optim.Optimizer, grad_norm: torch.Tensor) -> None:
+    """Make the coming optimizer step a no-op when the global gradient norm is not finite (a
+    task's loss or gradients became NaN/inf): every rank has the same norm, so every rank skips.
+
+    Decided on the device, with no host sync: fused optimizers (ours, `optim.py`) read
+    `found_inf` and leave parameters, moments and step counts as they were. Other optimizers
+    (tests pass plain SGD) are stepped as given."""
+    if getattr(optimizer, "defaults", {}).get("fused"):
+        optimizer.found_inf = (~torch.isfinite(grad_norm)).to(torch.float32)  # type: ignore[attr-defined]
+
+
 def _no_sync(engine: Engine, n: int) -> Contexts:
     return contextlib.nullcontext([engine.no_sync() for _ in range(n)])
 
@@ -84,6 +95,7 @@ class SimtReduction:
         named = list(engine.module.named_parameters())
         totals = reduce_gradients(named, produced, self.world_size, extra=stats)
         grad_norm = clip_gradients([p for _, p in named], self.grad_clip)
+        skip_if_not_finite(engine.optimizer, grad_norm)
         engine.step()
         return totals, grad_norm
 
@@ -108,6 +120,7 @@ class SimtExpertReduction(SimtReduction):
         grad_norm = clip_gradients(
             [p for _, p in dense], self.grad_clip, [p for _, p in sharded], self.ep_group
         )
+        skip_if_not_finite(engine.optimizer, grad_norm)
         engine.step()
         return totals, grad_norm
 

@@ -39,6 +39,7 @@ from gppf_dist.engine.assemble import AssembledStep, assemble_step
 from gppf_dist.engine.evaluate import evaluate
 from gppf_dist.engine.experts import locality_affinity, resumed_placement
 from gppf_dist.engine.finetune import prepare_model
+from gppf_dist.engine.nonfinite import NonFiniteGuard
 from gppf_dist.engine.preempt import PreemptionFlag
 from gppf_dist.engine.step import TaskRuntime, run_iteration
 from gppf_dist.engine.validate import validate_run
@@ -171,6 +172,7 @@ def train(w: Worker) -> int | None:
         if w.info.is_main:
             write_json_atomic(w.run_dir / "eval.json", {"step": 0, "tasks": tasks, "start": tasks})
     show = w.info.is_main and cfg.trainer.progress
+    guard = NonFiniteGuard(cfg.trainer.max_nonfinite_steps)
     with tqdm(total=cfg.trainer.max_steps, initial=start, disable=not show, desc="train",
               dynamic_ncols=True) as bar:  # fmt: skip
         for step in range(start, cfg.trainer.max_steps):
@@ -193,6 +195,7 @@ def train(w: Worker) -> int | None:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}")
             log_step(w, done, record)
+            guard.check(done, record, announce=w.info.is_main)
             if result.stop or done % cfg.trainer.checkpoint_every == 0 or done == bar.total:
                 save(w, done)
             if result.stop:

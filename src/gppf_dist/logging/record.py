@@ -3,6 +3,7 @@ statistics: the objective and per-task losses, throughput, costs, balance and lo
 
 from __future__ import annotations
 
+import math
 from typing import Any, Protocol
 
 import torch
@@ -63,6 +64,10 @@ def step_record(
         "balance_efficiency": float(busy.mean() / busy.max()) if float(busy.max()) > 0 else 1.0,
         **{f"busy_s/rank{r}": float(b) for r, b in enumerate(busy)},
     }
+    record["update_skipped"] = int(not math.isfinite(stats.grad_norm))
+    if record["update_skipped"]:  # which tasks' losses were not finite (none: gradients only)
+        record.update({f"nonfinite/{n}": int(not math.isfinite(float(means[i])))
+                       for i, n in enumerate(names) if n in present})  # fmt: skip
     local, remote = stats.lego_calls
     if local + remote > 0:  # expert parallelism: share of lego calls the requesting rank served
         record["ep/local_fraction"] = local / (local + remote)
