@@ -4,6 +4,10 @@ DeepSpeed writes the tensors (collectively, every rank). A checkpoint counts onl
 has finished writing: rank 0 then writes `<tag>/COMPLETE` and atomically replaces `LATEST`.
 A crash mid-save leaves a tag without COMPLETE, which lookup ignores, so the previous checkpoint
 stays the one that resumes (DESIGN.md §5.6).
+
+Lookup picks the newest *intact* complete checkpoint: one whose files still match the sizes and
+checksums its marker records (`verify.py`, DESIGN.md §5.8). The choice is a pure function of the
+files, so every process that looks (the launcher's checks, rank 0's restore, the tools) agrees.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from gppf_dist.checkpoint.marker import COMPLETE
+from gppf_dist.checkpoint.verify import Verdict, verify_checkpoint
 
 LATEST = "LATEST"
 _TAG = re.compile(r"^step_(\d{8})$")
@@ -45,39 +51,74 @@ def mark_complete(ckpt_dir: Path, tag: str, info: dict[str, object]) -> None:
     latest_tmp.replace(ckpt_dir / LATEST)
 
 
-def complete_tags(ckpt_dir: Path) -> list[str]:
-    """Complete checkpoints, oldest first."""
+def step_tags(ckpt_dir: Path) -> list[str]:
+    """Every checkpoint directory, complete or not, oldest first."""
     if not ckpt_dir.is_dir():
         return []
-    tags = [
-        p.name for p in ckpt_dir.iterdir() if _TAG.match(p.name) and is_complete(ckpt_dir, p.name)
-    ]
-    return sorted(tags, key=step_of_tag)
+    return sorted((p.name for p in ckpt_dir.iterdir() if _TAG.match(p.name)), key=step_of_tag)
+
+
+def complete_tags(ckpt_dir: Path) -> list[str]:
+    """Complete checkpoints, oldest first."""
+    return [tag for tag in step_tags(ckpt_dir) if is_complete(ckpt_dir, tag)]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The checkpoint a resume loads, and the newer complete ones skipped as damaged."""
+
+    tag: str | None
+    chosen: Verdict | None
+    damaged: tuple[Verdict, ...] = ()
+
+
+def select_checkpoint(ckpt_dir: Path, resume: str, *, checksums: bool = True) -> Selection:
+    """What `resume` (auto/never/tag) loads from `ckpt_dir`: with auto, the newest intact
+    complete checkpoint. Raises ValueError when checkpoints exist but none is intact, or when
+    the tag asked for is damaged."""
+    if resume == "never":
+        return Selection(None, None)
+    if resume != "auto":
+        step_of_tag(resume)
+        verdict = verify_checkpoint(ckpt_dir / resume, checksums=checksums)
+        if not verdict.intact:
+            raise ValueError(
+                f"`resume`={resume!r}: checkpoint {str(ckpt_dir / resume)!r} is damaged: "
+                f"{'; '.join(verdict.problems)} (resume=auto picks the newest intact one)"
+            )
+        return Selection(resume, verdict)
+    damaged: list[Verdict] = []
+    for tag in reversed(complete_tags(ckpt_dir)):
+        verdict = verify_checkpoint(ckpt_dir / tag, checksums=checksums)
+        if verdict.intact:
+            return Selection(tag, verdict, tuple(damaged))
+        damaged.append(verdict)
+    if damaged:
+        found = "; ".join(f"{v.tag}: {', '.join(v.problems)}" for v in damaged)
+        raise ValueError(
+            f"no intact checkpoint in {str(ckpt_dir)!r} to resume from ({found}); "
+            "start over with another `run.dir` (or move the damaged checkpoints away)"
+        )
+    return Selection(None, None)
 
 
 def find_latest(ckpt_dir: Path) -> str | None:
-    """The newest complete checkpoint: LATEST if it points at one, else a scan."""
-    pointer = ckpt_dir / LATEST
-    if pointer.is_file():
-        tag = pointer.read_text().strip()
-        if _TAG.match(tag) and is_complete(ckpt_dir, tag):
-            newer = [t for t in complete_tags(ckpt_dir) if step_of_tag(t) > step_of_tag(tag)]
-            return newer[-1] if newer else tag
-    tags = complete_tags(ckpt_dir)
-    return tags[-1] if tags else None
+    """The newest intact complete checkpoint (None when there is no complete one)."""
+    return select_checkpoint(ckpt_dir, "auto").tag
 
 
 def resume_tag(ckpt_dir: Path, resume: str) -> str | None:
     """The checkpoint tag that `resume` (auto/never/tag) picks in `ckpt_dir`, if any."""
-    if resume == "never":
-        return None
-    return find_latest(ckpt_dir) if resume == "auto" else resume
+    return select_checkpoint(ckpt_dir, resume).tag
 
 
-def prune(ckpt_dir: Path, keep: int) -> list[str]:
-    """Delete all but the newest `keep` complete checkpoints, and incomplete ones older than
-    the newest complete one (leftovers of crashed saves). Rank 0 only."""
-    tags = complete_tags(ckpt_dir)
+def prune(ckpt_dir: Path, keep: int, upto: int | None = None) -> list[str]:
+    """Delete all but the newest `keep` complete checkpoints up to step `upto`, and incomplete
+    ones older than the newest of those (leftovers of crashed saves). Rank 0 only.
+
+    Newer checkpoints than `upto` belong to a run that resumed from an older one after finding
+    them damaged: they are neither counted nor deleted (the save of their step replaces them)."""
+    tags = [t for t in complete_tags(ckpt_dir) if upto is None or step_of_tag(t) <= upto]
     removed = tags[:-keep] if len(tags) > keep else []
     if tags:
         newest = step_of_tag(tags[-1])

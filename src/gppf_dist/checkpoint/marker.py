@@ -1,5 +1,7 @@
 """The COMPLETE marker: written last into a checkpoint, it says the checkpoint is whole and
-records the step, the layout it was saved at and the measured cost table.
+records the step, the layout it was saved at, the measured cost table and every file of the
+checkpoint with its size and SHA-256 (`digest.py`), so that resume and `gppf-ckpt verify` can
+prove the checkpoint is still what was written (DESIGN.md §5.8).
 
 `read_marker` is the one reader of the marker's JSON.
 """
@@ -10,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from gppf_dist.checkpoint.digest import CHECKSUM, FileRecord
 
 COMPLETE = "COMPLETE"
 NAMED_DIR = "gppf"
@@ -36,10 +40,16 @@ class Marker:
     """None for markers written before the world size was recorded."""
     costs: dict[str, Any] | None = None
     """The measured cost table (`simt/costs.py` state), for re-planning and lego placement."""
+    files: dict[str, FileRecord] | None = None
+    """Relative path -> size and checksum of every file; None in markers written before files
+    were recorded (such checkpoints cannot be verified)."""
 
     def to_json(self) -> dict[str, Any]:
         layout = asdict(self.topology) if self.topology is not None else {}
-        return {"step": self.step, **layout, "costs": self.costs}
+        saved: dict[str, Any] = {"step": self.step, **layout, "costs": self.costs}
+        if self.files is not None:
+            saved["files"] = {name: asdict(rec) for name, rec in self.files.items()}
+        return saved
 
 
 def read_marker(tag_dir: Path) -> Marker | None:
@@ -53,8 +63,10 @@ def read_marker(tag_dir: Path) -> Marker | None:
         return None
     try:
         saved = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"checkpoint marker {str(path)!r} is not valid JSON: {err}") from None
+    if not isinstance(saved, dict):
+        raise ValueError(f"checkpoint marker {str(path)!r} is not a JSON object")
     topology = None
     if "world_size" in saved:
         world = int(saved["world_size"])
@@ -64,4 +76,15 @@ def read_marker(tag_dir: Path) -> Marker | None:
             topology = Topology(world, 0, 0)
         else:
             topology = Topology(world, 1, ZERO_UNKNOWN)
-    return Marker(int(saved.get("step", 0)), topology, saved.get("costs"))
+    files = _files(path, saved["files"]) if "files" in saved else None
+    return Marker(int(saved.get("step", 0)), topology, saved.get("costs"), files)
+
+
+def _files(path: Path, listed: Any) -> dict[str, FileRecord]:
+    try:
+        return {str(name): FileRecord(int(rec["size"]), str(rec[CHECKSUM]))
+                for name, rec in listed.items()}  # fmt: skip
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise ValueError(
+            f"checkpoint marker {str(path)!r}: `files` is not a map of path -> {{size, {CHECKSUM}}}"
+        ) from None

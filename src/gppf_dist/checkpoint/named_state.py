@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from gppf_dist.checkpoint.marker import NAMED_DIR, SHARED_FILE
+from gppf_dist.checkpoint.saving import write_torch
 from gppf_dist.model.owners import OwnerMap
 
 DIR = NAMED_DIR
@@ -59,7 +60,7 @@ def save_named_state(
             if legos_only
             else {n: _opt_state(optimizer, p) for n, p in shared.items()},
         }
-        torch.save(state, out / SHARED_FILE)
+        write_torch(state, out / SHARED_FILE)
     if write_legos:
         files: dict[str, dict[str, Any]] = {}
         for n, p in params.items():
@@ -68,7 +69,7 @@ def save_named_state(
                 entry["params"][n] = p.detach().cpu()
                 entry["optim"][n] = _opt_state(optimizer, p)
         for name, entry in files.items():
-            torch.save(entry, out / name)
+            write_torch(entry, out / name)
 
 
 def has_named_state(tag_dir: Path) -> bool:

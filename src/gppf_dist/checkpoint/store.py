@@ -1,5 +1,13 @@
 """Saving and restoring a run: the engine's state, the topology-free files, the client state,
-and the COMPLETE marker that makes a checkpoint count (DESIGN.md §5.6).
+and the COMPLETE marker that makes a checkpoint count (DESIGN.md §5.6) and records every file's
+size and checksum (§5.8).
+
+A save either completes or fails as one: each rank catches its own write errors, the ranks agree
+(`saving.py`), and on failure rank 0 removes the step's directory, so `LATEST` stays on the last
+good checkpoint and every rank raises `CheckpointSaveError` with the same one-line message.
+The marker learns every rank's files from the directory itself (a shared file system, as resume
+already needs): after all writes, rank 0 lists them, the ranks hash shares of them
+(`digest.share_of`), and rank 0 writes the marker from the gathered records.
 
 The engine is reached through `EngineState` (DeepSpeed's adapter lives in `engine/deepspeed.py`,
 the one module that imports DeepSpeed). A `Checkpointer` is made once per run with everything
@@ -8,6 +16,8 @@ that does not change between saves.
 
 from __future__ import annotations
 
+import shutil
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +28,18 @@ import torch.distributed as dist
 from torch import nn
 
 from gppf_dist.checkpoint.client_state import ClientState
-from gppf_dist.checkpoint.manager import mark_complete, prune, resume_tag, tag_for_step
-from gppf_dist.checkpoint.marker import Marker, Topology
+from gppf_dist.checkpoint.digest import FileRecord, list_files, record_file, share_of
+from gppf_dist.checkpoint.manager import (
+    LATEST,
+    Selection,
+    mark_complete,
+    prune,
+    select_checkpoint,
+    tag_for_step,
+)
+from gppf_dist.checkpoint.marker import COMPLETE, Marker, Topology
 from gppf_dist.checkpoint.named_state import has_named_state, load_named_state, save_named_state
+from gppf_dist.checkpoint.saving import CheckpointSaveError, describe_failure, first_failure
 from gppf_dist.checkpoint.topology import check_topology
 from gppf_dist.model.owners import OwnerMap
 
@@ -35,7 +54,8 @@ class EngineState(Protocol):
     def lr_scheduler(self) -> Any: ...
 
     def save_state(self, directory: Path, tag: str, client_state: dict[str, Any]) -> None:
-        """Collective: every rank writes its part of the engine's state under `directory/tag`."""
+        """Collective: every rank writes its part of the engine's state under `directory/tag`.
+        A failed write raises only once this rank has done its part of the collectives."""
 
     def load_state(
         self, directory: Path, tag: str, *, module_strict: bool, optimizer: bool
@@ -76,39 +96,92 @@ class Checkpointer:
         return self.run_dir / "checkpoints"
 
     def save(self, state: ClientState) -> None:
-        """Collective checkpoint of step `state.step` (i.e. after that many iterations)."""
+        """Collective checkpoint of step `state.step` (i.e. after that many iterations).
+        Raises CheckpointSaveError on every rank if any rank failed."""
         tag = tag_for_step(state.step)
-        self.engine.save_state(self.directory, tag, state.to_dict())
-        named = self.named
-        if named is not None:
-            save_named_state(
-                self.engine.module,
-                named.optimizer,
-                named.owners,
-                self.directory / tag,
-                write_shared=self.is_main,
-                write_legos=named.writes_legos,
-                legos_only=named.legos_only,
-            )
+        if self.is_main:  # an earlier failed save of this step, or one a resume skipped
+            shutil.rmtree(self.directory / tag, ignore_errors=True)
         dist.barrier()
+        failure = first_failure(self._write(tag, state))
+        if failure is None:
+            failure = first_failure(self._commit(tag, state))
+        if failure is not None:
+            if self.is_main:
+                shutil.rmtree(self.directory / tag, ignore_errors=True)
+                (self.directory / (LATEST + ".tmp")).unlink(missing_ok=True)
+            raise CheckpointSaveError(f"checkpoint at step {state.step} failed{failure}")
+
+    def _write(self, tag: str, state: ClientState) -> str | None:
+        """This rank's files; what went wrong, if anything."""
+        try:
+            self.engine.save_state(self.directory, tag, state.to_dict())
+            named = self.named
+            if named is not None:
+                save_named_state(
+                    self.engine.module,
+                    named.optimizer,
+                    named.owners,
+                    self.directory / tag,
+                    write_shared=self.is_main,
+                    write_legos=named.writes_legos,
+                    legos_only=named.legos_only,
+                )
+        except Exception as err:  # every rank must reach the agreement, whatever failed
+            return describe_failure(err)
+        return None
+
+    def _commit(self, tag: str, state: ClientState) -> str | None:
+        """Collective: hash every file of the checkpoint (shares over the ranks); rank 0 writes
+        the marker and LATEST and prunes. What went wrong on this rank, if anything."""
+        tag_dir = self.directory / tag
+        listing: list[Any] = [({}, None)]
         if self.is_main:
-            marker = Marker(state.step, self.topology, state.costs)
+            try:
+                listing[0] = (list_files(tag_dir, frozenset({COMPLETE})), None)
+            except OSError as err:
+                listing[0] = ({}, describe_failure(err))
+        dist.broadcast_object_list(listing, src=0)
+        sizes, failure = listing[0]
+        records: dict[str, FileRecord] = {}
+        try:
+            for name in share_of(sizes, dist.get_rank(), dist.get_world_size()):
+                records[name] = record_file(tag_dir / name)
+        except OSError as err:
+            failure = describe_failure(err)
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, records)
+        if failure is not None or not self.is_main:
+            return failure
+        files = {name: rec for part in gathered for name, rec in part.items()}
+        try:
+            marker = Marker(state.step, self.topology, state.costs, dict(sorted(files.items())))
             mark_complete(self.directory, tag, marker.to_json())
-            prune(self.directory, self.keep)
-        dist.barrier()
+        except OSError as err:
+            return describe_failure(err)
+        prune(self.directory, self.keep, upto=state.step)
+        return None
 
     def restore(self, resume: str) -> ClientState | None:
         """Load the checkpoint chosen by `resume` (auto/never/tag); rank 0 picks, all load.
+        With auto, a damaged newest checkpoint is skipped with a warning naming the damaged file
+        (`manager.select_checkpoint`); every rank raises the same ValueError when none is intact.
 
         With named state (ZeRO 0), parameters and optimizer state come from the topology-free
         files, so the EP size may differ from the saving run's. Under ZeRO 1/2 DeepSpeed's
         partitioned files hold the shared parameters' optimizer state and the lego files the
         legos'."""
-        choice: list[str | None] = [None]
+        choice: list[Any] = [None]
         if dist.get_rank() == 0:
-            choice[0] = resume_tag(self.directory, resume)
+            try:
+                selection = select_checkpoint(self.directory, resume)
+                choice[0] = (selection.tag, None)
+                _report(selection)
+            except (ValueError, OSError) as err:  # every rank raises it, none waits
+                choice[0] = (None, str(err))
         dist.broadcast_object_list(choice, src=0)
-        tag = choice[0]
+        tag, refusal = choice[0]
+        if refusal is not None:
+            raise ValueError(refusal)
         if tag is None:
             return None
         tag_dir = self.directory / tag
@@ -135,3 +208,23 @@ class Checkpointer:
             for group, lr in zip(groups, scheduler.get_last_lr(), strict=True):
                 group["lr"] = lr
         return ClientState.from_dict(saved)
+
+
+def _report(selection: Selection) -> None:
+    """Rank 0: the damaged checkpoints a resume skipped, and a checkpoint it could not verify."""
+    for damaged in selection.damaged:
+        problems = "; ".join(damaged.problems)
+        print(
+            f"warning: checkpoint {damaged.tag} is damaged ({problems}); "
+            f"resuming from {selection.tag} instead",
+            file=sys.stderr,
+            flush=True,
+        )
+    chosen = selection.chosen
+    if chosen is not None and not chosen.verified:
+        print(
+            f"note: checkpoint {chosen.tag} has a marker without a file list (saved before "
+            "checksums were recorded): it cannot be verified",
+            file=sys.stderr,
+            flush=True,
+        )

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from gppf_dist.checkpoint.saving import write_torch
 from gppf_dist.config.schema import RunConfig
 
 if not torch.cuda.is_available():
@@ -151,10 +153,37 @@ class Engine:
         optimizer.scaled_global_norm = scaled_global_norm
 
     def save_state(self, directory: Path, tag: str, client_state: dict[str, Any]) -> None:
-        """Collective: every rank must call it (DeepSpeed writes per-rank optimizer shards)."""
-        self.ds.save_checkpoint(
-            str(directory), tag=tag, client_state=client_state, save_latest=False
-        )
+        """Collective: every rank must call it (DeepSpeed writes per-rank optimizer shards).
+
+        A failed write is raised only after DeepSpeed's collective part has run to its end on
+        this rank, so no other rank is left waiting in it: DeepSpeed's file writes are caught
+        at its checkpoint engine (and made through a file object, so a full disk says ENOSPC).
+        An OSError DeepSpeed raises itself (rank 0 copying its recovery scripts) comes before
+        its closing barrier, which this rank then still joins."""
+        writer = self.ds.checkpoint_engine
+        zipfile = getattr(writer, "zipfile_serialization", True)
+        failed: list[BaseException] = []
+
+        def save(state_dict: dict[str, Any], path: str) -> None:
+            if failed:
+                return  # one failure dooms the checkpoint; skip the remaining files
+            try:
+                write_torch(state_dict, Path(path), _use_new_zipfile_serialization=zipfile)
+            except Exception as err:  # a rank raising mid-save: reported once all ranks agree
+                failed.append(err)
+
+        writer.save = save
+        try:
+            self.ds.save_checkpoint(
+                str(directory), tag=tag, client_state=client_state, save_latest=False
+            )
+        except OSError:
+            dist.barrier()
+            raise
+        finally:
+            del writer.save  # DeepSpeed's own method again
+        if failed:
+            raise failed[0]
 
     def load_state(
         self, directory: Path, tag: str, *, module_strict: bool, optimizer: bool

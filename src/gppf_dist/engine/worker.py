@@ -21,6 +21,7 @@ from gppf_dist.checkpoint.client_state import (
     rng_state,
     seed_everything,
 )
+from gppf_dist.checkpoint.saving import CheckpointSaveError
 from gppf_dist.checkpoint.store import Checkpointer
 from gppf_dist.config.load import to_container
 from gppf_dist.config.schema import RunConfig
@@ -225,7 +226,9 @@ def log_step(w: Worker, done: int, record: dict[str, object]) -> None:
 
 
 def save(w: Worker, done: int) -> None:
-    """Collective checkpoint after `done` steps."""
+    """Collective checkpoint after `done` steps. A failed one ends the run with its one line
+    (from rank 0; the other ranks leave quietly): the partial checkpoint is gone, LATEST is on
+    the last good one, and the same command resumes from it once the cause is fixed."""
     state = ClientState(
         step=done,
         data_positions=gather_positions(w.loaders.positions(), w.info.world_size),
@@ -235,7 +238,10 @@ def save(w: Worker, done: int) -> None:
         plan=w.plan.to_state(),
         rng=rng_state(),
     )
-    w.checkpointer.save(state)
+    try:
+        w.checkpointer.save(state)
+    except CheckpointSaveError as err:
+        raise SystemExit(str(err) if w.info.is_main else 1) from None
 
 
 # ---- act 3: finish --------------------------------------------------------------------------

@@ -1,0 +1,133 @@
+"""Checkpoint faults replayed on real 2-process `gppf-train` runs: a damaged newest checkpoint
+falls back to the previous one, and a disk that fills during a save ends the run with one line,
+leaves no partial directory, and a rerun with room resumes. Either way the losses are those of
+an undisturbed run (same world size: equal)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gppf_dist.checkpoint.manager import LATEST, step_tags, tag_for_step
+from gppf_dist.logging.metrics import read_metrics
+
+from .test_train_cli import run_train, train_cmd
+
+CKPT = str(Path(sys.executable).parent / "gppf-ckpt")
+ARGS = ("launcher.nproc=2", "trainer.checkpoint_every=2", "trainer.eval_at_start=false")
+LEGO = "gppf/lego_03_01.pt"
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")}
+
+
+@pytest.fixture(scope="module")
+def undisturbed(tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path) -> Path:
+    run_dir = tmp_path_factory.mktemp("undisturbed") / "run"
+    run_train(run_dir, tiny_shards, *ARGS, "trainer.max_steps=6")
+    return run_dir
+
+
+def damage(path: Path, how: str) -> None:
+    data = bytearray(path.read_bytes())
+    if how == "truncate":
+        path.write_bytes(bytes(data[: len(data) // 2]))
+    else:  # same size, other bytes: only the checksum can tell
+        data[len(data) // 2 : len(data) // 2 + 16] = bytes(16)
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["truncate", "flip_bytes"])
+def test_damaged_newest_checkpoint_falls_back_and_gives_the_same_losses(
+    tmp_path: Path, tiny_shards: Path, undisturbed: Path, how: str
+) -> None:
+    run_dir = tmp_path / "run"
+    run_train(run_dir, tiny_shards, *ARGS, "trainer.max_steps=4")
+    newest = run_dir / "checkpoints" / tag_for_step(4)
+    assert (newest / "COMPLETE").is_file()
+    damage(newest / LEGO, how)
+
+    verify = subprocess.run([CKPT, "verify", str(run_dir)], capture_output=True, text=True)
+    assert verify.returncode == 1, verify.stdout + verify.stderr
+    assert LEGO in verify.stdout and "resume=auto loads step_00000002" in verify.stdout
+
+    proc = run_train(run_dir, tiny_shards, *ARGS, "trainer.max_steps=6")
+    out = proc.stdout + proc.stderr
+    assert f"warning: checkpoint step_00000004 is damaged ({LEGO}: " in out, out[-3000:]
+    assert "resuming from checkpoint at step 2 in" in out
+    assert step_losses(run_dir) == step_losses(undisturbed)  # steps 3..6 recomputed, equal
+    assert subprocess.run([CKPT, "verify", str(run_dir)], capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_no_intact_checkpoint_refuses_before_any_worker(
+    tmp_path: Path, tiny_shards: Path, undisturbed: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(undisturbed, run_dir)
+    for tag in step_tags(run_dir / "checkpoints"):
+        damage(run_dir / "checkpoints" / tag / LEGO, "truncate")
+    proc = subprocess.run(train_cmd(run_dir, tiny_shards, *ARGS, "trainer.max_steps=8"),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "no intact checkpoint in" in out, out[-3000:]
+    for tag in step_tags(run_dir / "checkpoints"):
+        assert f"{tag}: {LEGO}: " in out
+    assert "workers:" not in out  # refused before any worker started
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A tmpfs of its own (needs root; without it the test is skipped, and the ENOSPC path is
+    covered only by the unit test's /dev/full)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def resize(mount: Path, size: int) -> None:
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
+
+
+@pytest.mark.slow
+def test_full_disk_fails_the_save_cleanly_and_a_rerun_with_room_resumes(
+    small_disk: Path, tiny_shards: Path, undisturbed: Path
+) -> None:
+    one_checkpoint = sum(
+        p.stat().st_size for p in (undisturbed / "checkpoints" / tag_for_step(6)).rglob("*")
+    )
+    resize(small_disk, int(1.5 * one_checkpoint) + (1 << 20))  # step 2 fits, step 4 does not
+    run_dir = small_disk / "run"
+    proc = subprocess.run(train_cmd(run_dir, tiny_shards, *ARGS, "trainer.max_steps=6"),
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    failed = [line for line in out.splitlines() if "checkpoint at step" in line]
+    assert len(failed) == 1, out[-3000:]
+    assert failed[0].startswith("checkpoint at step 4 failed on rank ")
+    assert "No space left on device (" + str(run_dir / "checkpoints" / tag_for_step(4)) in failed[0]
+    assert "Traceback" not in out and "basic_ios" not in out
+    ckpt = run_dir / "checkpoints"
+    assert step_tags(ckpt) == [tag_for_step(2)]  # the partial step 4 is gone
+    assert (ckpt / LATEST).read_text().strip() == tag_for_step(2)
+    assert sorted(p.name for p in ckpt.iterdir()) == [LATEST, tag_for_step(2)]
+
+    resize(small_disk, 4 * one_checkpoint + (1 << 20))
+    rerun = run_train(run_dir, tiny_shards, *ARGS, "trainer.max_steps=6")
+    assert "resuming from checkpoint at step 2 in" in rerun.stdout + rerun.stderr
+    assert step_losses(run_dir) == step_losses(undisturbed)
