@@ -1,7 +1,8 @@
 """Checkpoint faults replayed on real 2-process `gppf-train` runs: a damaged newest checkpoint
 falls back to the previous one, and a disk that fills during a save ends the run with one line,
 leaves no partial directory, and a rerun with room resumes. Either way the losses are those of
-an undisturbed run (same world size: equal)."""
+an undisturbed run (same world size: equal). And on two gloo processes with a stand-in engine:
+a rank raising mid-save fails the save on every rank alike."""
 
 from __future__ import annotations
 
@@ -12,9 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
 
+from gppf_dist.checkpoint.client_state import ClientState
 from gppf_dist.checkpoint.manager import LATEST, step_tags, tag_for_step
+from gppf_dist.checkpoint.marker import Topology, read_marker
+from gppf_dist.checkpoint.saving import CheckpointSaveError, write_torch
+from gppf_dist.checkpoint.store import Checkpointer
+from gppf_dist.dist.env import init_distributed, shutdown_distributed
 from gppf_dist.logging.metrics import read_metrics
+from tests.dist.harness import run_distributed
 
 from .test_train_cli import run_train, train_cmd
 
@@ -131,3 +141,66 @@ def test_full_disk_fails_the_save_cleanly_and_a_rerun_with_room_resumes(
     rerun = run_train(run_dir, tiny_shards, *ARGS, "trainer.max_steps=6")
     assert "resuming from checkpoint at step 2 in" in rerun.stdout + rerun.stderr
     assert step_losses(run_dir) == step_losses(undisturbed)
+
+
+class RankFiles:
+    """An engine whose state is one file per rank; `fail_on` (step, rank) raises mid-save."""
+
+    def __init__(self, fail_on: tuple[int, int]) -> None:
+        self.module = nn.Linear(2, 2)
+        self.lr_scheduler = None
+        self.fail_on = fail_on
+
+    def save_state(self, directory: Path, tag: str, client_state: dict[str, object]) -> None:
+        (directory / tag).mkdir(parents=True, exist_ok=True)
+        dist.barrier()  # a collective inside, as DeepSpeed's has
+        if (client_state["step"], dist.get_rank()) == self.fail_on:
+            raise RuntimeError("pickling the optimizer state broke")
+        write_torch(client_state, directory / tag / f"rank_{dist.get_rank()}.pt")
+
+    def load_state(
+        self, directory: Path, tag: str, *, module_strict: bool, optimizer: bool
+    ) -> dict[str, object]:
+        return torch.load(directory / tag / f"rank_{dist.get_rank()}.pt", weights_only=False)
+
+
+def save_fail_restore(run_dir: Path) -> tuple[list[str], int, int]:
+    """Save step 2, a step 4 that rank 1 fails, and step 6; restore; damage step 6; restore
+    again. Returns this rank's save errors and the two steps it resumed at."""
+    init_distributed("gloo", torch.device("cpu"), 60)
+    engine = RankFiles(fail_on=(4, 1))
+    ckpt = Checkpointer(engine, run_dir, Topology(2, 1, 0), 5, dist.get_rank() == 0)
+    failures = []
+    for step in (2, 4, 6):
+        try:
+            ckpt.save(ClientState(step, {}, None, 2))
+        except CheckpointSaveError as err:
+            failures.append(str(err))
+    resumed = ckpt.restore("auto")
+    if dist.get_rank() == 0:
+        (run_dir / "checkpoints" / tag_for_step(6) / "rank_1.pt").write_bytes(b"torn")
+    dist.barrier()
+    fallback = ckpt.restore("auto")
+    shutdown_distributed()
+    assert resumed is not None and fallback is not None
+    return failures, resumed.step, fallback.step
+
+
+def test_a_rank_raising_mid_save_fails_it_on_every_rank_and_resume_skips_it(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    ranks = run_distributed(save_fail_restore, 2, tmp_path)
+    message = (
+        "checkpoint at step 4 failed on rank 1: RuntimeError: pickling the optimizer state broke"
+    )
+    assert ranks == [([message], 6, 2), ([message], 6, 2)]  # every rank agrees, every time
+    ckpt = tmp_path / "checkpoints"
+    assert step_tags(ckpt) == [tag_for_step(2), tag_for_step(6)]  # no partial step 4
+    marker = read_marker(ckpt / tag_for_step(2))
+    assert marker is not None and marker.files is not None
+    assert sorted(marker.files) == ["rank_0.pt", "rank_1.pt"]  # both ranks' files recorded
+    err = capfd.readouterr().err
+    assert (
+        "warning: checkpoint step_00000006 is damaged (rank_1.pt: 4 bytes, its marker records"
+        in err
+    )
