@@ -178,3 +178,18 @@ def test_gppf_ckpt_verify_prints_a_table_and_fails_on_a_damaged_newest(
     assert f"{LEGO}: checksum differs" in rows[2]
     assert rows[-1] == "resume=auto loads step_00000002"
     assert ckpt_main(["verify", str(tmp_path / "nowhere")]) == 2
+
+
+def test_a_damaged_tag_asked_for_by_name_is_refused_before_workers_start(
+    tmp_path: Path,
+    compose_run,
+    tiny_shards: Path,  # noqa: ANN001
+) -> None:
+    from gppf_dist.engine.validate import validate_run
+
+    tag_dir = save(tmp_path / "run" / "checkpoints", 4)
+    flip_byte(tag_dir / LEGO)
+    cfg = compose_run(f"data.root={tiny_shards}", f"run.dir={tmp_path / 'run'}",
+                      "resume=step_00000004", "parallel.zero_stage=0")  # fmt: skip
+    with pytest.raises(ValueError, match=r"`resume`='step_00000004'.* is damaged: .*lego_00_01"):
+        validate_run(cfg, 2)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gppf_dist.checkpoint.manager import find_latest, is_complete, step_of_tag
+from gppf_dist.checkpoint.manager import find_latest, is_complete, resume_tag, step_of_tag
 from gppf_dist.checkpoint.topology import Topology, check_topology
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.data.gpu_decode import gpu_decoder
@@ -207,5 +207,6 @@ def _validate_resume(cfg: RunConfig, world_size: int) -> None:
             raise ValueError(
                 f"`resume`={cfg.resume!r}: no complete checkpoint in {str(ckpt_dir)!r}"
             )
+        resume_tag(ckpt_dir, tag)  # refuses it, naming the file, when it is damaged
     now = Topology(world_size, cfg.parallel.ep_size, cfg.parallel.zero_stage)
     check_topology(ckpt_dir / tag, now)

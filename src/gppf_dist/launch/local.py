@@ -48,4 +48,4 @@ def launch_local(launcher: LauncherSection, config_path: Path) -> None:
             "-m", "gppf_dist.cli.worker", str(config_path)
         )
     except ChildFailedError as err:
-        raise WorkersFailedError(f"a worker failed; see the traceback above.\n{err}") from None
+        raise WorkersFailedError(f"a worker failed; its error is printed above.\n{err}") from None
