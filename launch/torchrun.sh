@@ -6,7 +6,8 @@
 #       launch/torchrun.sh experiment=demo run.dir=runs/big   # run the same on every node
 #
 # Single node (NNODES unset or 1): `--standalone`. Several nodes: c10d rendezvous at
-# $RDZV_ENDPOINT (host:port of any one node, usually the first), job id $RDZV_ID. Processes per
+# $RDZV_ENDPOINT (host:port of any one node, usually the first), job id $RDZV_ID; or with
+# RDZV_BACKEND=static, NODE_RANK on every node and $RDZV_ENDPOINT as the master's host:port. Processes per
 # node: $NPROC_PER_NODE, else one per visible GPU, else 2 (CPU). torchrun only sets environment
 # variables, so Hydra sees nothing but the overrides; each rank runs `launcher=none`.
 # MAX_RESTARTS=N restarts all workers up to N times after a failure; they resume from the newest
@@ -45,9 +46,19 @@ else
     echo "torchrun.sh: NNODES=$nnodes needs RDZV_ENDPOINT=<host:port> (same on every node)" >&2
     exit 2
   fi
-  args+=(--nnodes "$nnodes" --rdzv-backend c10d --rdzv-endpoint "$RDZV_ENDPOINT")
-  args+=(--rdzv-id "${RDZV_ID:-gppf}")
-  [[ -n ${NODE_RANK:-} ]] && args+=(--node-rank "$NODE_RANK")
+  if [[ ${RDZV_BACKEND:-c10d} == static ]]; then
+    # Static: every node names its rank; the first node's host:port is the master.
+    if [[ -z ${NODE_RANK:-} ]]; then
+      echo "torchrun.sh: RDZV_BACKEND=static needs NODE_RANK (0..NNODES-1) on every node" >&2
+      exit 2
+    fi
+    args+=(--nnodes "$nnodes" --node-rank "$NODE_RANK" --rdzv-backend static)
+    args+=(--master-addr "${RDZV_ENDPOINT%:*}" --master-port "${RDZV_ENDPOINT##*:}")
+  else
+    args+=(--nnodes "$nnodes" --rdzv-backend c10d --rdzv-endpoint "$RDZV_ENDPOINT")
+    args+=(--rdzv-id "${RDZV_ID:-gppf}")
+    [[ -n ${NODE_RANK:-} ]] && args+=(--node-rank "$NODE_RANK")
+  fi
 fi
 
 echo "torchrun.sh: $nnodes node(s) x $nproc process(es)" >&2
