@@ -15,6 +15,7 @@ SCRIPTS = [
     LAUNCH / "deepspeed.sh",
     LAUNCH / "slurm" / "gppf.sbatch",
     LAUNCH / "slurm" / "local_cluster.sh",
+    LAUNCH / "local_ssh.sh",
 ]
 
 
