@@ -7,9 +7,15 @@ and, per task, input size, activated parameters and GMACs (see `gppf_dist.model.
 
 Task sets: `reference` = the 8 tasks of DESIGN.md §2 at their reference sizes (224 px
 classification, 800 px detection, ...), the default for full-size models; `demo` = the 8 tasks
-at the sizes of the default SIMT config (`conf/simt/gppf15m_demo.yaml`), the default for models
-whose name ends in `_tiny`. `--json` prints exactly `{"params_total": int, "tasks": {"<task>":
-{"input": [h, w], "active_params": int, "gmacs": float}}}`.
+at the sizes of the default SIMT config (`conf/simt/gppf15m_demo.yaml`), the default for the
+tiny models (`gppf_r50_tiny`, `gppf_vit_tiny_dense`: a `tiny` part in the name). `--json` prints
+exactly `{"params_total": int, "tasks": {"<task>": {"input": [h, w], "active_params": int,
+"gmacs": float}}}`. Counting runs on the meta device (`model/meta_count.py`): seconds, any size.
+
+Examples:
+  gppf-model summary model=gppf_r50 --json
+  gppf-model summary model=gppf_r50_tiny ratio=0.75 tasks=reference
+  gppf-model summary model=gppf_vit_tiny model.router.balance_weight=0
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 import torch
 import yaml
 
+from gppf_dist.cli.usage import wants_help
 from gppf_dist.config.model import ModelConfig, model_config_from_dict
 from gppf_dist.model.build import build_model
 from gppf_dist.model.summary import format_table, summarize
@@ -88,11 +95,16 @@ def parse_args(args: list[str]) -> tuple[str, dict[str, Any], str | None, bool]:
     return name, overrides, task_set, as_json
 
 
+def is_tiny(name: str) -> bool:
+    """A CPU-sized model (`gppf_r50_tiny`, `gppf_vit_tiny_dense`), summarised on the demo tasks."""
+    return "tiny" in name.split("_")
+
+
 def summary(args: list[str]) -> dict[str, Any]:
     name, overrides, task_set, as_json = parse_args(args)
     cfg = load_model_config(name, overrides)
     if task_set is None:
-        task_set = "demo" if cfg.name.endswith("_tiny") else "reference"
+        task_set = "demo" if is_tiny(cfg.name) else "reference"
     specs = demo_sim_specs() if task_set == "demo" else reference_specs()
     torch.manual_seed(0)
     result = summarize(build_model(cfg, specs), specs)
@@ -102,8 +114,10 @@ def summary(args: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if wants_help(args, __doc__):
+        return
     if not args or args[0] != "summary":
-        raise SystemExit(USAGE)
+        raise SystemExit(f"{USAGE}\n(gppf-model --help for the keys and examples)")
     try:
         summary(args[1:])
     except ValueError as err:
