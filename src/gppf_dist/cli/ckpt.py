@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gppf_dist.checkpoint.manager import is_complete, step_of_tag, step_tags
 from gppf_dist.checkpoint.verify import Verdict, verify_checkpoint
+from gppf_dist.cli.usage import examples
 
 
 def _status(verdict: Verdict, complete: bool) -> str:
@@ -57,9 +58,18 @@ def verify_run(run_dir: Path, *, checksums: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gppf-ckpt", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gppf-ckpt",
+        description=__doc__.splitlines()[0],
+        **examples("gppf-ckpt verify runs/demo", "gppf-ckpt verify runs/demo --sizes-only"),
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    verify = commands.add_parser("verify", help="check every checkpoint of a run")
+    verify = commands.add_parser(
+        "verify",
+        help="check every checkpoint of a run",
+        description=__doc__.split("\n\n")[2],
+        **examples("gppf-ckpt verify runs/demo", "gppf-ckpt verify runs/demo --sizes-only"),
+    )
     verify.add_argument("run_dir", metavar="RUN_DIR", help="the run directory (run.dir)")
     verify.add_argument("--sizes-only", action="store_true", help="skip the checksums")
     args = parser.parse_args(argv)

@@ -5,6 +5,11 @@ model card: the pre-training tasks with their datasets and batches, the step, th
 evaluation table (the run's eval.json), and how to load it. The folder is then loaded back and
 every task's output compared with the checkpoint's model on the same images before the command
 reports success.
+
+Keys: `run_dir` (a gppf-train/gppf-finetune run directory), `out` (the folder to write).
+
+Example:
+  gppf-export run_dir=runs/demo out=release/demo
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import torch
 
 from gppf_dist.cli.trained import TrainedRun, load_run
+from gppf_dist.cli.usage import wants_help
 from gppf_dist.model.pretrained import WEIGHTS_NAME, load_pretrained, routes_of, save_pretrained
 from gppf_dist.model.summary import sample_input, tensor_leaves
 
@@ -120,7 +126,8 @@ def parse_args(args: list[str]) -> dict[str, str]:
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep or key not in KEYS:
-            raise ValueError(f"argument {arg!r} is not one of {', '.join(k + '=' for k in KEYS)}")
+            keys = ", ".join(k + "=" for k in KEYS)
+            raise ValueError(f"argument {arg!r} is not one of {keys} (--help for an example)")
         values[key] = value
     for key in KEYS:
         if not values.get(key):
@@ -129,8 +136,11 @@ def parse_args(args: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if wants_help(args, __doc__):
+        return
     try:
-        values = parse_args(sys.argv[1:] if argv is None else argv)
+        values = parse_args(args)
         out = Path(values["out"])
         export(Path(values["run_dir"]), out)
     except ValueError as err:

@@ -11,6 +11,12 @@ dense network (`gppf_dist.model.extract`) and writes:
 - `FILE.expected.pt`: the routed model's eval-mode output for it (tensor entries only).
 
 Before saving, the exported program is run on the sample and compared with the expected output.
+
+Keys: `run_dir` (a gppf-train/gppf-finetune run directory), `task` (one of its tasks), `out` (the
+file to write), `batch` (sample images, default 2), `seed` (of random sample images, default 0).
+
+Example:
+  gppf-extract run_dir=runs/demo task=det out=det.pt2
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 import torch
 
 from gppf_dist.cli.trained import load_run
+from gppf_dist.cli.usage import wants_help
 from gppf_dist.data.eval_loader import iter_eval_batches
 from gppf_dist.data.manifest import load_manifest
 from gppf_dist.model.build import GppfModel
@@ -90,7 +97,10 @@ def parse_args(args: list[str]) -> dict[str, str]:
     for arg in args:
         key, sep, value = arg.partition("=")
         if not sep or key not in ("run_dir", "task", "out", "batch", "seed"):
-            raise ValueError(f"argument {arg!r} is not one of run_dir=, task=, out=, batch=, seed=")
+            raise ValueError(
+                f"argument {arg!r} is not one of run_dir=, task=, out=, batch=, seed= "
+                "(--help for an example)"
+            )
         values[key] = value
     for key in ("run_dir", "task", "out"):
         if not values.get(key):
@@ -105,6 +115,8 @@ def parse_args(args: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    if wants_help(args, __doc__):
+        return
     try:
         values = parse_args(args)
         out = Path(values["out"])

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from gppf_dist.cli.usage import examples
 from gppf_dist.data.convert import (
     DEFAULT_SAMPLES_PER_SHARD,
     DEFAULT_SEED,
@@ -139,9 +140,17 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gppf-shards", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="gppf-shards",
+        description=__doc__.splitlines()[0],
+        **examples("gppf-shards synth --out shards", "gppf-shards convert --help"),
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    synth = sub.add_parser("synth", help="write the synthetic 8-task corpus")
+    synth = sub.add_parser(
+        "synth",
+        help="write the synthetic 8-task corpus",
+        **examples("gppf-shards synth --out shards --samples-per-task 512"),
+    )
     synth.add_argument("--out", required=True, help="shard root to write")
     synth.add_argument("--samples-per-task", type=int, default=512)
     synth.add_argument("--val-per-task", type=int, default=128)
@@ -149,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--samples-per-shard", type=int, default=64)
     synth.set_defaults(func=_synth)
     down = sub.add_parser(
-        "synth-downstream", help="write the synthetic downstream suite (VTAB-like, 6 tasks)"
+        "synth-downstream",
+        help="write the synthetic downstream suite (VTAB-like, 6 tasks)",
+        **examples("gppf-shards synth-downstream --out downstream --train-per-task 200"),
     )
     down.add_argument("--out", required=True, help="shard root to write")
     down.add_argument("--train-per-task", type=int, default=1000, help="`train` examples")
@@ -159,18 +170,29 @@ def build_parser() -> argparse.ArgumentParser:
     down.add_argument("--tasks", nargs="+", help="write only these tasks (default: all)")
     down.set_defaults(func=_synth_downstream)
     verify = sub.add_parser(
-        "verify", help="check every shard and sample against the manifest and schemas"
+        "verify",
+        help="check every shard and sample against the manifest and schemas",
+        **examples("gppf-shards verify shards"),
     )
     verify.add_argument("dir", nargs="?", help="shard root holding manifest.json")
     verify.add_argument("--root", help="same as DIR (kept for old scripts)")
     verify.set_defaults(func=_verify)
     index = sub.add_parser(
-        "index", help="add per-sample byte offsets to the manifest (shards by other tools)"
+        "index",
+        help="add per-sample byte offsets to the manifest (shards by other tools)",
+        **examples("gppf-shards index --root shards"),
     )
     index.add_argument("--root", required=True, help="shard root holding manifest.json")
     index.add_argument("--force", action="store_true", help="rebuild offsets that exist too")
     index.set_defaults(func=_index)
-    convert = sub.add_parser("convert", help="convert a standard dataset layout into shards")
+    convert = sub.add_parser(
+        "convert",
+        help="convert a standard dataset layout into shards",
+        **examples(
+            "gppf-shards convert imagefolder --src my_set/train --out mine --task colors",
+            "gppf-shards convert coco-det --src /data/coco --split val --out gppf15m --workers 8",
+        ),
+    )
     convert.add_argument("layout", choices=sorted(LAYOUTS))
     convert.add_argument("--src", required=True, help="dataset folder, COCO JSON or CSV file")
     convert.add_argument("--out", required=True, help="shard root (manifest merged if present)")
@@ -192,7 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.set_defaults(func=_convert)
-    insp = sub.add_parser("inspect", help="draw samples of a task with annotations into a PNG")
+    insp = sub.add_parser(
+        "inspect",
+        help="draw samples of a task with annotations into a PNG",
+        **examples("gppf-shards inspect shards --task det --n 16 --out det.png"),
+    )
     insp.add_argument("dir", help="shard root holding manifest.json")
     insp.add_argument("--task", required=True, help="task name in the manifest")
     insp.add_argument("--n", type=int, default=16, help="samples to draw (default 16)")
