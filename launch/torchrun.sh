@@ -7,7 +7,9 @@
 #
 # Single node (NNODES unset or 1): `--standalone`. Several nodes: c10d rendezvous at
 # $RDZV_ENDPOINT (host:port of any one node, usually the first), job id $RDZV_ID; or with
-# RDZV_BACKEND=static, NODE_RANK on every node and $RDZV_ENDPOINT as the master's host:port. Processes per
+# RDZV_BACKEND=static, NODE_RANK on every node and $RDZV_ENDPOINT as the master's host:port.
+# Nodes whose hostnames do not resolve to the interface between them: set LOCAL_ADDR (this
+# node's address there) and GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME (that interface). Processes per
 # node: $NPROC_PER_NODE, else one per visible GPU, else 2 (CPU). torchrun only sets environment
 # variables, so Hydra sees nothing but the overrides; each rank runs `launcher=none`.
 # MAX_RESTARTS=N restarts all workers up to N times after a failure; they resume from the newest
@@ -57,8 +59,16 @@ else
   else
     args+=(--nnodes "$nnodes" --rdzv-backend c10d --rdzv-endpoint "$RDZV_ENDPOINT")
     args+=(--rdzv-id "${RDZV_ID:-gppf}")
-    [[ -n ${NODE_RANK:-} ]] && args+=(--node-rank "$NODE_RANK")
+    if [[ -n ${NODE_RANK:-} ]]; then
+      args+=(--node-rank "$NODE_RANK")
+      # The rendezvous store lives on node 0; without this torchrun decides by matching the
+      # endpoint against this host's name, which fails when the name resolves elsewhere.
+      [[ $NODE_RANK == 0 ]] && args+=(--rdzv-conf is_host=1)
+    fi
   fi
+  # LOCAL_ADDR: the address other nodes reach this one at (else torchrun uses the hostname,
+  # which may resolve to a loopback or an unreachable interface).
+  [[ -n ${LOCAL_ADDR:-} ]] && args+=(--local-addr "$LOCAL_ADDR")
 fi
 
 echo "torchrun.sh: $nnodes node(s) x $nproc process(es)" >&2

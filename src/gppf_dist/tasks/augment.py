@@ -25,11 +25,16 @@ must not augment from several threads at once (the data layer uses processes).
 from __future__ import annotations
 
 import functools
+import os
 import random
 from dataclasses import dataclass
 from typing import Any
 
-import albumentations as A
+# albumentations asks PyPI for a newer version at import: nothing may reach the network at run
+# time (offline clusters wait for the timeout, and it warns in every worker).
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 
