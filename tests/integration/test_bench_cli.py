@@ -72,3 +72,31 @@ def test_plan_simulator_on_the_reference_profile() -> None:
     assert big["step_ms"] >= big["compute_ms"] > 0
     assert out[4096]["plan_ms"] <= 50.0
     assert out[4096]["idle_ranks"] == 0
+
+
+def test_transfer_reports_downstream_top1_per_model_and_tune(tmp_path: Path) -> None:
+    """One task, one seed, a few steps: the JSON's shape, every top-1 in [0, 1], both
+    pre-training runs evaluated on the 8 tasks (not that pre-training wins: too noisy here)."""
+    args = ["transfer", "--json", "--tasks", "count", "--seeds", "1", "--steps", "4"]
+    args += ["--pretrain-steps", "2", "--train-per-task", "60", "--test-per-task", "30"]
+    args += ["--out", str(tmp_path / "work")]
+    proc = subprocess.run([BENCH, *args], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == 1, proc.stdout[-2000:]
+    result = json.loads(lines[0])
+    assert set(result["tasks"]) == {"count"}
+    entry = result["tasks"]["count"]
+    for tune in ("linear", "path"):
+        for model in ("pretrained", "scratch", "dense"):
+            assert 0.0 <= entry[tune][model] <= 1.0
+            assert entry[tune]["std"][model] == 0.0  # one seed
+            assert entry[tune]["runs"][model] == [entry[tune][model]]
+    for model in ("pretrained", "scratch", "dense"):
+        assert entry[model] == entry["path"][model]
+    assert all(r.startswith("auto:") for r in entry["routes"]["path"])
+    for name in ("gppf", "dense"):
+        assert len(result["pretraining"][name]) == 8
+    assert result["pretraining"]["gppf"]["cls_object"]["top1"] >= 0.0
+    assert result["config"]["finetunes"] == 6 and result["seconds"] > 0
+    assert (tmp_path / "work" / "export" / "gppf" / "model.safetensors").is_file()

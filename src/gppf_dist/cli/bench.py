@@ -19,6 +19,7 @@ BENCHES = {
     "throughput": "gppf_dist.bench.throughput",
     "placement": "gppf_dist.bench.placement",
     "plan": "gppf_dist.bench.plan",
+    "transfer": "gppf_dist.bench.transfer",
     "gpu-check": "gppf_dist.bench.gpu_check",
 }
 
