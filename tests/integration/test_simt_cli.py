@@ -112,8 +112,24 @@ def test_dry_run_at_64_ranks_leaves_no_rank_idle(demo_shards: Path, tmp_path: Pa
     cmd = train_cmd(tmp_path / "run", demo_shards, "launcher.nproc=64", "simt.dry_run=true")
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "rank 63:" in proc.stdout and "(idle)" not in proc.stdout
+    assert "rank 63:" in proc.stdout and "(idle" not in proc.stdout
     assert "idle ranks: 0;" in proc.stdout
+
+
+def test_dry_run_says_why_ranks_idle_and_the_load_unit(demo_shards: Path, tmp_path: Path) -> None:
+    """128 ranks for 92 indivisible pieces (re-ID's triplet loss keeps its groups of 4 together):
+    36 idle ranks, and the plan says so and in what unit the loads are (cost hints here)."""
+    cmd = train_cmd(tmp_path / "run", demo_shards, "launcher.nproc=128", "simt.dry_run=true")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "load = predicted compute per step in cost units: samples x simt.tasks.<task>.cost" in (
+        proc.stdout
+    )
+    assert "rank 127: load 0.0  (idle: see below)" in proc.stdout
+    assert (
+        "idle ranks: 36 because fewer samples than ranks (92 indivisible pieces for 128 ranks; "
+        "samples a loss couples go together: reid in groups of 4)" in proc.stdout
+    )
 
 
 def test_memory_caps_do_not_change_the_losses(

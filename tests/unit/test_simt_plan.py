@@ -217,3 +217,18 @@ def test_few_streams_over_many_ranks_read_little_more_than_they_decode() -> None
     plan = plan_divisible(demands, 64)
     assert plan.read_amplification(demands) <= 1.5
     assert plan.read_amplification(demands, indexed=False) > 1.5
+
+
+def test_describe_states_the_load_unit_and_why_ranks_idle() -> None:
+    coupled = [TaskDemand("cls", 4, 2), TaskDemand("reid", 8, 2, granularity=4)]
+    text = plan_divisible(coupled, 8).describe(coupled)
+    assert "load = predicted compute per step in cost units" in text
+    assert text.count("(idle: see below)") == 2
+    assert (
+        "idle ranks: 2 because fewer samples than ranks (6 indivisible pieces for 8 ranks; " in text
+    )
+    assert "reid in groups of 4" in text
+    static = plan_static(demands(streams=1), 10).describe(demands(streams=1), whole_streams=True)
+    assert "idle ranks: 2 because the static planner hands out whole streams (8 for 10" in static
+    busy = plan_divisible(coupled, 2).describe(coupled, unit="seconds: x")
+    assert "idle ranks: 0;" in busy and "in seconds: x," in busy and "(idle" not in busy

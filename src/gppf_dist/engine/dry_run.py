@@ -14,6 +14,7 @@ from gppf_dist.checkpoint.marker import read_marker
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.data.manifest import load_manifest
 from gppf_dist.simt.costs import CostTable
+from gppf_dist.simt.plan import HINT_UNIT, MEASURED_UNIT
 from gppf_dist.simt.taskset import TaskSet
 
 
@@ -29,7 +30,11 @@ def describe_plan(cfg: RunConfig, world_size: int) -> str:
     plan = taskset.plan(costs, world_size)
     demands = taskset.demands(costs if measured else None)
     overhead = taskset.overhead(costs)
-    text = f"planner={cfg.simt.planner} ({source})\n" + plan.describe(demands, overhead)
+    unit = MEASURED_UNIT if measured else HINT_UNIT
+    static = cfg.simt.planner == "static"
+    text = f"planner={cfg.simt.planner} ({source})\n" + plan.describe(
+        demands, overhead, unit, whole_streams=static
+    )
     efficiency = plan.balance_efficiency(demands, overhead)
     return text + _caps_note(taskset, costs, world_size, efficiency)
 

@@ -56,6 +56,11 @@ class TaskDemand:
         return self.cost_per_sample * self.batch_size
 
 
+HINT_UNIT = "cost units: samples x simt.tasks.<task>.cost"
+"""The unit of predicted loads made from the config's cost hints (`describe`)."""
+MEASURED_UNIT = "seconds: samples x measured seconds per sample"
+"""The unit of predicted loads made from a cost table (seconds per sample, `simt/costs.py`)."""
+
 READ_WHOLE_ABOVE = 2 / 3
 """The loaders' rule (`data.stream_reader.READ_WHOLE_ABOVE`; a test keeps them equal): a rank
 whose part of a stream's share is at least this fraction reads the share's units whole."""
@@ -137,19 +142,48 @@ class Plan:
         peak = max(loads)
         return sum(loads) / len(loads) / peak if peak > 0 else 1.0
 
-    def describe(self, demands: list[TaskDemand], overhead: float = 0.0) -> str:
+    def describe(
+        self,
+        demands: list[TaskDemand],
+        overhead: float = 0.0,
+        unit: str = HINT_UNIT,
+        whole_streams: bool = False,
+    ) -> str:
+        """Per rank its work and predicted load (in `unit`: what the demands' per-sample costs
+        are, config hints or measured seconds), the balance, and why any rank is idle
+        (`whole_streams`: the plan hands out whole streams, as the static planner does)."""
         loads = self.predicted_loads(demands, overhead)
-        lines = [f"SIMT plan for world size {self.world_size}:"]
+        idle = self.idle_ranks()
+        because = f" because {idle_reason(self, demands, whole_streams)}" if idle else ""
+        lines = [
+            f"SIMT plan for world size {self.world_size}; load = predicted compute per step in "
+            f"{unit}, + {overhead:.3g} per task on a rank:"
+        ]
         for rank, works in enumerate(self.per_rank):
-            items = ", ".join(_describe_work(w) for w in works)
-            lines.append(f"  rank {rank}: load {loads[rank]:.1f}  {items or '(idle)'}")
+            items = ", ".join(_describe_work(w) for w in works) or "(idle: see below)"
+            lines.append(f"  rank {rank}: load {loads[rank]:.1f}  {items}")
         efficiency = self.balance_efficiency(demands, overhead)
         lines.append(f"  predicted balance efficiency (mean/max): {efficiency:.3f}")
         lines.append(
-            f"  idle ranks: {self.idle_ranks()}; read amplification (bytes read / decoded): "
+            f"  idle ranks: {idle}{because}; read amplification (bytes read / decoded): "
             f"{self.read_amplification(demands):.2f}"
         )
         return "\n".join(lines)
+
+
+def idle_reason(plan: Plan, demands: list[TaskDemand], whole_streams: bool = False) -> str:
+    """Why `plan` leaves ranks without work, in a few words."""
+    world = plan.world_size
+    if whole_streams:
+        streams = sum(d.num_streams for d in demands)
+        return f"the static planner hands out whole streams ({streams} for {world} ranks)"
+    pieces = sum(d.batch_size // d.granularity for d in demands)
+    coupled = sorted(f"{d.name} in groups of {d.granularity}" for d in demands if d.granularity > 1)
+    grouped = f"; samples a loss couples go together: {', '.join(coupled)}" if coupled else ""
+    if pieces < world:
+        return f"fewer samples than ranks ({pieces} indivisible pieces for {world} ranks{grouped})"
+    # the divisible planner hands an idle rank work while any rank holds two or more pieces
+    return "no rank has a piece to spare without slowing the step"
 
 
 def _describe_work(w: Work) -> str:
