@@ -15,8 +15,8 @@ import pytest
 
 from gppf_dist.logging.metrics import read_metrics
 
+from .multinode import ARGS, free_port, losses
 from .test_cluster_launchers import COMMON, REPO
-from .test_multinode_torchrun import ARGS, _free_port, _losses, single_node  # noqa: F401
 
 HOSTS = "localhost slots=1\n127.0.0.1 slots=1\n"
 
@@ -50,7 +50,7 @@ def _finish(procs: list[subprocess.Popen]) -> str:
 def test_pdsh_over_ssh_to_two_hosts(
     single_node: list[float],
     tmp_path: Path,
-    tiny_shards: Path,  # noqa: F811
+    tiny_shards: Path,
 ) -> None:
     why = _ssh_ready()
     if why is not None:
@@ -59,20 +59,20 @@ def test_pdsh_over_ssh_to_two_hosts(
         pytest.skip(why)
     (tmp_path / "hosts").write_text(HOSTS)
     run_dir = tmp_path / "run"
-    out = _finish([_launch(tmp_path, run_dir, tiny_shards, {"MASTER_PORT": str(_free_port())})])
+    out = _finish([_launch(tmp_path, run_dir, tiny_shards, {"MASTER_PORT": str(free_port())})])
     assert "deepspeed.sh: 2 host(s)" in out and "pdsh" in out, out[-3000:]
     assert "localhost:" in out and "127.0.0.1:" in out  # pdsh prefixes each host's lines
-    assert _losses(run_dir) == single_node
+    assert losses(run_dir) == single_node
 
 
 def test_one_launcher_call_per_node(
     single_node: list[float],
     tmp_path: Path,
-    tiny_shards: Path,  # noqa: F811
+    tiny_shards: Path,
 ) -> None:
     (tmp_path / "hosts").write_text(HOSTS)
     run_dir = tmp_path / "run"
-    port = str(_free_port())
+    port = str(free_port())
     procs = [
         _launch(
             tmp_path,
@@ -84,4 +84,4 @@ def test_one_launcher_call_per_node(
     ]
     _finish(procs)
     assert [r["step"] for r in read_metrics(run_dir / "metrics.jsonl")] == [1, 2, 3]
-    assert _losses(run_dir) == single_node
+    assert losses(run_dir) == single_node

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from .multinode import ARGS, free_port, losses
 from .test_cluster_launchers import COMMON, REPO
-from .test_multinode_torchrun import ARGS, _free_port, _losses, single_node  # noqa: F401
 
 SUBNET = 77
 
@@ -52,12 +52,12 @@ def namespaces() -> Iterator[list[tuple[str, str, str]]]:
 
 def test_two_nodes_in_separate_network_namespaces(
     namespaces: list[tuple[str, str, str]],
-    single_node: list[float],  # noqa: F811
+    single_node: list[float],
     tmp_path: Path,
     tiny_shards: Path,
 ) -> None:
     run_dir = tmp_path / "run"
-    endpoint = f"{namespaces[0][2]}:{_free_port()}"
+    endpoint = f"{namespaces[0][2]}:{free_port()}"
     procs = []
     for rank, (ns, dev, addr) in enumerate(namespaces):
         env = {
@@ -72,4 +72,4 @@ def test_two_nodes_in_separate_network_namespaces(
     outs = [p.communicate(timeout=600)[0] for p in procs]
     for p, out in zip(procs, outs, strict=True):
         assert p.returncode == 0, out[-4000:]
-    assert _losses(run_dir) == single_node
+    assert losses(run_dir) == single_node

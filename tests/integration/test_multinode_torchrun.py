@@ -5,36 +5,14 @@ single-node run of the same world size."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from gppf_dist.logging.metrics import read_metrics
-
+from .multinode import ARGS, free_port, losses
 from .test_cluster_launchers import COMMON, REPO
-from .test_train_cli import run_train
-
-ARGS = ("trainer.max_steps=3", "trainer.eval_at_start=false", "trainer.checkpoint_every=3")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _losses(run_dir: Path) -> list[float]:
-    return [r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")]
-
-
-@pytest.fixture(scope="module")
-def single_node(tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path) -> list[float]:
-    run_dir = tmp_path_factory.mktemp("one_node") / "run"
-    run_train(run_dir, tiny_shards, "launcher.nproc=2", *ARGS)
-    return _losses(run_dir)
 
 
 @pytest.mark.parametrize("backend", ["c10d", "static"])
@@ -42,7 +20,7 @@ def test_two_agents_train_like_one_node(
     backend: str, single_node: list[float], tmp_path: Path, tiny_shards: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_port()}"
     procs = []
     for node in range(2):
         env = {
@@ -67,4 +45,4 @@ def test_two_agents_train_like_one_node(
         assert p.returncode == 0, out[-4000:]
     assert "2 node(s) x 1 process(es)" in outs[0]
     assert "workers: 2 on cpu" in outs[0] + outs[1]
-    assert _losses(run_dir) == single_node
+    assert losses(run_dir) == single_node
