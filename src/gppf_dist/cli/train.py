@@ -44,9 +44,7 @@ def prepare(cfg: RunConfig) -> Path | None:
     return config_path
 
 
-def train(
-    cfg: RunConfig, config_path: Path, after: Callable[[], None] | None = None
-) -> None:
+def train(cfg: RunConfig, config_path: Path, after: Callable[[], None] | None = None) -> None:
     """Run the workers through the chosen launcher, then print the per-task table; the main
     process then calls `after` (e.g. `gppf-finetune`'s export), if the run finished here."""
     from gppf_dist.engine.report import summary_table
@@ -54,9 +52,17 @@ def train(
     run_dir = Path(cfg.run.dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if cfg.launcher.name in ("local", "deepspeed"):
+        from gppf_dist.cli.interrupted import report
         from gppf_dist.launch.deepspeed import launch_deepspeed
+        from gppf_dist.launch.interrupts import RunInterruptedError
         from gppf_dist.launch.local import WorkersFailedError, launch_local
 
+        workers = cfg.launcher.nproc * cfg.launcher.nnodes
+        print(
+            f"gppf-train: starting {workers} worker{'s' * (workers != 1)} "
+            f"(launcher={cfg.launcher.name}); run dir {run_dir}",
+            flush=True,
+        )
         try:
             if cfg.launcher.name == "local":
                 launch_local(cfg.launcher, config_path)
@@ -65,6 +71,8 @@ def train(
         except WorkersFailedError as err:
             print(f"gppf-train: {err}", file=sys.stderr, flush=True)
             sys.exit(1)
+        except RunInterruptedError as err:
+            sys.exit(report(run_dir, cfg.trainer.max_steps, err.signal, sys.argv))
     elif cfg.launcher.name == "slurm":
         from gppf_dist.launch.slurm import SubmitError, submit_slurm
 
@@ -76,10 +84,18 @@ def train(
         if not cfg.launcher.wait:
             return  # the job trains on the cluster; its table is in the job's log
     else:
-        from gppf_dist.cli.finish import exit_finished
+        import signal
+
+        from gppf_dist.cli.finish import exit_finished, quiet_interrupt
+        from gppf_dist.cli.interrupted import report
         from gppf_dist.engine.worker import run_worker
 
-        run_worker(cfg)  # this process is the worker (torchrun, srun)
+        def said() -> None:
+            if is_main:
+                report(run_dir, cfg.trainer.max_steps, signal.SIGINT, sys.argv)
+
+        with quiet_interrupt(said):
+            run_worker(cfg)  # this process is the worker (torchrun, srun)
         if is_main:
             print(summary_table(run_dir), flush=True)
             if after is not None:
@@ -103,9 +119,24 @@ def _hydra_main(dcfg: DictConfig) -> None:
         train(cfg, config_path)
 
 
+def announce(tool: str, what: str) -> None:
+    """The first line, before the heavy imports: what is being checked and started (rank 0
+    only; not for Hydra's own flags such as --help or --cfg)."""
+    args = sys.argv[1:]
+    if int(os.environ.get("RANK", "0")) != 0 or any(a.startswith("-") for a in args):
+        return
+    given = " ".join(args) or "the defaults"
+    print(f"{tool}: checking the configuration ({given}), then {what}", flush=True)
+
+
 def main() -> None:
-    register_schema()
-    _hydra_main()
+    announce("gppf-train", "starting the workers")
+    try:
+        register_schema()
+        _hydra_main()
+    except KeyboardInterrupt:
+        print("gppf-train: interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,12 @@ Restarts need a fresh store per attempt: by default the agent shares one TCPStor
 workers for its whole life, so a restarted gloo group would read the dead attempt's addresses
 ("Connection refused" in connectFullMesh; pytorch/pytorch#135712, #167288).
 TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 makes rank 0 of each attempt host its own store on a new port.
+
+Signals (workers run in sessions of their own, so only this process sees a terminal's Ctrl-C):
+SIGTERM, SIGHUP and SIGQUIT are the agent's: it passes the signal on to the workers and waits
+for them (SIGTERM: they checkpoint and exit 0; `engine/preempt.py`). SIGINT is ours
+(`interrupts.py`): the first one says so and stops the workers the same way, a second one kills
+them at once. Either way `launch_local` raises `RunInterruptedError` and the caller reports.
 """
 
 from __future__ import annotations
@@ -17,11 +23,17 @@ import sys
 import uuid
 from pathlib import Path
 
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from gppf_dist.config.schema import LauncherSection
 from gppf_dist.dist.env import free_port
+from gppf_dist.launch.interrupts import RunInterruptedError, agent_signals
+
+SHUTDOWN_TIMEOUT_S = 300
+"""How long the agent waits for signalled workers (a step and a checkpoint) before SIGKILL;
+TORCH_ELASTIC_SHUTDOWN_TIMEOUT overrides it."""
 
 
 class WorkersFailedError(RuntimeError):
@@ -42,10 +54,19 @@ def launch_local(launcher: LauncherSection, config_path: Path) -> None:
         rdzv_configs={"is_host": True},
         max_restarts=launcher.max_restarts,
         monitor_interval=0.5,
+        signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",
+        shutdown_timeout=int(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT_S)),
     )
-    try:
-        elastic_launch(config, entrypoint=sys.executable)(
-            "-m", "gppf_dist.cli.worker", str(config_path)
-        )
-    except ChildFailedError as err:
-        raise WorkersFailedError(f"a worker failed; its error is printed above.\n{err}") from None
+    with agent_signals() as stopped:
+        try:
+            elastic_launch(config, entrypoint=sys.executable)(
+                "-m", "gppf_dist.cli.worker", str(config_path)
+            )
+        except ChildFailedError as err:
+            if stopped.signal is not None:
+                raise RunInterruptedError(stopped.signal) from None
+            raise WorkersFailedError(
+                f"a worker failed; its error is printed above.\n{err}"
+            ) from None
+        except SignalException as err:
+            raise RunInterruptedError(err.sigval) from None
