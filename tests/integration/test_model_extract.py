@@ -28,7 +28,7 @@ BIN = Path(sys.executable).parent
 TASKS = ["attr", "cls_object", "det", "face", "pose", "reid", "seg"]  # one per task type
 
 CHECK = """
-import sys, torch
+import json, sys, torch
 assert "gppf_dist" not in sys.modules
 def leaves(o):
     if isinstance(o, torch.Tensor):
@@ -37,11 +37,30 @@ def leaves(o):
         return [t for v in o.values() for t in leaves(v)]
     return [t for v in o for t in leaves(v)]
 for path in sys.argv[1:]:
-    program = torch.export.load(path)
+    extra = {"gppf_contract.json": ""}
+    program = torch.export.load(path, extra_files=extra)
+    terms = json.loads(extra["gppf_contract.json"])
+    with open(path + ".json") as f:
+        assert json.load(f) == terms, path
     x = torch.load(path + ".input.pt", weights_only=True)
     expected = torch.load(path + ".expected.pt", weights_only=True)
+    # the contract describes the sample: uint8, B x 3 x H x W at the fixed size
+    assert terms["input"]["dtype"] == "uint8" == str(x.dtype).split(".")[1], path
+    assert terms["input"]["shape"] == ["B", *x.shape[1:]], (path, terms["input"])
+    keys = sorted(expected) if isinstance(expected, dict) else [""]
+    assert sorted(terms["outputs"]) == keys, (path, terms["outputs"])
     with torch.no_grad():
         got = program.module()(x)
+        # the batch dimension is dynamic: one image, and more than the sample's
+        for b in (1, len(x) + 2):
+            other = x[torch.arange(b) % len(x)]
+            out = program.module()(other)
+            batched = [t for t in leaves(out) if t.shape[:1] == (b,)]
+            assert batched, (path, b, [t.shape for t in leaves(out)])
+            first = [t[0] for t in leaves(out) if t.shape[:1] == (b,)]
+            ref = [t[0] for t in leaves(got) if t.shape[:1] == (len(x),)]
+            for a, c in zip(ref, first, strict=True):
+                assert torch.allclose(a, c, rtol=1e-4, atol=1e-4), (path, b)
     pairs = list(zip(leaves(expected), leaves(got)))
     assert pairs and len(leaves(expected)) == len(leaves(got)), path
     for a, b in pairs:
@@ -86,7 +105,8 @@ def test_extract_resnet_run_through_cli(tmp_path: Path, tiny_shards: Path) -> No
     proc = subprocess.run([*cli, f"out={out / first}.pt2"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for task in rest:  # in-process: same code path, without the interpreter start-up
-        extract_cli.main([f"run_dir={run_dir}", f"task={task}", f"out={out / task}.pt2"])
+        one = ["batch=1"] if task == "det" else []  # a sample of one still exports a dynamic batch
+        extract_cli.main([f"run_dir={run_dir}", f"task={task}", f"out={out / task}.pt2", *one])
     check_with_plain_torch([out / f"{t}.pt2" for t in TASKS])
 
 
