@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# A one-node Slurm cluster on this machine, for tests and for trying the sbatch script.
+# A local Slurm cluster on this machine (two nodes by default), for tests and for trying the
+# sbatch script.
 #
 #   launch/slurm/local_cluster.sh          # install if missing, configure, start, wait until idle
-#   launch/slurm/local_cluster.sh stop     # stop slurmd, slurmctld and munged
+#   NODES=1 launch/slurm/local_cluster.sh  # the same with a single node
+#   launch/slurm/local_cluster.sh stop     # stop every slurmd, slurmctld and munged
 #   launch/slurm/local_cluster.sh status   # sinfo
 #
 # Needs root (apt-get, daemons). Works without systemd and without cgroups (containers, gVisor):
-# daemons are started directly, process tracking is proctrack/linuxproc, no task plugin. The node
-# gets this machine's real CPUs and memory (`slurmd -C`) and is named after `hostname -s`, with
-# every address on 127.0.0.1. Idempotent: running it again with the cluster up does nothing.
+# daemons are started directly, process tracking is proctrack/linuxproc, no task plugin.
+# NODES=N (default 2) runs N slurmd daemons on this machine (Slurm's multiple-slurmd mode, which
+# Debian's build has: `slurmd -N <name>`), nodes <host>-1 .. <host>-N, each on 127.0.0.1 with its
+# own port (6818, 6819, ...), spool dir, pid file and log. Their names are added to /etc/hosts
+# (one line, marked gppf-local-cluster) so that jobs can reach any node by name. Every node
+# declares this machine's real CPUs and memory (`slurmd -C`): the nodes overcommit the machine,
+# which is the point of a test cluster. NODES=1 is one node named after `hostname -s`; a slurmd
+# built without multiple-slurmd support also gets that, with a warning, when NODES is not set.
+# Idempotent: running it again with the same NODES and the cluster up does nothing; with another
+# NODES it rewrites slurm.conf and restarts the daemons.
 # SlurmUser is root: this is a throwaway test cluster, not a template for a real one.
 set -euo pipefail
 
@@ -16,8 +25,10 @@ STATE=${GPPF_SLURM_STATE:-/var/lib/gppf-slurm}
 LOGS=${GPPF_SLURM_LOGS:-/var/log/gppf-slurm}
 RUNDIR=/run/gppf-slurm
 CONF=/etc/slurm/slurm.conf
-NODE=$(hostname -s)
+HOST=$(hostname -s)
 PARTITION=${GPPF_SLURM_PARTITION:-debug}
+HOSTS_MARK="# gppf-local-cluster"
+NODE_NAMES=()  # set by choose_nodes
 
 log() { echo "local_cluster: $*" >&2; }
 
@@ -41,9 +52,59 @@ install_packages() {
   fi
 }
 
-running() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# A daemon removes its pid file as it exits: read it once, quietly.
+running() {
+  local pid
+  pid=$(cat "$1" 2>/dev/null) && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null
+}
 
-node_state() { sinfo -h -n "$NODE" -o %t 2>/dev/null | head -n1; }
+node_state() { sinfo -h -n "$1" -o %t 2>/dev/null | head -n1; }
+
+multiple_slurmd() { slurmd -h 2>&1 | grep -c -- '-N node' >/dev/null; }
+
+# NODE_NAMES from $NODES: one node is the host itself (one slurmd, no -N); several are
+# <host>-1 .. <host>-N, one slurmd each.
+choose_nodes() {
+  local nodes=${NODES:-2}
+  if [[ ! $nodes =~ ^[1-9][0-9]*$ ]]; then
+    log "NODES=$nodes: must be a positive number"
+    exit 2
+  fi
+  if ((nodes > 1)) && ! multiple_slurmd; then
+    if [[ -n ${NODES:-} ]]; then
+      log "NODES=$nodes needs a slurmd built with multiple-slurmd support (no \`slurmd -N\` here)"
+      exit 1
+    fi
+    log "WARNING: this slurmd has no multiple-slurmd support (\`slurmd -N\`): one node only"
+    nodes=1
+  fi
+  NODE_NAMES=()
+  if ((nodes == 1)); then
+    NODE_NAMES=("$HOST")
+    return
+  fi
+  local i
+  for ((i = 1; i <= nodes; i++)); do NODE_NAMES+=("$HOST-$i"); done
+}
+
+multi() { ((${#NODE_NAMES[@]} > 1)); }
+
+slurmd_pidfile() {
+  if multi; then echo "$RUNDIR/slurmd-$1.pid"; else echo "$RUNDIR/slurmd.pid"; fi
+}
+
+# Every node name resolves to 127.0.0.1, as the host's own name does: torchrun's rendezvous
+# endpoint and MASTER_ADDR are node names from the job's node list. /etc/hosts is rewritten in
+# place (in containers it is often a bind mount that cannot be replaced).
+write_hosts() {
+  multi || return 0
+  local line="127.0.0.1 ${NODE_NAMES[*]} $HOSTS_MARK"
+  grep -qxF -- "$line" /etc/hosts && return 0
+  log "adding ${NODE_NAMES[*]} to /etc/hosts"
+  local kept
+  kept=$(grep -vF -- "$HOSTS_MARK" /etc/hosts || true)
+  { [[ -n $kept ]] && echo "$kept"; echo "$line"; } >/etc/hosts
+}
 
 start_munge() {
   install -d -o munge -g munge -m 0755 /run/munge
@@ -70,24 +131,38 @@ write_conf() {
   cores=$(sed -n 's/.*CoresPerSocket=\([0-9]*\).*/\1/p' <<<"$hw")
   threads=$(sed -n 's/.*ThreadsPerCore=\([0-9]*\).*/\1/p' <<<"$hw")
   mem=$(sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' <<<"$hw")
+  local n=${#NODE_NAMES[@]} what spool pidfile logfile names name i
   mkdir -p "$(dirname "$CONF")" "$STATE/ctld" "$STATE/d" "$LOGS" "$RUNDIR"
+  if multi; then
+    # Multiple slurmd on one host: %n is each daemon's node name.
+    what="a $n-node test cluster on localhost (one slurmd per node, multiple-slurmd mode)"
+    spool="$STATE/d/%n" pidfile="$RUNDIR/slurmd-%n.pid" logfile="$LOGS/slurmd-%n.log"
+    for name in "${NODE_NAMES[@]}"; do mkdir -p "$STATE/d/$name"; done
+  else
+    what="a one-node test cluster on localhost"
+    spool="$STATE/d" pidfile="$RUNDIR/slurmd.pid" logfile="$LOGS/slurmd.log"
+  fi
+  names=$(IFS=,; echo "${NODE_NAMES[*]}")
+  local hwspec="CPUs=$cpus SocketsPerBoard=$sockets CoresPerSocket=$cores"
+  hwspec+=" ThreadsPerCore=$threads RealMemory=$mem"
   local tmp
   tmp=$(mktemp)
-  cat >"$tmp" <<EOF
-# Written by gppf_dist launch/slurm/local_cluster.sh: a one-node test cluster on localhost.
+  {
+    cat <<EOF
+# Written by gppf_dist launch/slurm/local_cluster.sh: $what.
 ClusterName=gppf-local
-SlurmctldHost=$NODE(127.0.0.1)
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 AuthType=auth/munge
 CredType=cred/munge
 SlurmctldPort=6817
 SlurmdPort=6818
 StateSaveLocation=$STATE/ctld
-SlurmdSpoolDir=$STATE/d
+SlurmdSpoolDir=$spool
 SlurmctldPidFile=$RUNDIR/slurmctld.pid
-SlurmdPidFile=$RUNDIR/slurmd.pid
+SlurmdPidFile=$pidfile
 SlurmctldLogFile=$LOGS/slurmctld.log
-SlurmdLogFile=$LOGS/slurmd.log
+SlurmdLogFile=$logfile
 # No cgroups in containers: track processes through /proc, bind nothing.
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -106,11 +181,19 @@ InactiveLimit=0
 MinJobAge=600
 KillWait=30
 Waittime=0
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus SocketsPerBoard=$sockets CoresPerSocket=$cores ThreadsPerCore=$threads RealMemory=$mem State=UNKNOWN
-PartitionName=$PARTITION Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 EOF
+    if multi; then
+      for ((i = 0; i < n; i++)); do
+        echo "NodeName=${NODE_NAMES[i]} NodeHostname=$HOST NodeAddr=127.0.0.1 Port=$((6818 + i))" \
+          "$hwspec State=UNKNOWN"
+      done
+    else
+      echo "NodeName=$HOST NodeAddr=127.0.0.1 $hwspec State=UNKNOWN"
+    fi
+    echo "PartitionName=$PARTITION Nodes=$names Default=YES MaxTime=INFINITE State=UP"
+  } >"$tmp"
   if ! cmp -s "$tmp" "$CONF"; then
-    log "writing $CONF (node $NODE: $cpus CPUs, $mem MB)"
+    log "writing $CONF (nodes $names: $cpus CPUs, $mem MB each)"
     mv "$tmp" "$CONF"
     chmod 0644 "$CONF"
     return 0
@@ -120,28 +203,44 @@ EOF
 }
 
 wait_idle() {
-  local state=""
-  for _ in $(seq 1 60); do
-    state=$(node_state)
-    case $state in
-      idle | mix | alloc) log "node $NODE is $state"; return 0 ;;
-      down* | drain* | inval*)
-        scontrol update nodename="$NODE" state=resume 2>/dev/null || true ;;
-    esac
-    sleep 1
+  local name state=""
+  for name in "${NODE_NAMES[@]}"; do
+    for _ in $(seq 1 60); do
+      state=$(node_state "$name")
+      case $state in
+        idle | mix | alloc) log "node $name is $state"; continue 2 ;;
+        down* | drain* | inval*)
+          scontrol update nodename="$name" state=resume 2>/dev/null || true ;;
+      esac
+      sleep 1
+    done
+    log "node $name did not become idle (state '${state:-none}'); see $LOGS/*.log"
+    return 1
   done
-  log "node $NODE did not become idle (state '${state:-none}'); see $LOGS/*.log"
-  return 1
+}
+
+start_slurmd() {
+  local name
+  for name in "${NODE_NAMES[@]}"; do
+    running "$(slurmd_pidfile "$name")" && continue
+    if multi; then
+      log "starting slurmd for node $name"
+      slurmd -N "$name"
+    else
+      log "starting slurmd"
+      slurmd
+    fi
+  done
 }
 
 start() {
   need_root
   install_packages
+  choose_nodes
   start_munge
-  local changed=0
-  write_conf && changed=1
-  if ((changed)) && running "$RUNDIR/slurmctld.pid"; then
-    log "configuration changed: restarting the daemons"
+  write_hosts
+  if write_conf; then
+    log "configuration written: (re)starting the daemons"
     stop_slurm
   fi
   if ! running "$RUNDIR/slurmctld.pid"; then
@@ -149,18 +248,16 @@ start() {
     slurmctld
   fi
   for _ in $(seq 1 30); do scontrol ping >/dev/null 2>&1 && break; sleep 0.5; done
-  if ! running "$RUNDIR/slurmd.pid"; then
-    log "starting slurmd"
-    slurmd
-  fi
+  start_slurmd
   wait_idle
 }
 
+# Every slurmd (one-node and multiple-slurmd pid files alike), then slurmctld.
 stop_slurm() {
-  local pidfile
-  for pidfile in "$RUNDIR/slurmd.pid" "$RUNDIR/slurmctld.pid"; do
-    if running "$pidfile"; then
-      kill -TERM "$(cat "$pidfile")"
+  local pidfile pid
+  for pidfile in "$RUNDIR"/slurmd.pid "$RUNDIR"/slurmd-*.pid "$RUNDIR/slurmctld.pid"; do
+    [[ -e $pidfile ]] || continue
+    if pid=$(cat "$pidfile" 2>/dev/null) && [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null; then
       for _ in $(seq 1 30); do running "$pidfile" || break; sleep 0.5; done
     fi
     rm -f "$pidfile"

@@ -1,8 +1,9 @@
-"""The real sbatch script and `gppf-train launcher=slurm` on a one-node local Slurm.
+"""The real sbatch script and `gppf-train launcher=slurm` on one node of the local Slurm.
 
-Start the cluster first (root): `launch/slurm/local_cluster.sh`. Without Slurm these tests skip
-and say so (or fail, with GPPF_REQUIRE_SLURM=1 as in CI); as root with Slurm installed but not
-running, the fixture starts it.
+Start the cluster first (root): `launch/slurm/local_cluster.sh` (two nodes; the two-node jobs are
+in test_cluster_slurm_two_nodes.py). Without Slurm these tests skip and say so (or fail, with
+GPPF_REQUIRE_SLURM=1 as in CI); as root with Slurm installed but not running, the fixture starts
+it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -82,17 +84,56 @@ def wait_for_job(job_id: str, timeout: float, on_pending_requeue: bool = True) -
     raise AssertionError(f"job {job_id} did not end within {timeout}s: {job_fields(job_id)}")
 
 
-def submit(tmp_path: Path, shards: Path, *overrides: str) -> str:
-    env = {**os.environ, "GPPF_RUN_ROOT": str(tmp_path / "runs"), "GPPF_PYTHON": sys.executable}
-    cmd = ["sbatch", "--parsable", str(SBATCH), "experiment=demo", f"data.root={shards}"]
+def submit(
+    tmp_path: Path,
+    shards: Path,
+    *overrides: str,
+    sbatch_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """sbatch the script with the demo's overrides; `sbatch_args` go before the script, `env`
+    is added to the job's environment."""
+    job_env = {
+        **os.environ,
+        "GPPF_RUN_ROOT": str(tmp_path / "runs"),
+        "GPPF_PYTHON": sys.executable,
+        **(env or {}),
+    }
+    cmd = ["sbatch", "--parsable", *sbatch_args, str(SBATCH), "experiment=demo"]
+    cmd.append(f"data.root={shards}")
     cmd += ["logger=none", "trainer.progress=false", "trainer.eval_batch_size=16", *overrides]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        cmd, cwd=tmp_path, env=job_env, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().split(";")[0]
 
 
 def job_log(tmp_path: Path, job_id: str) -> str:
     return (tmp_path / f"gppf-{job_id}.out").read_text(errors="replace")
+
+
+def preempt_and_requeue(tmp_path: Path, job: str, max_steps: int) -> str:
+    """Once the job has logged 3 steps, do what Slurm does 120 s before the time limit
+    (--signal=B:USR1@120): USR1 to the batch shell. Check that the job checkpointed, was requeued
+    once, resumed and completed with every step once; return its log."""
+    metrics = tmp_path / "runs" / f"slurm-{job}" / "metrics.jsonl"
+    deadline = time.time() + 600
+    while time.time() < deadline and job_fields(job).get("JobState") in ("PENDING", "RUNNING"):
+        if metrics.exists() and len(read_metrics(metrics)) >= 3:
+            break
+        time.sleep(0.5)
+    assert metrics.exists(), job_log(tmp_path, job)[-4000:]
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
+    fields = wait_for_job(job, timeout=900)
+    log = job_log(tmp_path, job)
+    assert fields["JobState"] == "COMPLETED", log[-4000:]
+    assert fields["Restarts"] == "1", fields
+    assert "preempted: stopped after step" in log, log[-4000:]
+    assert "requeueing job" in log and "resuming from checkpoint at step" in log
+    steps = [r["step"] for r in read_metrics(metrics)]
+    assert steps == list(range(1, max_steps + 1))  # none lost, none repeated
+    return log
 
 
 def test_sbatch_script_trains_the_demo(slurm: None, tmp_path: Path, tiny_shards: Path) -> None:
@@ -117,23 +158,7 @@ def test_usr1_checkpoints_requeues_and_resumes(
         "trainer.checkpoint_every=1000",
         "trainer.eval_at_start=false",
     )
-    metrics = tmp_path / "runs" / f"slurm-{job}" / "metrics.jsonl"
-    deadline = time.time() + 600
-    while time.time() < deadline and job_fields(job).get("JobState") in ("PENDING", "RUNNING"):
-        if metrics.exists() and len(read_metrics(metrics)) >= 3:
-            break
-        time.sleep(0.5)
-    assert metrics.exists(), job_log(tmp_path, job)[-4000:]
-    # What Slurm does 120 s before the time limit (--signal=B:USR1@120): USR1 to the batch shell.
-    subprocess.run(["scancel", "--signal=USR1", "--batch", job], check=True)
-    fields = wait_for_job(job, timeout=900)
-    log = job_log(tmp_path, job)
-    assert fields["JobState"] == "COMPLETED", log[-4000:]
-    assert fields["Restarts"] == "1", fields
-    assert "preempted: stopped after step" in log, log[-4000:]
-    assert "requeueing job" in log and "resuming from checkpoint at step" in log
-    steps = [r["step"] for r in read_metrics(metrics)]
-    assert steps == list(range(1, max_steps + 1))  # none lost, none repeated
+    preempt_and_requeue(tmp_path, job, max_steps)
 
 
 def test_gppf_train_launcher_slurm_submits_and_waits(
