@@ -29,6 +29,7 @@ from gppf_dist.config.load import load_run_config, to_run_config
 from gppf_dist.config.model import ModelConfig
 from gppf_dist.config.schema import RunConfig, TaskSection
 from gppf_dist.config.store import register_schema
+from gppf_dist.config.suggest import did_you_mean
 
 ROUTE_FILE = "route.json"
 
@@ -43,9 +44,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
         raise ValueError("`finetune.task` is required: a task name in data.root's manifest")
     manifest = load_manifest(Path(cfg.data.root))
     if ft.task not in manifest.tasks:
+        hint = did_you_mean(ft.task, manifest.tasks, quote="'")
         raise ValueError(
-            f"`finetune.task`={ft.task!r} is not in {cfg.data.root}/manifest.json; it has "
-            f"{sorted(manifest.tasks)}"
+            f"`finetune.task`={ft.task!r} is not in {cfg.data.root}/manifest.json{hint}"
         )
     kind = manifest.tasks[ft.task].type
     if ft.shots > 0 or ft.train_fraction < 1:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 from gppf_dist.config.load import save_run_config, to_run_config
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.config.store import register_schema
+from gppf_dist.config.suggest import check_group_choices, check_only_names, check_override_keys
 
 CONF_DIR = Path(os.environ.get("GPPF_CONF_DIR", Path(__file__).resolve().parents[3] / "conf"))
 
@@ -30,6 +31,7 @@ def prepare(cfg: RunConfig) -> Path | None:
     """
     from gppf_dist.engine.validate import planned_world_size, validate_run
 
+    check_only_names(cfg.simt.only, cfg.simt.tasks)  # with the nearest name, before the rest
     env_world = int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else None
     world_size = planned_world_size(cfg, env_world)
     validate_run(cfg, world_size)
@@ -131,6 +133,12 @@ def announce(tool: str, what: str) -> None:
 
 def main() -> None:
     announce("gppf-train", "starting the workers")
+    try:
+        check_group_choices(sys.argv[1:], CONF_DIR)
+        check_override_keys(sys.argv[1:], RunConfig)
+    except ValueError as err:
+        print(f"gppf-train: configuration error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
     try:
         register_schema()
         _hydra_main()

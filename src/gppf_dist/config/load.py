@@ -13,13 +13,17 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from gppf_dist.config.schema import RunConfig
+from gppf_dist.config.suggest import check_known_keys
 
 
 def to_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
-    """Merge onto the schema and convert to dataclasses (runs every `__post_init__`)."""
+    """Refuse keys the schema does not know (naming the nearest known one), merge onto the
+    schema and convert to dataclasses (runs every `__post_init__`)."""
     schema = OmegaConf.structured(RunConfig)
     try:
-        merged = OmegaConf.merge(schema, cfg)
+        given = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
+        check_known_keys(given, RunConfig)  # type: ignore[arg-type]
+        merged = OmegaConf.merge(schema, given)  # untyped: the result is a RunConfig
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         raise ValueError(f"invalid configuration: {err}") from err
