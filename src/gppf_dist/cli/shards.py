@@ -24,6 +24,7 @@ from gppf_dist.data.convert import (
 )
 from gppf_dist.data.convert_layouts import LAYOUTS
 from gppf_dist.data.inspect import inspect_task
+from gppf_dist.data.manifest import ShardInfo
 from gppf_dist.data.synth import write_synthetic_corpus
 from gppf_dist.data.synth_downstream import write_downstream_suite
 from gppf_dist.data.verify import format_problems, format_table, verify_root
@@ -125,7 +126,33 @@ def _convert(args: argparse.Namespace) -> int:
         f"({kept} kept from an earlier run) in {time.perf_counter() - start:.1f}s; "
         f"skipped {dict(sorted(conv.skipped.items())) or 'none'}"
     )
+    if args.split == "train":
+        _warn_few_streams(shards, args.out)
     return 0
+
+
+def _warn_few_streams(shards: list[ShardInfo], root: str) -> None:
+    """A run's default `data.streams_per_task` needs as many shards, or shards with sample
+    offsets (our writer records them) and at least as many samples: say so when it has neither."""
+    from gppf_dist.config.schema import DataSection
+
+    streams = DataSection().streams_per_task
+    samples = sum(s.samples for s in shards)
+    unindexed = any(not s.has_offsets for s in shards)
+    if len(shards) >= streams or (not unindexed and samples >= streams):
+        return
+    fix = (
+        f"run `gppf-shards index --root {root}` to add sample offsets"
+        if unindexed
+        else f"convert at least {streams} samples"
+    )
+    print(
+        f"warning: {len(shards)} train shard(s) with {samples} samples cannot feed a run's default "
+        f"data.streams_per_task={streams}: {fix}, or train with data.streams_per_task set to at "
+        f"most {max(1, len(shards) if unindexed else samples)} (a divisor of each "
+        "task's batch_size)",
+        file=sys.stderr,
+    )
 
 
 def _inspect(args: argparse.Namespace) -> int:

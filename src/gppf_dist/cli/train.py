@@ -121,11 +121,16 @@ def _hydra_main(dcfg: DictConfig) -> None:
         train(cfg, config_path)
 
 
+_INFO_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "--resolve", "-sc",
+               "--shell-completion")  # fmt: skip
+"""Hydra's flags that print something and start nothing."""
+
+
 def announce(tool: str, what: str) -> None:
     """The first line, before the heavy imports: what is being checked and started (rank 0
     only; not for Hydra's own flags such as --help or --cfg)."""
     args = sys.argv[1:]
-    if int(os.environ.get("RANK", "0")) != 0 or any(a.startswith("-") for a in args):
+    if int(os.environ.get("RANK", "0")) != 0 or any(a.split("=")[0] in _INFO_FLAGS for a in args):
         return
     given = " ".join(args) or "the defaults"
     print(f"{tool}: checking the configuration ({given}), then {what}", flush=True)

@@ -86,15 +86,24 @@ def check_only_names(only: Iterable[str], tasks: Iterable[str]) -> None:
             raise ValueError(f"`simt.only` names unknown task {name!r}{hint}")
 
 
-def check_group_choices(args: Iterable[str], conf_dir: Path) -> None:
-    """`group=option` arguments (`model=`, `experiment=`, ...) name a YAML of `conf/<group>/`:
-    raise ValueError with the nearest option otherwise (before Hydra lists them all)."""
+def check_group_choices(args: list[str], conf_dir: Path) -> None:
+    """`group=option` arguments (`model=`, `experiment=`, ...) name a YAML of `conf/<group>/`
+    (or of a `--config-dir`): raise ValueError with the nearest option otherwise, before Hydra
+    lists them all. Left to Hydra when `hydra.searchpath` adds places to look."""
+    dirs = [conf_dir]
+    for i, arg in enumerate(args):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(args):
+            dirs.append(Path(args[i + 1]))
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.partition("=")[2]))
+        elif arg.lstrip("+").startswith("hydra.searchpath"):
+            return
     for arg in args:
         key, sep, value = arg.lstrip("+~").partition("=")
-        group = conf_dir / key
-        if not sep or "." in key or not group.is_dir() or value in ("", "null"):
+        groups = [d / key for d in dirs if (d / key).is_dir()]
+        if not sep or "." in key or key.startswith("-") or not groups or value in ("", "null"):
             continue
-        options = [p.stem for p in group.glob("*.yaml")]
+        options = [p.stem for g in groups for p in g.glob("*.yaml")]
         if value not in options:
             hint = did_you_mean(value, options, quote="'")
             raise ValueError(f"`{key}`={value!r} is not an option of conf/{key}/{hint}")
