@@ -200,6 +200,12 @@ class ParallelSection:
     backend: str = "auto"
     """torch.distributed backend: auto (nccl on CUDA, gloo on CPU), nccl or gloo."""
     timeout_s: int = 600
+    """Seconds a collective may wait for the other ranks before the process group fails it."""
+    watchdog: bool = True
+    """Each worker publishes its step and phase under `<run.dir>/heartbeat/`; a rank that has
+    waited in one phase for nearly `timeout_s` (start-up: twice it) names the rank it waits for
+    (stopped, gone, silent or behind: rank, step, phase) and ends, so the launcher tears the
+    group down or restarts it (`engine/watchdog.py`)."""
     remote_lego_cost: float = 0.25
     """Locality-aware placement (EP, frozen routes): predicted extra cost of a task whose lego
     calls are all remote, as a fraction of its compute per sample (0 disables)."""
@@ -213,6 +219,7 @@ class ParallelSection:
 
     def __post_init__(self) -> None:
         _check(self.ep_size >= 1, "parallel.ep_size", self.ep_size, "must be >= 1")
+        _check(self.timeout_s >= 1, "parallel.timeout_s", self.timeout_s, "must be >= 1")
         _check(
             self.remote_lego_cost >= 0, "parallel.remote_lego_cost", self.remote_lego_cost, ">= 0"
         )

@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 from gppf_dist.data.loader import iter_eval_batches
 from gppf_dist.data.manifest import Manifest
+from gppf_dist.engine.watchdog import phase
 from gppf_dist.parallel.expert import EPSession, PeerWork
 from gppf_dist.tasks.base import Batch, TaskSpec, TaskType, move_to
 
@@ -42,6 +43,7 @@ def evaluate(
     results: dict[str, dict[str, float]] = {}
     try:
         for name in sorted(specs):
+            phase("evaluation", name)
             task_type = task_types[name]
             metric = task_type.new_metric(specs[name])
             batches = iter(

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from gppf_dist.data.prefetch import batch_to_device
+from gppf_dist.engine import watchdog
 from gppf_dist.engine.deepspeed import Engine
 from gppf_dist.engine.reduction import Reduction
 from gppf_dist.engine.replay import ReplayShare, float_leaves, surrogate
@@ -219,6 +220,7 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
             with steps.context():
                 steps.backward(reg.new_zeros(()))
         for i, f in enumerate(micro):
+            watchdog.phase("forward", f.work.task if f is not None else "peers' legos")
             if ctx.ep is not None:
                 _begin_ep(ctx, peers, i)
             if f is None:  # idle EP micro-step: serve the peers' lego calls only
@@ -285,6 +287,7 @@ def run_iteration(ctx: StepContext, plan: Plan, present: set[str]) -> StepResult
     if ctx.ep is not None:
         calls = (ctx.ep.local_calls - calls0[0], ctx.ep.remote_calls - calls0[1])
     stats = _local_stats(ctx, loss_sums, calls)
+    watchdog.phase("gradient all-reduce")  # and the optimizer step, and the host sync after it
     totals, grad_norm = ctx.reduction.reduce_and_step(engine, present, stats)
     # The step's one host sync (documented in the module docstring): statistics, regularizer
     # and gradient norm come back in one copy, after the optimizer step.

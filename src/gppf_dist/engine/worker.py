@@ -44,6 +44,7 @@ from gppf_dist.engine.nonfinite import NonFiniteGuard
 from gppf_dist.engine.preempt import PreemptionFlag
 from gppf_dist.engine.step import TaskRuntime, run_iteration
 from gppf_dist.engine.validate import validate_run
+from gppf_dist.engine.watchdog import phase, watch
 from gppf_dist.logging.heatmap import render_usage
 from gppf_dist.logging.metrics import MetricsFile
 from gppf_dist.logging.record import step_record
@@ -92,6 +93,7 @@ def run_worker(cfg: RunConfig) -> None:
 
 def build(cfg: RunConfig, opened: ExitStack) -> Worker:
     """Process group, checks, tasks, the assembled step, resume, loaders, logging."""
+    opened.enter_context(watch(cfg))  # heartbeats; names a rank that stops answering
     threads = configure_threads(cfg.trainer.cpu_threads)
     device = pick_device(cfg.trainer.device, rank_info_from_env())
     info = init_distributed(cfg.parallel.backend, device, cfg.parallel.timeout_s)
@@ -177,6 +179,7 @@ def train(w: Worker) -> int | None:
     with tqdm(total=cfg.trainer.max_steps, initial=start, disable=not show, desc="train",
               dynamic_ncols=True) as bar:  # fmt: skip
         for step in range(start, cfg.trainer.max_steps):
+            phase("start of step", done=step)  # re-planning, then run_iteration's own phases
             if cfg.simt.planner == "cost" and step > start and step % cfg.simt.replan_every == 0:
                 replan(w)
             w.model.set_step(step)
@@ -184,6 +187,7 @@ def train(w: Worker) -> int | None:
             t0 = time.perf_counter()
             result = run_iteration(w.step.ctx, w.plan, present)
             step_s = time.perf_counter() - t0
+            phase("logging", done=step + 1)
             for name, task in w.step.ctx.tasks.items():  # the previous step's times (0: idle)
                 seconds = float(result.task_seconds[task.index])
                 w.costs.update(name, seconds, w.taskset.active[name].batch_size)
@@ -229,6 +233,7 @@ def save(w: Worker, done: int) -> None:
     """Collective checkpoint after `done` steps. A failed one ends the run with its one line
     (from rank 0; the other ranks leave quietly): the partial checkpoint is gone, LATEST is on
     the last good one, and the same command resumes from it once the cause is fixed."""
+    phase("checkpoint save", done=done)
     state = ClientState(
         step=done,
         data_positions=gather_positions(w.loaders.positions(), w.info.world_size),

@@ -65,8 +65,11 @@ def launch_local(launcher: LauncherSection, config_path: Path) -> None:
         except ChildFailedError as err:
             if stopped.signal is not None:
                 raise RunInterruptedError(stopped.signal) from None
+            from gppf_dist.launch.failures import describe_failures
+
+            last = describe_failures(config_path.parent, config.run_id, err.failures)
             raise WorkersFailedError(
-                f"a worker failed; its error is printed above.\n{err}"
+                f"a worker failed; its error is printed above.\n{err}\n{last}"
             ) from None
         except SignalException as err:
             raise RunInterruptedError(err.sigval) from None
