@@ -226,11 +226,14 @@ def test_the_watchdog_ends_a_rank_waiting_for_a_silent_peer_only(
         [sys.executable, "-c", WAITING_RANK, str(tmp_path), "3"],
         env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    if peer_alive:
-        for _ in range(40):  # keep the peer beating, level with rank 0
+    if peer_alive:  # keep the peer beating, level with rank 0, past rank 0's allowance (2 s)
+        waited = 0.0
+        while waited < 3.5 and time.monotonic() - t0 < 60 and proc.poll() is None:
             write_beat(tmp_path / "heartbeat", replace(peer, at=time.time()))
+            me = read_beats(tmp_path / "heartbeat", 1).get(0)
+            waited = time.time() - me.since if me and me.kind == "gradient all-reduce" else 0.0
             time.sleep(0.2)
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        assert waited >= 3.5 and proc.poll() is None, proc.stderr.read() if proc.stderr else ""
         proc.kill()
         proc.wait()
         return
