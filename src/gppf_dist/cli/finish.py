@@ -31,6 +31,11 @@ def exit_finished() -> None:
     _leave(0)
 
 
+def exit_interrupted() -> None:
+    """Status 130 after SIGINT, without finalization (and its atexit reports)."""
+    _leave(INTERRUPTED)
+
+
 def _leave(status: int) -> None:
     logging.shutdown()
     sys.stdout.flush()

@@ -148,8 +148,10 @@ def main() -> None:
         register_schema()
         _hydra_main()
     except KeyboardInterrupt:
+        from gppf_dist.cli.finish import exit_interrupted
+
         print("gppf-train: interrupted", file=sys.stderr, flush=True)
-        sys.exit(130)
+        exit_interrupted()
 
 
 if __name__ == "__main__":
