@@ -120,6 +120,7 @@ def test_misspelled_key_without_plus_gets_the_nearest() -> None:
         check_override_keys(["experiment=demo", "trainer.max_step=5"], RunConfig)
     check_override_keys(
         ["model=gppf_r50", "simt.tasks.det.weight=2", "+simt.tasks.x.type=classification",
-         "hydra.run.dir=x", "~logger", "trainer.max_steps=3"],
+         "hydra.run.dir=x", "hydra/job_logging=none", "~logger", "--config-dir=my_conf",
+         "trainer.max_steps=3"],
         RunConfig,
     )  # fmt: skip

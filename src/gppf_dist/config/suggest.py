@@ -114,7 +114,8 @@ def check_override_keys(args: Iterable[str], schema: type) -> None:
     deletions aside): raise ValueError with the nearest known key otherwise, before Hydra."""
     for arg in args:
         key, sep, value = arg.lstrip("+").partition("=")
-        if not sep or arg.startswith("~") or "@" in key or key.split(".")[0] == "hydra":
+        flag = arg.startswith(("~", "-"))  # a deletion, or one of Hydra's own flags
+        if not sep or flag or "@" in key or "/" in key or key.startswith("hydra."):
             continue
         nested: dict[str, Any] = {}
         node = nested
