@@ -199,5 +199,6 @@ def test_few_shot_trains_on_k_samples_per_class(
     assert labels == {c: 5 for c in range(len(CLASSES))}
     assert manifest.task("shapes").num_samples("val") == 16 * len(CLASSES)  # the original val
     assert "top1" in json.loads((run_dir / "eval.json").read_text())["tasks"]["shapes"]
+    assert not list(run_dir.glob("*.log"))  # the console only: no empty Hydra job log
     config = (run_dir / "config.yaml").read_text()
     assert str(subset.resolve()) in config
