@@ -61,9 +61,14 @@ else
     args+=(--rdzv-id "${RDZV_ID:-gppf}")
     if [[ -n ${NODE_RANK:-} ]]; then
       args+=(--node-rank "$NODE_RANK")
-      # The rendezvous store lives on node 0; without this torchrun decides by matching the
-      # endpoint against this host's name, which fails when the name resolves elsewhere.
-      [[ $NODE_RANK == 0 ]] && args+=(--rdzv-conf is_host=1)
+      # The rendezvous store lives on node 0, and only there: without this torchrun decides by
+      # matching the endpoint against this host's names, which misses when the name resolves
+      # elsewhere, and races when several nodes share an address.
+      if [[ $NODE_RANK == 0 ]]; then
+        args+=(--rdzv-conf is_host=1)
+      else
+        args+=(--rdzv-conf is_host=0)
+      fi
     fi
   fi
   # LOCAL_ADDR: the address other nodes reach this one at (else torchrun uses the hostname,

@@ -136,6 +136,19 @@ def announce(tool: str, what: str) -> None:
     print(f"{tool}: checking the configuration ({given}), then {what}", flush=True)
 
 
+def force_task_keys(args: list[str]) -> list[str]:
+    """`simt.tasks.<task>.<key>=v` as `++simt.tasks.<task>.<key>=v`: tasks compose untyped
+    (`config/store.py`), so a key the task's YAML leaves to its default (e.g. `cost`,
+    `max_local_batch`) is set, not refused as new; `to_run_config` checks every key."""
+    out = []
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if "=" in arg and key.startswith("simt.tasks.") and key.count(".") >= 3:
+            arg = "++" + arg
+        out.append(arg)
+    return out
+
+
 def main() -> None:
     announce("gppf-train", "starting the workers")
     try:
@@ -144,6 +157,7 @@ def main() -> None:
     except ValueError as err:
         print(f"gppf-train: configuration error: {err}", file=sys.stderr, flush=True)
         sys.exit(2)
+    sys.argv[1:] = force_task_keys(sys.argv[1:])
     try:
         register_schema()
         _hydra_main()
