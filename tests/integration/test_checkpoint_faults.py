@@ -177,6 +177,7 @@ def save_fail_restore(run_dir: Path) -> tuple[list[str], int, int]:
         except CheckpointSaveError as err:
             failures.append(str(err))
     resumed = ckpt.restore("auto")
+    dist.barrier()  # every rank has read step 6 before rank 0 damages it
     if dist.get_rank() == 0:
         (run_dir / "checkpoints" / tag_for_step(6) / "rank_1.pt").write_bytes(b"torn")
     dist.barrier()
