@@ -25,6 +25,12 @@ PALETTE = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40)]
 """Each class's shape colour (jittered): a class differs in shape and colour, as real
 categories differ in more than one cue."""
 CHANCE = 1 / len(CLASSES)
+WELL_ABOVE_CHANCE = 0.4
+"""Top-1 on the 64 validation images after 40 steps. Measured over trainer.seed 0-13 (route
+learn) and 0-5 (route auto) on one machine: learn 0.69-1.0 (mean 0.90), auto 0.83-1.0; another
+machine's float noise is another draw from that spread, and once fell below 0.5. A model that
+learned nothing scores 0.25 (+/- 0.054, one binomial sigma): 0.4 is 2.8 sigma above chance and
+0.29 below the lowest measured."""
 
 
 def _image(kind: str, rng: np.random.Generator) -> Image.Image:
@@ -104,7 +110,7 @@ def test_finetuning_reaches_well_above_chance(
     _, export = demo_export
     run_dir = tmp_path / route
     finetune(run_dir, export, shapes, f"finetune.route={route}", "trainer.max_steps=40")
-    assert top1(run_dir) >= 2 * CHANCE, top1(run_dir)
+    assert top1(run_dir) >= WELL_ABOVE_CHANCE, top1(run_dir)
     chosen = json.loads((run_dir / "route.json").read_text())
     assert chosen["route"].startswith(route)
     if route == "auto":  # every pre-training route was scored on held-out training data
@@ -116,16 +122,17 @@ def test_finetuning_reaches_well_above_chance(
 def test_the_same_losses_at_one_and_two_workers(
     demo_export: tuple[Path, Path], shapes: Path, tmp_path: Path
 ) -> None:
+    from .trajectories import assert_same_run, records
+
     _, export = demo_export
     runs = []
     for nproc in (1, 2):
         run_dir = tmp_path / f"n{nproc}"
         finetune(run_dir, export, shapes, "finetune.route=learn", "trainer.max_steps=5",
                  f"launcher.nproc={nproc}")  # fmt: skip
-        runs.append(losses(run_dir))
-    assert len(runs[0]) == 5
-    for a, b in zip(*runs, strict=True):
-        assert abs(a - b) <= 1e-4 * abs(a), runs
+        runs.append(records(run_dir))
+    assert sorted(runs[0]) == sorted(runs[1]) == [1, 2, 3, 4, 5]
+    assert_same_run(*runs)
 
 
 def test_path_tuning_leaves_off_route_legos_bit_identical(
