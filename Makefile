@@ -10,7 +10,13 @@ export DS_ACCELERATOR ?= cpu
 export WANDB_SILENT := true
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help setup demo test test-unit test-dist test-integration gpu-check lint fmt shards clean
+.PHONY: help setup demo test test-fast test-unit test-dist test-integration gpu-check lint fmt shards clean
+
+# pytest, timed: $(call timed,TIER,ARGS) runs pytest with ARGS in a subshell, prints
+# "== TIER: N s wall (exit RC)" and exits with pytest's status.
+PYTEST := $(VENV)/bin/pytest -q
+timed = (start=$$(date +%s); $(PYTEST) $(2); rc=$$?; \
+	echo "== $(1): $$(( $$(date +%s) - start )) s wall (exit $$rc)"; exit $$rc)
 
 help: ## Show this help
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -32,9 +38,13 @@ shards: $(SHARDS)/manifest.json ## Generate the synthetic 8-task corpus into sha
 demo: $(STAMP) $(SHARDS)/manifest.json ## Pre-train tiny GPPF with SIMT on 2 CPU workers; resumes if interrupted
 	$(VENV)/bin/gppf-train experiment=demo
 
-test: $(STAMP) ## Lint, then run the whole test suite (unit, distributed, integration)
+test: $(STAMP) ## Lint, then the whole suite: the fast tier, then the slow one, each timed
 	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/pytest -q tests
+	@$(call timed,fast tier,-m "not slow" --durations=10 tests); fast=$$?; \
+	$(call timed,slow tier,-m slow --durations=25 tests); slow=$$?; exit $$(( fast | slow ))
+
+test-fast: $(STAMP) ## The fast tier for the inner loop: unit and engine-free distributed tests (~2.5 min)
+	@$(call timed,fast tier,-m "not slow" --durations=10 tests)
 
 test-unit: $(STAMP) ## Unit tests only (no process groups)
 	$(VENV)/bin/pytest -q tests/unit

@@ -21,6 +21,39 @@ os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# The slow tier, decided here once (`make test-fast` runs everything else, `make test` both):
+SLOW_FOLDERS = {"integration"}
+"""Every test there starts a CLI (gppf-train, sbatch, torchrun...) and waits for it to finish."""
+SLOW_DIST_MODULES = {
+    "test_coupled_micro_batches",
+    "test_expert_parallel_zero",
+    "test_nonfinite_step",
+    "test_simt_exactness",
+    "test_step_device",
+    "test_worker_teardown",
+}
+"""tests/dist modules whose ranks build a DeepSpeed engine (6-50 s a test on 2 cores); the
+exchange and sharding tests without an engine stay fast (3-8 s)."""
+SLOW_FIXTURES = {"demo_export", "demo_shards"}
+"""The demo pre-trained and exported through the CLIs; the demo's full-size corpus."""
+
+
+def is_slow(item: pytest.Item) -> bool:
+    path = Path(str(item.fspath))
+    return (
+        path.parent.name in SLOW_FOLDERS
+        or (path.parent.name == "dist" and path.stem in SLOW_DIST_MODULES)
+        or bool(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the slow tier before `-m` selects (tryfirst: ahead of pytest's own marker filter)."""
+    for item in items:
+        if is_slow(item):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def compose_run() -> Callable[..., RunConfig]:

@@ -53,7 +53,6 @@ def damage(path: Path, how: str) -> None:
         path.write_bytes(bytes(data))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("how", ["truncate", "flip_bytes"])
 def test_damaged_newest_checkpoint_falls_back_and_gives_the_same_losses(
     tmp_path: Path, tiny_shards: Path, undisturbed: Path, how: str
@@ -76,7 +75,6 @@ def test_damaged_newest_checkpoint_falls_back_and_gives_the_same_losses(
     assert subprocess.run([CKPT, "verify", str(run_dir)], capture_output=True).returncode == 0
 
 
-@pytest.mark.slow
 def test_no_intact_checkpoint_refuses_before_any_worker(
     tmp_path: Path, tiny_shards: Path, undisturbed: Path
 ) -> None:
@@ -114,7 +112,6 @@ def resize(mount: Path, size: int) -> None:
     subprocess.run(["mount", "-o", f"remount,size={size}", str(mount)], check=True)
 
 
-@pytest.mark.slow
 def test_full_disk_fails_the_save_cleanly_and_a_rerun_with_room_resumes(
     small_disk: Path, tiny_shards: Path, undisturbed: Path
 ) -> None:
