@@ -38,6 +38,22 @@ def _opt_state(optimizer: torch.optim.Optimizer, p: nn.Parameter) -> dict[str, A
             for k, v in optimizer.state.get(p, {}).items()}  # fmt: skip
 
 
+def _holds(group: dict[str, Any], param: torch.Tensor) -> bool:
+    return any(p is param for p in group["params"])
+
+
+def _placed(key: str, value: Any, param: torch.Tensor, group: dict[str, Any]) -> Any:
+    """Where torch's own `Optimizer.load_state_dict` puts a state value: tensors on the
+    parameter's device, except a `step` counter, which stays on the host unless the group is
+    fused or capturable (their kernels read it on the device: a host `step` fails the first
+    optimizer step after a resume on CUDA)."""
+    if not torch.is_tensor(value):
+        return value
+    if key == "step" and not (group.get("fused") or group.get("capturable")):
+        return value
+    return value.to(param.device)
+
+
 def save_named_state(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -113,10 +129,9 @@ def load_named_state(
                 if optimizer is None:
                     continue
                 state = (entry["optim"] or {}).get(n) or {}
-                device = params[n].device
+                group = next((g for g in optimizer.param_groups if _holds(g, params[n])), {})
                 optimizer.state[params[n]] = {
-                    k: v.to(device) if torch.is_tensor(v) and v.dim() > 0 else v
-                    for k, v in state.items()
+                    k: _placed(k, v, params[n], group) for k, v in state.items()
                 }
         for n, value in entry.get("buffers", {}).items():
             buffer = module.get_buffer(n) if n in dict(module.named_buffers()) else None
