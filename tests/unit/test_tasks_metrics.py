@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gppf_dist.tasks.attributes import MeanAccuracy
-from gppf_dist.tasks.box_ops import batched_nms
+from gppf_dist.tasks.box_ops import batched_nms, box_iou
 from gppf_dist.tasks.demo import demo_specs
 from gppf_dist.tasks.detection_metric import mean_average_precision
 from gppf_dist.tasks.face import _best_threshold, verification_accuracy
@@ -123,6 +123,41 @@ def test_batched_nms_suppresses_within_class_only() -> None:
     scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
     labels = torch.tensor([0, 0, 1, 0])
     assert batched_nms(boxes, scores, labels, 0.5).tolist() == [0, 2, 3]
+
+
+def _nms_by_full_matrix(
+    boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, threshold: float
+) -> list[int]:
+    """Greedy NMS the textbook way: the whole N x N IoU matrix, every box visited."""
+    order = scores.argsort(descending=True, stable=True)
+    shifted = boxes[order] + labels[order].to(boxes.dtype)[:, None] * (boxes.max() + 1.0)
+    iou = box_iou(shifted, shifted)
+    suppressed = torch.zeros(len(order), dtype=torch.bool)
+    keep = []
+    for i in range(len(order)):
+        if not suppressed[i]:
+            keep.append(int(order[i]))
+            suppressed |= iou[i] > threshold
+    return keep
+
+
+@pytest.mark.parametrize("n", [1, 7, 300, 1000])
+def test_batched_nms_stopping_at_max_keep_gives_the_head_of_the_full_result(n: int) -> None:
+    """Decoding keeps 100 detections of up to 1,000 candidates: the early stop and the row-wise
+    IoU give exactly the first `max_keep` indices of the full greedy pass (ties in score
+    included), for several thresholds."""
+    g = torch.Generator().manual_seed(n)
+    corner = torch.rand(n, 2, generator=g) * 200
+    boxes = torch.cat([corner, corner + torch.rand(n, 2, generator=g) * 60], dim=1)
+    scores = torch.rand(n, generator=g)
+    scores[::5] = 0.5
+    labels = torch.randint(0, 4, (n,), generator=g)
+    for threshold in (0.3, 0.6, 0.9):
+        full = _nms_by_full_matrix(boxes, scores, labels, threshold)
+        assert batched_nms(boxes, scores, labels, threshold).tolist() == full
+        for max_keep in (0, 1, 3, 100):
+            got = batched_nms(boxes, scores, labels, threshold, max_keep=max_keep).tolist()
+            assert got == full[:max_keep], (threshold, max_keep)
 
 
 def test_pose_pck() -> None:

@@ -306,7 +306,7 @@ class DetectionTask:
                 cand = cand[flat[cand].argsort(descending=True, stable=True)[:PRE_NMS]]
                 loc, lab = cand // num_classes, cand % num_classes
                 bx, sc = boxes[b][loc], flat[cand]
-                keep = batched_nms(bx, sc, lab, NMS_IOU)[:MAX_DETECTIONS]
+                keep = batched_nms(bx, sc, lab, NMS_IOU, max_keep=MAX_DETECTIONS)
                 result.append((bx[keep], sc[keep], lab[keep]))
         return result
 
