@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 SHARDS ?= shards
-export DS_ACCELERATOR ?= cpu
+# DS_ACCELERATOR is left to the machine: the workers set it to cpu where torch sees no CUDA, and
+# DeepSpeed picks CUDA on a GPU node (a cpu forced here would put the model on the host there).
 export WANDB_SILENT := true
 export OMP_NUM_THREADS ?= 1
 

@@ -296,7 +296,7 @@ def check(peak_tflops: float | None, smoke: bool, budget_s: float) -> dict[str, 
     start = time.monotonic()
     summary = _environment(peak_tflops, smoke)
     env = dict(os.environ)
-    if summary["cuda"] and env.get("DS_ACCELERATOR") == "cpu":  # the Makefile's CPU default
+    if summary["cuda"] and env.get("DS_ACCELERATOR") == "cpu":  # a CPU default left behind
         print("gpu-check: ignoring DS_ACCELERATOR=cpu: CUDA is here", file=sys.stderr)
         del env["DS_ACCELERATOR"]
     if not summary["cuda"]:

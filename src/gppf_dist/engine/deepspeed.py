@@ -15,6 +15,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -59,7 +60,9 @@ def create_engine(
     device: torch.device,
 ) -> Engine:
     """Wrap the model with `deepspeed.initialize` (the process group must already exist)."""
+    check_accelerator(device)
     engine, _, _, _ = deepspeed.initialize(
+        args=engine_args(device),
         model=model,
         optimizer=optimizer,
         lr_scheduler=scheduler,
@@ -67,6 +70,31 @@ def create_engine(
         dist_init_required=False,
     )
     return Engine(engine)
+
+
+def engine_args(device: torch.device) -> SimpleNamespace | None:
+    """`deepspeed.initialize`'s `args`: on CUDA, the device this rank picked (`dist/env.py`).
+
+    Without it DeepSpeed binds `cuda:LOCAL_RANK` and moves the module there. Under
+    `srun --gpus-per-task=1` every task sees one GPU, `cuda:0`, so local ranks 1-7 would ask for
+    a device that does not exist. On the CPU DeepSpeed keeps its default.
+    """
+    if device.type != "cuda":
+        return None
+    return SimpleNamespace(device_rank=device.index)
+
+
+def check_accelerator(device: torch.device) -> None:
+    """DeepSpeed's accelerator must be the device's kind: `DS_ACCELERATOR=cpu` left in the
+    environment of a GPU node would have DeepSpeed move the model to the host while NCCL gets
+    the rest."""
+    accelerator = deepspeed.get_accelerator().device_name()
+    if accelerator != device.type:
+        raise ValueError(
+            f"trainer.device resolved to {device} but DeepSpeed's accelerator is "
+            f"{accelerator!r} (DS_ACCELERATOR={os.environ.get('DS_ACCELERATOR')!r}): unset "
+            f"DS_ACCELERATOR on a GPU node, or set trainer.device=cpu"
+        )
 
 
 class Engine:

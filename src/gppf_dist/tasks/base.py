@@ -132,9 +132,14 @@ class TaskType(Protocol):
 
 
 def move_to(obj: Any, device: torch.device) -> Any:
-    """Move tensors nested in dicts/lists/tuples to `device`."""
+    """Move tensors nested in dicts/lists/tuples to `device`.
+
+    Copies to an accelerator are non-blocking (the stream orders them before any kernel reading
+    them); copies to the host block: a non-blocking device-to-host copy returns before its bytes
+    have landed, and the caller (a metric, `.numpy()`) would read them at once.
+    """
     if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=True)
+        return obj.to(device, non_blocking=torch.device(device).type != "cpu")
     if isinstance(obj, dict):
         return {k: move_to(v, device) for k, v in obj.items()}
     if isinstance(obj, list):
