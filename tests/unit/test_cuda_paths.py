@@ -1,5 +1,6 @@
 """CUDA paths checked without a GPU: where a copy may be asynchronous, which device DeepSpeed
-binds under `srun --gpus-per-task=1`, and DeepSpeed's accelerator against the run's device.
+binds under `srun --gpus-per-task=1`, DeepSpeed's accelerator against the run's device, and
+which products stay out of bf16 autocast.
 
 Each of these passes silently on the CPU and fails only on a GPU node; here the decision is
 checked where it is made (the copy's flag, the index handed to DeepSpeed, the accelerator's kind)
@@ -18,12 +19,15 @@ from typing import Any
 import deepspeed
 import pytest
 import torch
+import torch.nn.functional as F
 from deepspeed.runtime import engine as ds_engine
 
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.dist.env import cuda_index
 from gppf_dist.engine.deepspeed import check_accelerator, create_engine
 from gppf_dist.tasks.base import move_to
+from gppf_dist.tasks.face import ArcFaceHead
+from gppf_dist.tasks.reid import retrieval_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -123,3 +127,29 @@ def test_make_leaves_ds_accelerator_to_the_machine() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[unset]"
+
+
+def test_face_cosines_stay_fp32_under_bf16_autocast() -> None:
+    """ArcFace multiplies cos by s=64 and takes acos near +/-1: in bf16 (3 digits) a logit moves
+    by ~0.25. The head's matmul ran under the forward's autocast; now it is fp32, and equal to
+    the fp32 product of the embedding it returns."""
+    torch.manual_seed(0)
+    head = ArcFaceHead([8, 16], num_identities=5)
+    feats = [torch.randn(3, 8, 4, 4), torch.randn(3, 16, 2, 2)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = head(feats)
+    assert out["cos"].dtype == torch.float32
+    expected = F.normalize(out["emb"].float(), dim=1) @ F.normalize(head.centers, dim=1).T
+    assert torch.equal(out["cos"], expected)
+
+
+def test_reid_retrieval_is_the_same_under_bf16_autocast() -> None:
+    """The re-ID similarity matrix is float64, which autocast leaves alone: evaluation inside
+    an autocast region gives the fp32 region's mAP and rank-1 exactly."""
+    torch.manual_seed(0)
+    emb = torch.randn(12, 16)
+    identity = torch.arange(12) % 4
+    camera = torch.arange(12) % 3
+    plain = retrieval_metrics(emb, identity, camera)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert retrieval_metrics(emb, identity, camera) == plain

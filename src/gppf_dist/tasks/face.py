@@ -50,7 +50,10 @@ class ArcFaceHead(nn.Module):
 
     def forward(self, feats: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         emb = self.norm(self.fc(feats[-1].mean(dim=(2, 3))))
-        cos = F.normalize(emb, dim=1) @ F.normalize(self.centers, dim=1).T
+        # fp32 even under bf16 autocast: ArcFace scales cos by s (64), so bf16's 3 digits would
+        # move a logit by ~0.25, and the margin is applied to acos(cos) near +/-1
+        with torch.autocast(emb.device.type, enabled=False):
+            cos = F.normalize(emb.float(), dim=1) @ F.normalize(self.centers.float(), dim=1).T
         return {"emb": emb, "cos": cos}
 
 
