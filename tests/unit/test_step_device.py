@@ -9,6 +9,8 @@ in tests/dist/test_step_device.py.
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -162,9 +164,56 @@ def test_prefetcher_delivers_on_the_device_one_step_ahead() -> None:
     assert batch.images.device == META and batch.targets["y"].device == META
     assert batch.groups.device == META
     assert batch.images.is_contiguous(memory_format=torch.channels_last)
+    prefetcher.wait_prefetched()
     assert loader.step == 2  # the next batch is already read (and its copy issued)
     assert prefetcher.positions() == {0: 1}  # but a checkpoint resumes after the consumed one
     assert prefetcher.skipped == {"bad": 1}
+
+
+class _GatedLoader(_CountingLoader):
+    """Reading batch 2 and later waits for `gate`: a slow shard read, a busy decode worker."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def __next__(self) -> Batch:
+        if self.step >= 1 and not self.gate.wait(timeout=30):
+            raise TimeoutError("the gate was never opened")
+        if self.step >= 3:
+            raise StopIteration
+        return super().__next__()
+
+
+def test_the_step_gets_its_batch_before_the_next_one_is_read() -> None:
+    """The next batch is read off the step's path: `next()` hands out batch 1 while reading
+    batch 2 is still blocked (it used to read, pin and copy batch 2 before handing out batch 1,
+    so the device idled for a whole loader read every step)."""
+    loader = _GatedLoader()
+    prefetcher = DevicePrefetcher(loader, torch.device("cpu"))
+    started = time.monotonic()
+    first = next(prefetcher)
+    assert time.monotonic() - started < 10  # not held by the gated read of batch 2
+    assert int(first.images[0, 0, 0, 0]) == 1 and prefetcher.positions() == {0: 1}
+    loader.gate.set()
+    assert [int(next(prefetcher).images[0, 0, 0, 0]) for _ in range(2)] == [2, 3]
+    with pytest.raises(StopIteration):
+        next(prefetcher)
+    assert prefetcher.positions() == {0: 3}
+    prefetcher.close()
+
+
+def test_a_loader_error_reaches_the_step_at_its_next_batch() -> None:
+    class _Broken(_CountingLoader):
+        def __next__(self) -> Batch:
+            if self.step == 1:
+                raise RuntimeError("shard 7 unreadable")
+            return super().__next__()
+
+    prefetcher = DevicePrefetcher(_Broken(), META)
+    next(prefetcher)
+    with pytest.raises(RuntimeError, match="shard 7 unreadable"):
+        next(prefetcher)
 
 
 def test_prefetcher_positions_resume_exactly(tiny_shards: Path) -> None:
