@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from deepspeed.runtime import engine as ds_engine
 
 from gppf_dist.config.schema import RunConfig
+from gppf_dist.data.workers import WorkerPool
 from gppf_dist.dist.env import cuda_index
 from gppf_dist.engine.deepspeed import check_accelerator, create_engine
 from gppf_dist.tasks.base import move_to
@@ -153,3 +154,23 @@ def test_reid_retrieval_is_the_same_under_bf16_autocast() -> None:
     plain = retrieval_metrics(emb, identity, camera)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert retrieval_metrics(emb, identity, camera) == plain
+
+
+def test_spawned_decode_workers_decode_on_the_ranks_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.decoder=gpu spawns decode workers (CUDA cannot be forked); a spawned process starts
+    on cuda:0, so every rank of a node decoded on GPU 0. Each worker now binds the device of the
+    rank that started it (here cuda:3, mocked: the logic is about indices)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    bound: list[int] = []
+    monkeypatch.setattr(torch.cuda, "set_device", bound.append)
+    common: dict[str, Any] = dict(
+        ctx=None, shards=[], num_streams=2, stream_ids=[0, 1], num_workers=2,
+        per_stream_batch=1, shards_per_group=1, starts={},
+    )  # fmt: skip
+    init = WorkerPool(**common, mp_context="spawn").worker_init()
+    assert init is not None
+    init(0)
+    init(1)
+    assert bound == [3, 3]
+    assert WorkerPool(**common).worker_init() is None  # forked CPU decoding: nothing to bind

@@ -15,10 +15,12 @@ main process (DataLoader's liveness check), so nothing waits forever.
 
 from __future__ import annotations
 
+import functools
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
+import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from gppf_dist.data.decode import SkipCounter
@@ -139,8 +141,16 @@ class WorkerPool:
                 num_workers=len(self.per_worker),
                 prefetch_factor=self._prefetch,
                 multiprocessing_context=self._mp_context,
+                worker_init_fn=self.worker_init(),
             )
             return iter(loader)
+
+    def worker_init(self) -> Callable[[int], None] | None:
+        """Spawned workers (`data.decoder=gpu`) start on cuda:0 whatever this rank's GPU: bind
+        them to this process's current device, so each rank decodes on its own GPU."""
+        if self._mp_context != "spawn" or not torch.cuda.is_available():
+            return None
+        return functools.partial(_bind_cuda_device, torch.cuda.current_device())
 
     def next_step(self) -> tuple[dict[int, StreamChunk], dict[str, int]]:
         """The next step's chunk of every stream, and the skip counts it caused."""
@@ -165,3 +175,7 @@ class WorkerPool:
         shutdown = getattr(it, "_shutdown_workers", None)
         if shutdown is not None:
             shutdown()
+
+
+def _bind_cuda_device(index: int, worker_id: int) -> None:
+    torch.cuda.set_device(index)
