@@ -180,17 +180,20 @@ def train(w: Worker) -> int | None:
               dynamic_ncols=True) as bar:  # fmt: skip
         for step in range(start, cfg.trainer.max_steps):
             phase("start of step", done=step)  # re-planning, then run_iteration's own phases
-            if cfg.simt.planner == "cost" and step > start and step % cfg.simt.replan_every == 0:
-                replan(w)
+            due = cfg.simt.planner == "cost" and step > start and step % cfg.simt.replan_every == 0
+            if step == start or (due and replan(w)):
+                w.costs.shapes_changed(step)  # its times are a warm-up's, not costs
             w.model.set_step(step)
             present = present_tasks(w.taskset.demands(), step)
             t0 = time.perf_counter()
             result = run_iteration(w.step.ctx, w.plan, present)
             step_s = time.perf_counter() - t0
             phase("logging", done=step + 1)
-            for name, task in w.step.ctx.tasks.items():  # the previous step's times (0: idle)
-                seconds = float(result.task_seconds[task.index])
-                w.costs.update(name, seconds, w.taskset.active[name].batch_size)
+            w.costs.observe(
+                step - 1,  # the times a step returns are its previous step's (0: idle)
+                {n: float(result.task_seconds[t.index]) for n, t in w.step.ctx.tasks.items()},
+                {n: w.taskset.active[n].batch_size for n in w.step.ctx.tasks},
+            )
             done = step + 1
             record = step_record(
                 done, result, w.taskset.batch_sizes,
@@ -208,8 +211,9 @@ def train(w: Worker) -> int | None:
     return None
 
 
-def replan(w: Worker) -> None:
-    """Re-plan on the measured costs (and lego locality); reopen the loaders if it changed."""
+def replan(w: Worker) -> bool:
+    """Re-plan on the measured costs (and lego locality); reopen the loaders if it changed.
+    Whether it changed."""
     per_sample = {t: w.costs.cost(t) or 0.0 for t in w.taskset.names}
     remote = w.cfg.parallel.remote_lego_cost
     affinity = locality_affinity(w.model, w.step.layout, per_sample, remote)
@@ -218,6 +222,8 @@ def replan(w: Worker) -> None:
         positions = gather_positions(w.loaders.positions(), w.info.world_size)
         w.plan = new_plan
         w.loaders.open(new_plan.rank_work(w.info.rank), positions)
+        return True
+    return False
 
 
 def log_step(w: Worker, done: int, record: dict[str, object]) -> None:

@@ -3,6 +3,11 @@
 Each step, every rank's per-task compute seconds are all-reduced (see engine/step.py), so all
 ranks update the table with identical numbers and re-plan identically without talking. Costs are
 rounded to 3 significant digits before planning so reduction-order noise cannot split ranks.
+
+The first step under new batch shapes (the run's or a resumed run's first step, and the first
+after a re-plan that changed the plan) is not a cost: cuDNN's autotuner tries its algorithms
+for every new shape and the caching allocator grows, so that step runs several times slower
+than the ones after it. `shapes_changed(step)` marks it, and `observe` leaves its times out.
 """
 
 from __future__ import annotations
@@ -31,6 +36,20 @@ class CostTable:
         self.per_sample_s[task] = (
             value if old is None else self.momentum * old + (1 - self.momentum) * value
         )
+
+    warmup_step: int | None = None
+    """The step that ran first under the current batch shapes (its times are left out)."""
+
+    def shapes_changed(self, step: int) -> None:
+        """Step `step` is the first to run under new batch shapes."""
+        self.warmup_step = step
+
+    def observe(self, step: int, seconds: dict[str, float], samples: dict[str, int]) -> None:
+        """Step `step`'s compute seconds per task, unless it was a warm-up step."""
+        if step == self.warmup_step:
+            return
+        for task, s in seconds.items():
+            self.update(task, s, samples[task])
 
     def cost(self, task: str) -> float | None:
         value = self.per_sample_s.get(task)
