@@ -216,6 +216,36 @@ def test_a_loader_error_reaches_the_step_at_its_next_batch() -> None:
         next(prefetcher)
 
 
+def test_every_loader_read_is_on_one_thread_in_the_order_asked() -> None:
+    """Loaders share caches (augmentation pipelines whose random state is set per call), so two
+    must never read at once: all reads of all prefetchers run on the one fetch thread, never
+    the step's, in the order the step asked for them (a thread per prefetcher raced)."""
+    reads: list[tuple[str, int, int]] = []
+
+    class _Recording(_CountingLoader):
+        def __init__(self, name: str) -> None:
+            super().__init__()
+            self.name = name
+
+        def __next__(self) -> Batch:
+            batch = super().__next__()
+            reads.append((self.name, self.step, threading.get_ident()))
+            return batch
+
+    a = DevicePrefetcher(_Recording("a"), torch.device("cpu"))
+    b = DevicePrefetcher(_Recording("b"), torch.device("cpu"))
+    for _ in range(3):
+        next(a)
+        next(b)
+    a.wait_prefetched()
+    b.wait_prefetched()
+    order = [(name, step) for name, step, _ in reads]
+    assert order == [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("a", 3), ("b", 3), ("a", 4),
+                     ("b", 4)]  # fmt: skip
+    threads = {thread for _, _, thread in reads}
+    assert len(threads) == 1 and threading.get_ident() not in threads
+
+
 def test_prefetcher_positions_resume_exactly(tiny_shards: Path) -> None:
     from gppf_dist.data.loader import TaskLoader
     from gppf_dist.data.manifest import load_manifest

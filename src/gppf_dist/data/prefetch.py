@@ -1,24 +1,29 @@
 """Batches on the device before the step asks for them: read, pinned and copied off the step's path.
 
 `DevicePrefetcher` wraps a task loader. When the step takes a step's batch, the prefetcher hands
-it out at once and asks its fetch thread for the following one: the thread reads it from the
+it out at once and asks the fetch thread for the following one: the thread reads it from the
 loader (a blocking `next`), pins it and issues its host-to-device copy on a side stream, while the
-step launches this step's kernels. The step never waits for the loader except when the loader is
-slower than a whole step. A pageable source would make `non_blocking=True` a blocking copy, hence
-the pinning. Before the step uses a batch, the compute stream waits for its copy (an event, not a
+step launches this step's kernels. The step waits for the loader only when the loader is slower
+than a whole step. A pageable source would make `non_blocking=True` a blocking copy, hence the
+pinning. Before the step uses a batch, the compute stream waits for its copy (an event, not a
 host sync) and the tensors are marked as used there, so the caching allocator cannot hand their
 memory out early.
 
+One fetch thread serves every prefetcher of the process, in the order they ask, and every loader
+read goes through it (the first one too, while the step waits): loaders never run concurrently
+with each other, they are read in the order the program asks for batches, and a loader that
+forks its decode workers does so while the step's thread is idle.
+
 The loader is one step ahead of what the step consumed, so `positions()` and `skipped` report
 what the consumed batches left: a checkpoint or a re-plan resumes exactly at the next batch the
-step has not used (the prefetched one is read again). Only the fetch thread calls the loader's
-`next` once the first batch is out; `close()` waits for a fetch in flight before it closes the
-loader.
+step has not used (the prefetched one is read again). `close()` waits for a fetch in flight
+before it closes the loader.
 """
 
 from __future__ import annotations
 
 import contextlib
+import queue
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -120,7 +125,7 @@ class DevicePrefetcher:
 
     def __next__(self) -> Batch:
         pending, self._next = self._next, None
-        ready = pending.result() if pending is not None else self._fetch()
+        ready = (pending or _FETCHER.submit(self._fetch)).result()
         if ready is None:
             raise StopIteration
         if ready.copied is not None:
@@ -130,22 +135,8 @@ class DevicePrefetcher:
         self._positions, self._skipped = ready.positions, ready.skipped
         self._dropped = ready.dropped
         # the following batch is read, pinned and copied while the step computes this one
-        self._next = self._fetch_in_background()
+        self._next = _FETCHER.submit(self._fetch)
         return ready.batch
-
-    def _fetch_in_background(self) -> Future[_Ready | None]:
-        """`_fetch` on a daemon thread (one per step, so a loader stuck in `next` can never hold
-        up the interpreter's exit, as a pool's joined thread would)."""
-        future: Future[_Ready | None] = Future()
-
-        def run() -> None:
-            try:
-                future.set_result(self._fetch())
-            except BaseException as err:  # re-raised in the step's thread, at its next()
-                future.set_exception(err)
-
-        threading.Thread(target=run, name="gppf-prefetch", daemon=True).start()
-        return future
 
     def wait_prefetched(self) -> None:
         """Block until the batch in flight has been fetched (tests; errors surface at `next`)."""
@@ -176,3 +167,39 @@ class DevicePrefetcher:
         close = getattr(self.loader, "close", None)
         if close is not None:
             close()
+
+
+class _FetchThread:
+    """A daemon thread running submitted reads one at a time, in submission order. A daemon, so
+    a loader stuck in `next` never holds up the interpreter's exit (a pool's thread is joined
+    at exit); started on first use, and again in a forked child that uses it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[Any, Future[Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._queue = queue.SimpleQueue()  # a forked child's copy may hold stale items
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._queue,), name="gppf-prefetch", daemon=True
+                )
+                self._thread.start()
+            self._queue.put((fn, future))
+        return future
+
+    @staticmethod
+    def _run(requests: queue.SimpleQueue[tuple[Any, Future[Any]]]) -> None:
+        while True:
+            fn, future = requests.get()
+            try:
+                future.set_result(fn())
+            except BaseException as err:  # re-raised in the step's thread, at its next()
+                future.set_exception(err)
+
+
+_FETCHER = _FetchThread()
+"""The process's fetch thread (see the module docstring)."""

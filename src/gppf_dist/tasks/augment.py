@@ -24,9 +24,9 @@ must not augment from several threads at once (the data layer uses processes).
 
 from __future__ import annotations
 
-import functools
 import os
 import random
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +57,25 @@ class Augmented:
     flipped: bool
 
 
-@functools.lru_cache(maxsize=64)
+_PER_THREAD = threading.local()
+
+
 def _pipeline(height: int, width: int, min_scale: float, with_points: bool) -> A.Compose:
+    """This thread's compiled pipeline for the key. `augment` sets a pipeline's random state
+    before each call, so two threads (the prefetch thread and an evaluation) must never share
+    one: each thread has its own."""
+    cache: dict[tuple[int, int, float, bool], A.Compose] = _PER_THREAD.__dict__.setdefault(
+        "pipelines", {}
+    )
+    key = (height, width, min_scale, with_points)
+    if key not in cache:
+        if len(cache) >= 64:
+            cache.pop(next(iter(cache)))
+        cache[key] = _build_pipeline(*key)
+    return cache[key]
+
+
+def _build_pipeline(height: int, width: int, min_scale: float, with_points: bool) -> A.Compose:
     """The compiled pipeline; a keypoint processor only where the caller has points (or boxes)."""
     aspect = width / height
     keypoint_params = None
