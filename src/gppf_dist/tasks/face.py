@@ -13,6 +13,7 @@ truncated to equal counts. Accuracy at the best cosine threshold.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zlib
 from typing import Any
@@ -52,7 +53,13 @@ class ArcFaceHead(nn.Module):
         emb = self.norm(self.fc(feats[-1].mean(dim=(2, 3))))
         # fp32 even under bf16 autocast: ArcFace scales cos by s (64), so bf16's 3 digits would
         # move a logit by ~0.25, and the margin is applied to acos(cos) near +/-1
-        with torch.autocast(emb.device.type, enabled=False):
+        kind = emb.device.type
+        fp32 = (
+            torch.autocast(kind, enabled=False)
+            if torch.amp.is_autocast_available(kind)  # not on `meta`
+            else contextlib.nullcontext()
+        )
+        with fp32:
             cos = F.normalize(emb.float(), dim=1) @ F.normalize(self.centers.float(), dim=1).T
         return {"emb": emb, "cos": cos}
 
