@@ -14,8 +14,10 @@ export OMP_NUM_THREADS ?= 1
 .PHONY: help setup demo test test-fast test-unit test-dist test-integration gpu-check lint fmt shards clean
 
 # pytest, timed: $(call timed,TIER,ARGS) runs pytest with ARGS in a subshell, prints
-# "== TIER: N s wall (exit RC)" and exits with pytest's status.
-PYTEST := $(VENV)/bin/pytest -q
+# "== TIER: N s wall (exit RC)" and exits with pytest's status. Each tier runs on TEST_JOBS
+# pytest-xdist workers; a module's tests stay on one worker (tests/conftest.py: xdist_group).
+TEST_JOBS ?= 2
+PYTEST := $(VENV)/bin/pytest -q -n $(TEST_JOBS) --dist loadgroup
 timed = (start=$$(date +%s); $(PYTEST) $(2); rc=$$?; \
 	echo "== $(1): $$(( $$(date +%s) - start )) s wall (exit $$rc)"; exit $$rc)
 
@@ -44,7 +46,7 @@ test: $(STAMP) ## Lint, then the whole suite: the fast tier, then the slow one, 
 	@$(call timed,fast tier,-m "not slow" --durations=10 tests); fast=$$?; \
 	$(call timed,slow tier,-m slow --durations=25 tests); slow=$$?; exit $$(( fast | slow ))
 
-test-fast: $(STAMP) ## The fast tier for the inner loop: unit and engine-free distributed tests (~2.5 min)
+test-fast: $(STAMP) ## The fast tier for the inner loop: unit and engine-free distributed tests (~70 s)
 	@$(call timed,fast tier,-m "not slow" --durations=10 tests)
 
 test-unit: $(STAMP) ## Unit tests only (no process groups)

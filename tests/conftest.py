@@ -47,12 +47,30 @@ def is_slow(item: pytest.Item) -> bool:
     )
 
 
+# `make test` runs each tier on 2 pytest-xdist workers (`--dist loadgroup`); what runs together:
+SHARED_RESOURCES = {
+    "test_cluster_slurm": "slurm-cluster",
+    "test_cluster_slurm_two_nodes": "slurm-cluster",
+}
+"""Modules that use one resource of this machine: the local two-node Slurm cluster (a two-node
+job of one module would otherwise queue behind the other's and its timings with it)."""
+
+
+def xdist_group(item: pytest.Item) -> str:
+    """The unit a test is scheduled with: its module (module fixtures, such as a reference run,
+    are built once), or the shared resource its module uses."""
+    path = Path(str(item.fspath))
+    return SHARED_RESOURCES.get(path.stem, str(path.relative_to(REPO)))
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the slow tier before `-m` selects (tryfirst: ahead of pytest's own marker filter)."""
+    """Mark the slow tier before `-m` selects (tryfirst: ahead of pytest's own marker filter),
+    and each test's xdist group."""
     for item in items:
         if is_slow(item):
             item.add_marker(pytest.mark.slow)
+        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
 
 
 @pytest.fixture(scope="session")
