@@ -190,7 +190,7 @@ def test_the_step_gets_its_batch_before_the_next_one_is_read() -> None:
     batch 2 is still blocked (it used to read, pin and copy batch 2 before handing out batch 1,
     so the device idled for a whole loader read every step)."""
     loader = _GatedLoader()
-    prefetcher = DevicePrefetcher(loader, torch.device("cpu"))
+    prefetcher = DevicePrefetcher(loader, torch.device("cpu"), ahead=True)
     started = time.monotonic()
     first = next(prefetcher)
     assert time.monotonic() - started < 10  # not held by the gated read of batch 2
@@ -210,7 +210,7 @@ def test_a_loader_error_reaches_the_step_at_its_next_batch() -> None:
                 raise RuntimeError("shard 7 unreadable")
             return super().__next__()
 
-    prefetcher = DevicePrefetcher(_Broken(), META)
+    prefetcher = DevicePrefetcher(_Broken(), META)  # meta stands in for CUDA: reads ahead
     next(prefetcher)
     with pytest.raises(RuntimeError, match="shard 7 unreadable"):
         next(prefetcher)
@@ -232,8 +232,8 @@ def test_every_loader_read_is_on_one_thread_in_the_order_asked() -> None:
             reads.append((self.name, self.step, threading.get_ident()))
             return batch
 
-    a = DevicePrefetcher(_Recording("a"), torch.device("cpu"))
-    b = DevicePrefetcher(_Recording("b"), torch.device("cpu"))
+    a = DevicePrefetcher(_Recording("a"), torch.device("cpu"), ahead=True)
+    b = DevicePrefetcher(_Recording("b"), torch.device("cpu"), ahead=True)
     for _ in range(3):
         next(a)
         next(b)
@@ -246,7 +246,8 @@ def test_every_loader_read_is_on_one_thread_in_the_order_asked() -> None:
     assert len(threads) == 1 and threading.get_ident() not in threads
 
 
-def test_prefetcher_positions_resume_exactly(tiny_shards: Path) -> None:
+@pytest.mark.parametrize("ahead", [False, True])
+def test_prefetcher_positions_resume_exactly(tiny_shards: Path, ahead: bool) -> None:
     from gppf_dist.data.loader import TaskLoader
     from gppf_dist.data.manifest import load_manifest
     from tests.fake_task import ResizeTaskType, fake_spec
@@ -260,9 +261,9 @@ def test_prefetcher_positions_resume_exactly(tiny_shards: Path) -> None:
             per_stream_batch=3, seed=0, start_positions=start,
         )  # fmt: skip
 
-    prefetched = DevicePrefetcher(loader(), torch.device("cpu"))
+    prefetched = DevicePrefetcher(loader(), torch.device("cpu"), ahead=ahead)
     first = [next(prefetched) for _ in range(3)]
-    resumed = DevicePrefetcher(loader(prefetched.positions()), torch.device("cpu"))
+    resumed = DevicePrefetcher(loader(prefetched.positions()), torch.device("cpu"), ahead=ahead)
     plain = loader()
     expected = list(itertools.islice(plain, 5))
     for got, want in zip(first + [next(resumed), next(resumed)], expected, strict=True):
