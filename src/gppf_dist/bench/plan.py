@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from gppf_dist.resources import model_yaml
 from gppf_dist.simt.divisible import plan_divisible
 from gppf_dist.simt.plan import Plan, TaskDemand
 
@@ -80,7 +81,6 @@ class ModelSizes:
 
 def model_sizes(model_name: str) -> ModelSizes:
     """Parameter counts and lego activation sizes of a model config (one 224 px forward)."""
-    from pathlib import Path
 
     import torch
     import yaml
@@ -90,7 +90,7 @@ def model_sizes(model_name: str) -> ModelSizes:
     from gppf_dist.parallel.expert import record_lego_shapes
     from gppf_dist.tasks.registry import make_spec
 
-    conf = Path(__file__).resolve().parents[3] / "conf" / "model" / f"{model_name}.yaml"
+    conf = model_yaml(model_name)
     cfg = model_config_from_dict(yaml.safe_load(conf.read_text()))
     spec = make_spec("cls_object", "classification", (224, 224), {"classes": ["a", "b"]})
     torch.manual_seed(0)

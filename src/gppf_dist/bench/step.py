@@ -21,7 +21,6 @@ import json
 import os
 import statistics
 import zlib
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,6 +28,7 @@ import torch.distributed as dist
 
 from gppf_dist.bench._procs import join_local_group, time_steps
 from gppf_dist.dist.spawn import spawn_ranks
+from gppf_dist.resources import model_yaml
 
 DEFAULT_BATCH = 16
 
@@ -66,7 +66,7 @@ def _setup(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     from gppf_dist.tasks.demo import demo_specs, synthetic_batch
     from gppf_dist.tasks.registry import get_task_type
 
-    conf = Path(__file__).resolve().parents[3] / "conf" / "model" / f"{args.model}.yaml"
+    conf = model_yaml(args.model)
     model_cfg = model_config_from_dict(yaml.safe_load(conf.read_text()))
     specs = demo_specs()
     torch.manual_seed(0)

@@ -24,13 +24,13 @@ import itertools
 import json
 import resource
 import statistics
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from gppf_dist.bench._procs import time_steps
 from gppf_dist.dist.env import free_port, set_local_rank_env
+from gppf_dist.resources import model_yaml
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -63,7 +63,7 @@ def _model_and_spec(args: argparse.Namespace) -> tuple[Any, Any]:
     if args.task not in specs:
         raise SystemExit(f"--task {args.task!r}: not a demo task; known: {sorted(specs)}")
     spec = dataclasses.replace(specs[args.task], input_size=(args.size, args.size))
-    conf = Path(__file__).resolve().parents[3] / "conf" / "model" / f"{args.model}.yaml"
+    conf = model_yaml(args.model)
     if not conf.is_file():
         raise SystemExit(f"--model {args.model!r}: no {conf}")
     model_cfg = model_config_from_dict(yaml.safe_load(conf.read_text()))

@@ -21,9 +21,7 @@ Examples:
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,12 +31,13 @@ from gppf_dist.cli.usage import wants_help
 from gppf_dist.config.model import ModelConfig, model_config_from_dict
 from gppf_dist.model.build import build_model
 from gppf_dist.model.summary import format_table, summarize
+from gppf_dist.resources import conf_dir
 from gppf_dist.tasks.base import TaskSpec
 from gppf_dist.tasks.demo import DEMO_TASKS
 from gppf_dist.tasks.reference import reference_specs
 from gppf_dist.tasks.registry import make_spec
 
-CONF_DIR = Path(os.environ.get("GPPF_CONF_DIR", Path(__file__).resolve().parents[3] / "conf"))
+CONF_DIR = conf_dir()
 USAGE = "usage: gppf-model summary model=NAME [KEY=VALUE ...] [tasks=reference|demo] [--json]"
 
 

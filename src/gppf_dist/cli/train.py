@@ -20,8 +20,9 @@ from gppf_dist.config.load import save_run_config, to_run_config
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.config.store import register_schema
 from gppf_dist.config.suggest import check_group_choices, check_only_names, check_override_keys
+from gppf_dist.resources import conf_dir
 
-CONF_DIR = Path(os.environ.get("GPPF_CONF_DIR", Path(__file__).resolve().parents[3] / "conf"))
+CONF_DIR = conf_dir()
 
 
 def prepare(cfg: RunConfig) -> Path | None:

@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 from gppf_dist.config.schema import LauncherSection
-
-SBATCH_SCRIPT = Path(__file__).resolve().parents[3] / "launch" / "slurm" / "gppf.sbatch"
+from gppf_dist.resources import SBATCH_SCRIPT
 
 
 class SubmitError(RuntimeError):
@@ -24,7 +23,7 @@ class SubmitError(RuntimeError):
 
 
 def sbatch_script() -> Path:
-    """The sbatch script: $GPPF_SBATCH_SCRIPT, else the repository's launch/slurm/gppf.sbatch."""
+    """The sbatch script: $GPPF_SBATCH_SCRIPT, else the package's (`resources.py`)."""
     path = Path(os.environ.get("GPPF_SBATCH_SCRIPT", SBATCH_SCRIPT))
     if not path.is_file():
         raise SubmitError(f"sbatch script {path} not found; set GPPF_SBATCH_SCRIPT")
