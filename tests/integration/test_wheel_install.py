@@ -59,7 +59,7 @@ def test_the_installed_wheel_trains_from_an_empty_folder(
     empty.mkdir()
     env = _env(site)
     where = subprocess.run(
-        [sys.executable, "-c", "import gppf_dist.resources as r; print(r.conf_dir()); "
+        [sys.executable, "-c", "import gppf_dist.config.resources as r; print(r.conf_dir()); "
          "from gppf_dist.launch.slurm import sbatch_script; print(sbatch_script())"],
         cwd=empty, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

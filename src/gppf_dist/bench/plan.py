@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gppf_dist.resources import model_yaml
+from gppf_dist.config.resources import model_yaml
 from gppf_dist.simt.divisible import plan_divisible
 from gppf_dist.simt.plan import Plan, TaskDemand
 

@@ -27,8 +27,8 @@ import torch
 import torch.distributed as dist
 
 from gppf_dist.bench._procs import join_local_group, time_steps
+from gppf_dist.config.resources import model_yaml
 from gppf_dist.dist.spawn import spawn_ranks
-from gppf_dist.resources import model_yaml
 
 DEFAULT_BATCH = 16
 

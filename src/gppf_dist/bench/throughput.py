@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from gppf_dist.bench._procs import time_steps
+from gppf_dist.config.resources import model_yaml
 from gppf_dist.dist.env import free_port, set_local_rank_env
-from gppf_dist.resources import model_yaml
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -29,9 +29,9 @@ import yaml
 
 from gppf_dist.cli.usage import wants_help
 from gppf_dist.config.model import ModelConfig, model_config_from_dict
+from gppf_dist.config.resources import conf_dir
 from gppf_dist.model.build import build_model
 from gppf_dist.model.summary import format_table, summarize
-from gppf_dist.resources import conf_dir
 from gppf_dist.tasks.base import TaskSpec
 from gppf_dist.tasks.demo import DEMO_TASKS
 from gppf_dist.tasks.reference import reference_specs

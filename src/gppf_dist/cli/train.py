@@ -17,10 +17,10 @@ import hydra
 from omegaconf import DictConfig
 
 from gppf_dist.config.load import save_run_config, to_run_config
+from gppf_dist.config.resources import conf_dir
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.config.store import register_schema
 from gppf_dist.config.suggest import check_group_choices, check_only_names, check_override_keys
-from gppf_dist.resources import conf_dir
 
 CONF_DIR = conf_dir()
 

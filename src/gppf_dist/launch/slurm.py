@@ -14,8 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gppf_dist.config.resources import SBATCH_SCRIPT
 from gppf_dist.config.schema import LauncherSection
-from gppf_dist.resources import SBATCH_SCRIPT
 
 
 class SubmitError(RuntimeError):
@@ -23,7 +23,7 @@ class SubmitError(RuntimeError):
 
 
 def sbatch_script() -> Path:
-    """The sbatch script: $GPPF_SBATCH_SCRIPT, else the package's (`resources.py`)."""
+    """The sbatch script: $GPPF_SBATCH_SCRIPT, else the package's (`config/resources.py`)."""
     path = Path(os.environ.get("GPPF_SBATCH_SCRIPT", SBATCH_SCRIPT))
     if not path.is_file():
         raise SubmitError(f"sbatch script {path} not found; set GPPF_SBATCH_SCRIPT")

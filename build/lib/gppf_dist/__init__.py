@@ -1,0 +1,1 @@
+"""gppf_dist: distributed multi-task pre-training of GPPF."""

@@ -1,0 +1,78 @@
+"""How a failed checkpoint save is told: every rank catches its own write errors, the ranks
+agree on the first one, and the run ends with one line naming the step and the cause
+("checkpoint at step 40 failed on rank 1: No space left on device (/runs/a/...)").
+
+Tensors are written through our own file object (`write_torch`): `torch.save` to a path turns a
+full disk into "basic_ios::clear: iostream error", and into "enforce fail ... unexpected pos"
+when a Python write raises; our writer keeps the OSError (ENOSPC, EIO) that names the cause.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+class CheckpointSaveError(RuntimeError):
+    """A checkpoint save failed on some rank; the message is the one line to show."""
+
+
+class _Writer:
+    """The file `torch.save` writes into: every write whole or an OSError, and that OSError
+    kept (torch replaces an exception from a write by a RuntimeError without the errno)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(view):
+                done += os.write(self.fd, view[done:])
+        except OSError as err:
+            self.error = err
+            raise
+        return done
+
+    def flush(self) -> None:
+        pass
+
+
+def write_torch(obj: Any, path: Path, **kwargs: Any) -> None:
+    """`torch.save` whose I/O errors are OSErrors naming `path`."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    writer = _Writer(fd)
+    try:
+        try:
+            torch.save(obj, writer, **kwargs)
+        finally:
+            os.close(fd)
+    except (OSError, RuntimeError) as err:
+        cause = writer.error or (err if isinstance(err, OSError) else None)
+        if cause is None:
+            raise
+        raise OSError(cause.errno, cause.strerror, str(path)) from None
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line: the OS's words and the file for I/O errors, else the exception."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror} ({err.filename})" if err.filename else err.strerror
+    return f"{type(err).__name__}: {err}"
+
+
+def first_failure(local: str | None) -> str | None:
+    """Collective: " on rank R: <cause>" for the lowest rank that failed, or None if none did."""
+    world_size = dist.get_world_size()
+    parts: list[str | None] = [None] * world_size
+    dist.all_gather_object(parts, local)
+    for rank, failure in enumerate(parts):
+        if failure is not None:
+            return f" on rank {rank}: {failure}" if world_size > 1 else f": {failure}"
+    return None

@@ -1,0 +1,230 @@
+"""Saving and restoring a run: the engine's state, the topology-free files, the client state,
+and the COMPLETE marker that makes a checkpoint count (DESIGN.md §5.6) and records every file's
+size and checksum (§5.8).
+
+A save either completes or fails as one: each rank catches its own write errors, the ranks agree
+(`saving.py`), and on failure rank 0 removes the step's directory, so `LATEST` stays on the last
+good checkpoint and every rank raises `CheckpointSaveError` with the same one-line message.
+The marker learns every rank's files from the directory itself (a shared file system, as resume
+already needs): after all writes, rank 0 lists them, the ranks hash shares of them
+(`digest.share_of`), and rank 0 writes the marker from the gathered records.
+
+The engine is reached through `EngineState` (DeepSpeed's adapter lives in `engine/deepspeed.py`,
+the one module that imports DeepSpeed). A `Checkpointer` is made once per run with everything
+that does not change between saves.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from gppf_dist.checkpoint.client_state import ClientState
+from gppf_dist.checkpoint.digest import FileRecord, list_files, record_file, share_of
+from gppf_dist.checkpoint.manager import (
+    LATEST,
+    Selection,
+    mark_complete,
+    prune,
+    select_checkpoint,
+    tag_for_step,
+)
+from gppf_dist.checkpoint.marker import COMPLETE, Marker, Topology
+from gppf_dist.checkpoint.named_state import has_named_state, load_named_state, save_named_state
+from gppf_dist.checkpoint.saving import CheckpointSaveError, describe_failure, first_failure
+from gppf_dist.checkpoint.topology import check_topology
+from gppf_dist.model.owners import OwnerMap
+
+
+class EngineState(Protocol):
+    """What a checkpoint needs of the training engine."""
+
+    @property
+    def module(self) -> nn.Module: ...
+
+    @property
+    def lr_scheduler(self) -> Any: ...
+
+    def save_state(self, directory: Path, tag: str, client_state: dict[str, Any]) -> None:
+        """Collective: every rank writes its part of the engine's state under `directory/tag`.
+        A failed write raises only once this rank has done its part of the collectives."""
+
+    def load_state(
+        self, directory: Path, tag: str, *, module_strict: bool, optimizer: bool
+    ) -> dict[str, Any]:
+        """Load the engine's state; returns the saved client state."""
+        ...
+
+
+@dataclass
+class NamedState:
+    """What the topology-free save/load needs: ZeRO 0, or the legos under ZeRO 1/2 + EP."""
+
+    optimizer: torch.optim.Optimizer
+    """ZeRO 0: the one optimizer. legos_only: the legos' own optimizer."""
+    owners: OwnerMap
+    writes_legos: bool
+    """True on the ranks of EP group 0 (together they hold every lego once)."""
+    legos_only: bool = False
+    """ZeRO 1/2 with expert parallelism: only the legos' state is ours to save and load."""
+    follow_schedule: Callable[[Any], None] | None = None
+    """legos_only: aligns the legos' schedule with DeepSpeed's restored one."""
+
+
+@dataclass
+class Checkpointer:
+    """Collective save and restore of one run's checkpoints in `<run_dir>/checkpoints`."""
+
+    engine: EngineState
+    run_dir: Path
+    topology: Topology
+    keep: int
+    """trainer.keep_checkpoints: complete checkpoints kept after each save."""
+    is_main: bool
+    named: NamedState | None = None
+
+    @property
+    def directory(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    def save(self, state: ClientState) -> None:
+        """Collective checkpoint of step `state.step` (i.e. after that many iterations).
+        Raises CheckpointSaveError on every rank if any rank failed."""
+        tag = tag_for_step(state.step)
+        if self.is_main:  # an earlier failed save of this step, or one a resume skipped
+            shutil.rmtree(self.directory / tag, ignore_errors=True)
+        dist.barrier()
+        failure = first_failure(self._write(tag, state))
+        if failure is None:
+            failure = first_failure(self._commit(tag, state))
+        if failure is not None:
+            if self.is_main:
+                shutil.rmtree(self.directory / tag, ignore_errors=True)
+                (self.directory / (LATEST + ".tmp")).unlink(missing_ok=True)
+            raise CheckpointSaveError(f"checkpoint at step {state.step} failed{failure}")
+
+    def _write(self, tag: str, state: ClientState) -> str | None:
+        """This rank's files; what went wrong, if anything."""
+        try:
+            self.engine.save_state(self.directory, tag, state.to_dict())
+            named = self.named
+            if named is not None:
+                save_named_state(
+                    self.engine.module,
+                    named.optimizer,
+                    named.owners,
+                    self.directory / tag,
+                    write_shared=self.is_main,
+                    write_legos=named.writes_legos,
+                    legos_only=named.legos_only,
+                )
+        except Exception as err:  # every rank must reach the agreement, whatever failed
+            return describe_failure(err)
+        return None
+
+    def _commit(self, tag: str, state: ClientState) -> str | None:
+        """Collective: hash every file of the checkpoint (shares over the ranks); rank 0 writes
+        the marker and LATEST and prunes. What went wrong on this rank, if anything."""
+        tag_dir = self.directory / tag
+        listing: list[Any] = [({}, None)]
+        if self.is_main:
+            try:
+                listing[0] = (list_files(tag_dir, frozenset({COMPLETE})), None)
+            except OSError as err:
+                listing[0] = ({}, describe_failure(err))
+        dist.broadcast_object_list(listing, src=0)
+        sizes, failure = listing[0]
+        records: dict[str, FileRecord] = {}
+        try:
+            for name in share_of(sizes, dist.get_rank(), dist.get_world_size()):
+                records[name] = record_file(tag_dir / name)
+        except OSError as err:
+            failure = describe_failure(err)
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, records)
+        if failure is not None or not self.is_main:
+            return failure
+        files = {name: rec for part in gathered for name, rec in part.items()}
+        try:
+            marker = Marker(state.step, self.topology, state.costs, dict(sorted(files.items())))
+            mark_complete(self.directory, tag, marker.to_json())
+        except OSError as err:
+            return describe_failure(err)
+        prune(self.directory, self.keep, upto=state.step)
+        return None
+
+    def restore(self, resume: str) -> ClientState | None:
+        """Load the checkpoint chosen by `resume` (auto/never/tag); rank 0 picks, all load.
+        With auto, a damaged newest checkpoint is skipped with a warning naming the damaged file
+        (`manager.select_checkpoint`); every rank raises the same ValueError when none is intact.
+
+        With named state (ZeRO 0), parameters and optimizer state come from the topology-free
+        files, so the EP size may differ from the saving run's. Under ZeRO 1/2 DeepSpeed's
+        partitioned files hold the shared parameters' optimizer state and the lego files the
+        legos'."""
+        choice: list[Any] = [None]
+        if dist.get_rank() == 0:
+            try:
+                selection = select_checkpoint(self.directory, resume)
+                choice[0] = (selection.tag, None)
+                _report(selection)
+            except (ValueError, OSError) as err:  # every rank raises it, none waits
+                choice[0] = (None, str(err))
+        dist.broadcast_object_list(choice, src=0)
+        tag, refusal = choice[0]
+        if refusal is not None:
+            raise ValueError(refusal)
+        if tag is None:
+            return None
+        tag_dir = self.directory / tag
+        check_topology(tag_dir, self.topology)
+        engine, named = self.engine, self.named
+        if named is not None and named.legos_only:
+            saved = engine.load_state(self.directory, tag, module_strict=False, optimizer=True)
+            load_named_state(engine.module, named.optimizer, named.owners, tag_dir, legos_only=True)
+            assert named.follow_schedule is not None
+            named.follow_schedule(engine.lr_scheduler)
+            return ClientState.from_dict(saved)
+        use_named = named is not None and has_named_state(tag_dir)
+        saved = engine.load_state(
+            self.directory, tag, module_strict=not use_named, optimizer=not use_named
+        )
+        if use_named:
+            assert named is not None
+            load_named_state(engine.module, named.optimizer, named.owners, tag_dir)
+            # DeepSpeed restored the scheduler, but the groups' current lr is only written by
+            # the scheduler's next step(), after the next update: set it now, as the saving
+            # run had it.
+            scheduler = engine.lr_scheduler
+            groups = named.optimizer.param_groups
+            for group, lr in zip(groups, scheduler.get_last_lr(), strict=True):
+                group["lr"] = lr
+        return ClientState.from_dict(saved)
+
+
+def _report(selection: Selection) -> None:
+    """Rank 0: the damaged checkpoints a resume skipped, and a checkpoint it could not verify."""
+    for damaged in selection.damaged:
+        problems = "; ".join(damaged.problems)
+        print(
+            f"warning: checkpoint {damaged.tag} is damaged ({problems}); "
+            f"resuming from {selection.tag} instead",
+            file=sys.stderr,
+            flush=True,
+        )
+    chosen = selection.chosen
+    if chosen is not None and not chosen.verified:
+        print(
+            f"note: checkpoint {chosen.tag} has a marker without a file list (saved before "
+            "checksums were recorded): it cannot be verified",
+            file=sys.stderr,
+            flush=True,
+        )

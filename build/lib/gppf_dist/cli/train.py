@@ -1,0 +1,173 @@
+"""`gppf-train`: compose and validate the config once, save it, start the workers, report.
+
+gppf-train experiment=demo                     # 2 local workers (torch elastic agent)
+gppf-train experiment=demo launcher.nproc=1 trainer.max_steps=20
+gppf-train experiment=demo launcher=deepspeed launcher.hostfile=launch/hostfile.example
+torchrun --nproc-per-node 8 -m gppf_dist.cli.train launcher=none ...   # under a launcher
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from gppf_dist.config.load import save_run_config, to_run_config
+from gppf_dist.config.resources import conf_dir
+from gppf_dist.config.schema import RunConfig
+from gppf_dist.config.store import register_schema
+from gppf_dist.config.suggest import check_group_choices, check_only_names, check_override_keys
+
+CONF_DIR = conf_dir()
+
+
+def prepare(cfg: RunConfig) -> Path | None:
+    """Validate (raising ValueError naming key and value) and write `<run.dir>/config.yaml`.
+
+    With `simt.dry_run=true`, print the plan instead and return None.
+    """
+    from gppf_dist.engine.validate import planned_world_size, validate_run
+
+    check_only_names(cfg.simt.only, cfg.simt.tasks)  # with the nearest name, before the rest
+    env_world = int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else None
+    world_size = planned_world_size(cfg, env_world)
+    validate_run(cfg, world_size)
+    if cfg.simt.dry_run:
+        from gppf_dist.engine.dry_run import describe_plan
+
+        print(describe_plan(cfg, world_size), flush=True)
+        return None
+    config_path = Path(cfg.run.dir) / "config.yaml"
+    if int(os.environ.get("RANK", "0")) == 0:
+        save_run_config(cfg, config_path)
+    return config_path
+
+
+def train(cfg: RunConfig, config_path: Path, after: Callable[[], None] | None = None) -> None:
+    """Run the workers through the chosen launcher, then print the per-task table; the main
+    process then calls `after` (e.g. `gppf-finetune`'s export), if the run finished here."""
+    from gppf_dist.engine.report import summary_table
+
+    run_dir = Path(cfg.run.dir)
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if cfg.launcher.name in ("local", "deepspeed"):
+        from gppf_dist.cli.interrupted import report
+        from gppf_dist.launch.deepspeed import launch_deepspeed
+        from gppf_dist.launch.interrupts import RunInterruptedError
+        from gppf_dist.launch.local import WorkersFailedError, launch_local
+
+        workers = cfg.launcher.nproc * cfg.launcher.nnodes
+        print(
+            f"gppf-train: starting {workers} worker{'s' * (workers != 1)} "
+            f"(launcher={cfg.launcher.name}); run dir {run_dir}",
+            flush=True,
+        )
+        try:
+            if cfg.launcher.name == "local":
+                launch_local(cfg.launcher, config_path)
+            else:
+                launch_deepspeed(cfg.launcher, config_path)
+        except WorkersFailedError as err:
+            print(f"gppf-train: {err}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        except RunInterruptedError as err:
+            sys.exit(report(run_dir, cfg.trainer.max_steps, err.signal, sys.argv))
+    elif cfg.launcher.name == "slurm":
+        from gppf_dist.launch.slurm import SubmitError, submit_slurm
+
+        try:
+            submit_slurm(cfg.launcher, config_path, f"gppf-{cfg.run.name}")
+        except SubmitError as err:
+            print(f"gppf-train: {err}", file=sys.stderr, flush=True)
+            sys.exit(1)
+        if not cfg.launcher.wait:
+            return  # the job trains on the cluster; its table is in the job's log
+    else:
+        import signal
+
+        from gppf_dist.cli.finish import exit_finished, quiet_interrupt
+        from gppf_dist.cli.interrupted import report
+        from gppf_dist.engine.worker import run_worker
+
+        def said() -> None:
+            if is_main:
+                report(run_dir, cfg.trainer.max_steps, signal.SIGINT, sys.argv)
+
+        with quiet_interrupt(said):
+            run_worker(cfg)  # this process is the worker (torchrun, srun)
+        if is_main:
+            print(summary_table(run_dir), flush=True)
+            if after is not None:
+                after()
+        exit_finished()
+    if is_main:
+        print(summary_table(run_dir), flush=True)
+        if after is not None:
+            after()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
+def _hydra_main(dcfg: DictConfig) -> None:
+    try:
+        cfg = to_run_config(dcfg)
+        config_path = prepare(cfg)
+    except ValueError as err:
+        print(f"gppf-train: configuration error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    if config_path is not None:
+        train(cfg, config_path)
+
+
+_INFO_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "--resolve", "-sc",
+               "--shell-completion")  # fmt: skip
+"""Hydra's flags that print something and start nothing."""
+
+
+def announce(tool: str, what: str) -> None:
+    """The first line, before the heavy imports: what is being checked and started (rank 0
+    only; not for Hydra's own flags such as --help or --cfg)."""
+    args = sys.argv[1:]
+    if int(os.environ.get("RANK", "0")) != 0 or any(a.split("=")[0] in _INFO_FLAGS for a in args):
+        return
+    given = " ".join(args) or "the defaults"
+    print(f"{tool}: checking the configuration ({given}), then {what}", flush=True)
+
+
+def force_task_keys(args: list[str]) -> list[str]:
+    """`simt.tasks.<task>.<key>=v` as `++simt.tasks.<task>.<key>=v`: tasks compose untyped
+    (`config/store.py`), so a key the task's YAML leaves to its default (e.g. `cost`,
+    `max_local_batch`) is set, not refused as new; `to_run_config` checks every key."""
+    out = []
+    for arg in args:
+        key = arg.split("=", 1)[0]
+        if "=" in arg and key.startswith("simt.tasks.") and key.count(".") >= 3:
+            arg = "++" + arg
+        out.append(arg)
+    return out
+
+
+def main() -> None:
+    announce("gppf-train", "starting the workers")
+    try:
+        check_group_choices(sys.argv[1:], CONF_DIR)
+        check_override_keys(sys.argv[1:], RunConfig)
+    except ValueError as err:
+        print(f"gppf-train: configuration error: {err}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    sys.argv[1:] = force_task_keys(sys.argv[1:])
+    try:
+        register_schema()
+        _hydra_main()
+    except KeyboardInterrupt:
+        from gppf_dist.cli.finish import exit_interrupted
+
+        print("gppf-train: interrupted", file=sys.stderr, flush=True)
+        exit_interrupted()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""Cross-field checks that must pass before any worker starts (DESIGN.md §5.7).
+
+Single-field rules live in the schema's `__post_init__`; here we check what needs several
+sections, the world size or the shard manifest. Every error names the key and the value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gppf_dist.checkpoint.manager import find_latest, is_complete, resume_tag, step_of_tag
+from gppf_dist.checkpoint.topology import Topology, check_topology
+from gppf_dist.config.schema import RunConfig
+from gppf_dist.data.gpu_decode import gpu_decoder
+from gppf_dist.data.jpeg import DECODER_ENV, default_decoder
+from gppf_dist.data.manifest import MANIFEST_NAME, ShardInfo, load_manifest
+from gppf_dist.data.streams import stream_units
+from gppf_dist.tasks.registry import TASK_TYPES, make_spec
+
+
+def planned_world_size(cfg: RunConfig, env_world_size: int | None) -> int:
+    """launcher=local and slurm start nproc x nnodes workers, deepspeed one per hostfile slot;
+    launcher=none joins the launcher's world."""
+    if cfg.launcher.name in ("local", "slurm"):
+        return cfg.launcher.nproc * cfg.launcher.nnodes
+    if cfg.launcher.name == "deepspeed":
+        from gppf_dist.config.hostfile import planned_hosts
+
+        return sum(h.slots for h in planned_hosts(cfg.launcher))
+    return env_world_size or 1
+
+
+def _world_origin(cfg: RunConfig) -> str:
+    launcher = cfg.launcher
+    if launcher.name == "deepspeed":
+        where = launcher.hostfile or f"launcher.nproc={launcher.nproc}"
+        return f"the slots of {where}"
+    if launcher.name == "none":
+        return "the launcher's WORLD_SIZE"
+    return f"launcher.nproc={launcher.nproc} x launcher.nnodes={launcher.nnodes}"
+
+
+def validate_run(cfg: RunConfig, world_size: int) -> None:
+    _validate_tasks(cfg)
+    _validate_parallel(cfg, world_size)
+    _validate_data(cfg)
+    _validate_resume(cfg, world_size)
+    if cfg.trainer.eval_batch_size < 1:  # the evaluation's loaders would refuse it at the end
+        raise ValueError(f"`trainer.eval_batch_size`={cfg.trainer.eval_batch_size} must be >= 1")
+    _validate_decoder(cfg)
+
+
+def _validate_decoder(cfg: RunConfig) -> None:
+    """The image decoder the loaders will use exists and, for `gpu`, works on this machine when
+    the workers run here (a Slurm or multi-node launch checks on its nodes, at the first image)."""
+    decoder = cfg.data.decoder or default_decoder()
+    where = "data.decoder" if cfg.data.decoder else DECODER_ENV
+    if decoder == "gpu" and cfg.launcher.name in ("local", "none"):
+        gpu_decoder(where)
+
+
+def _validate_tasks(cfg: RunConfig) -> None:
+    tasks = cfg.simt.tasks
+    if not tasks:
+        raise ValueError("`simt.tasks` is empty: declare at least one task")
+    for name in cfg.simt.only:
+        if name not in tasks:
+            raise ValueError(
+                f"`simt.only` names unknown task {name!r}; known tasks: {sorted(tasks)}"
+            )
+    for name, task in cfg.simt.active_tasks().items():
+        key = f"simt.tasks.{name}"
+        if task.type not in TASK_TYPES:
+            raise ValueError(
+                f"`{key}.type`={task.type!r} is not a task type; known: {sorted(TASK_TYPES)}"
+            )
+        if task.weight < 0:
+            raise ValueError(f"`{key}.weight`={task.weight} must be >= 0")
+        if task.lr_mult < 0:
+            raise ValueError(f"`{key}.lr_mult`={task.lr_mult} must be >= 0")
+        if task.every < 1:
+            raise ValueError(f"`{key}.every`={task.every} must be >= 1")
+        if task.every > 1 and cfg.parallel.zero_stage > 0:
+            raise ValueError(
+                f"`{key}.every`={task.every} needs `parallel.zero_stage`=0: with ZeRO "
+                f"{cfg.parallel.zero_stage} DeepSpeed would update the absent task's parameters "
+                "with zero gradients"
+            )
+        streams = cfg.data.streams_per_task
+        if task.batch_size <= 0 or task.batch_size % streams:
+            raise ValueError(
+                f"`{key}.batch_size`={task.batch_size} must be a positive multiple of "
+                f"`data.streams_per_task`={streams}"
+            )
+        if len(task.input_size) != 2 or min(task.input_size) < 16:
+            raise ValueError(
+                f"`{key}.input_size`={list(task.input_size)} must be [h, w], each >= 16"
+            )
+        if task.max_local_batch < 0:
+            raise ValueError(
+                f"`{key}.max_local_batch`={task.max_local_batch} must be >= 0 (0: no cap)"
+            )
+
+
+def _validate_parallel(cfg: RunConfig, world_size: int) -> None:
+    ep = cfg.parallel.ep_size
+    if world_size % ep:
+        raise ValueError(
+            f"`parallel.ep_size`={ep} must divide the world size {world_size} "
+            f"({_world_origin(cfg)})"
+        )
+    if cfg.model.num_legos % ep:
+        raise ValueError(
+            f"`parallel.ep_size`={ep} must divide `model.num_legos`={cfg.model.num_legos}"
+        )
+
+
+def _validate_data(cfg: RunConfig) -> None:
+    """Everything the workers would otherwise find out about the shards: each active task is in
+    the manifest with the configured type, a usable label space, train samples for every
+    canonical stream and a non-empty `val` split (every run ends with an evaluation)."""
+    root = Path(cfg.data.root)
+    try:
+        manifest = load_manifest(root)
+    except ValueError as err:
+        raise ValueError(
+            f"`data.root`={cfg.data.root!r}: {err}. Create the synthetic corpus with "
+            f"`gppf-shards synth --out {cfg.data.root}` or convert a dataset first."
+        ) from err
+    where = root / MANIFEST_NAME
+    for name, task in cfg.simt.active_tasks().items():
+        if name not in manifest.tasks:
+            raise ValueError(
+                f"`simt.tasks.{name}`: unknown task {name!r}, not in {where} "
+                f"(which has {sorted(manifest.tasks)})"
+            )
+        entry = manifest.tasks[name]
+        if entry.type != task.type:
+            raise ValueError(
+                f"`simt.tasks.{name}.type`={task.type!r} but the manifest says {entry.type!r}"
+            )
+        try:
+            make_spec(name, task.type, (task.input_size[0], task.input_size[1]), entry.label_space)
+        except ValueError as err:
+            raise ValueError(f"{where}: label space of task {name!r}: {err}") from err
+        _validate_train_split(cfg, name, entry.splits.get("train"), where)
+        val = entry.splits.get("val")
+        if not val or not sum(sh.samples for sh in val):
+            what = "no split 'val'" if val is None else "an empty split 'val'"
+            raise ValueError(
+                f"task {name!r} has {what} in {where} (splits: {sorted(entry.splits)}); every "
+                f"run ends with an evaluation on it: add one with `gppf-shards convert ... "
+                f"--task {name} --split val`, or leave the task out with `simt.only`"
+            )
+
+
+def _validate_train_split(
+    cfg: RunConfig, name: str, shards: list[ShardInfo] | None, where: Path
+) -> None:
+    """Every canonical stream of the task's train split has samples to read."""
+    if shards is None:
+        raise ValueError(f"task {name!r} has no split 'train' in {where}")
+    streams = cfg.data.streams_per_task
+    if len(shards) < streams:
+        # More streams than shards: streams own parts of shards, read by byte range.
+        unindexed = [sh.path for sh in shards if len(sh.offsets) != sh.samples + 1]
+        samples = sum(sh.samples for sh in shards)
+        if not shards or unindexed or samples < streams:
+            why = (
+                f"its shards have no sample offsets ({unindexed[0]!r}): run `gppf-shards "
+                f"index --root {cfg.data.root}` to add them"
+                if unindexed
+                else f"it has {samples} samples"
+            )
+            raise ValueError(
+                f"`data.streams_per_task`={streams} exceeds the {len(shards)} train shards "
+                f"of task {name!r}, and {why}"
+            )
+    sizes = [sh.samples for sh in shards]
+    for stream in range(streams):
+        units = stream_units(name, sizes, streams, stream)
+        if not sum(u.size for u in units):  # its reader would look for a sample forever
+            raise ValueError(
+                f"task {name!r} split 'train': canonical stream {stream} of "
+                f"`data.streams_per_task`={streams} gets only empty shards "
+                f"{[shards[u.shard].path for u in units]}"
+            )
+
+
+def _validate_resume(cfg: RunConfig, world_size: int) -> None:
+    ckpt_dir = Path(cfg.run.dir) / "checkpoints"
+    if cfg.resume == "never":
+        if find_latest(ckpt_dir) is not None:
+            raise ValueError(
+                f"`resume`=never but `run.dir`={cfg.run.dir!r} already holds checkpoints; "
+                "use resume=auto or another run.dir"
+            )
+        return
+    if cfg.resume == "auto":
+        tag = find_latest(ckpt_dir)
+        if tag is None:
+            return
+    else:
+        step_of_tag(cfg.resume)
+        tag = cfg.resume
+        if not is_complete(ckpt_dir, tag):
+            raise ValueError(
+                f"`resume`={cfg.resume!r}: no complete checkpoint in {str(ckpt_dir)!r}"
+            )
+        resume_tag(ckpt_dir, tag)  # refuses it, naming the file, when it is damaged
+    now = Topology(world_size, cfg.parallel.ep_size, cfg.parallel.zero_stage)
+    check_topology(ckpt_dir / tag, now)

@@ -1,0 +1,169 @@
+"""The worker's watchdog: publishes where this rank is, and names the rank it waits for.
+
+The training code marks its phases with `phase(kind, task)` (a few calls per step: the start of
+a step, each forward, the gradient all-reduce, logging, checkpoint saves, each task's
+evaluation). A mark only replaces a tuple and sets an event (about 2 µs): no file, no device
+sync, no collective. A daemon thread does the rest. It writes this rank's heartbeat
+(`dist/heartbeat.py`) when the phase changes (a step's forwards at most every `MIN_GAP_S`) and
+at least every `Limits.beat_s`. When this rank has been in one phase past its allowance
+(`dist/stall.py`: `parallel.timeout_s` less a lead; start-up twice the timeout) it reads the
+other ranks' heartbeats; if some rank exited, is stopped, went silent or is behind, it prints one
+line naming it (rank, step, phase) and ends this process with `EXIT_STALLED`, so the launcher
+tears the group down (or restarts it under `launcher.max_restarts`). Without a suspect it does
+nothing: a phase slow on every rank is no hang. The same line is printed before the traceback
+when a collective raises (gloo's timeout, a peer's closed connection), whichever comes first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import sys
+import threading
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from types import TracebackType
+
+from gppf_dist.config.schema import RunConfig
+from gppf_dist.dist.env import rank_info_from_env
+from gppf_dist.dist.heartbeat import (
+    HEARTBEAT_DIR,
+    Beat,
+    attempt_token,
+    process_state,
+    read_beats,
+    write_beat,
+)
+from gppf_dist.dist.stall import (
+    EXIT_STALLED,
+    Limits,
+    Suspect,
+    failure_line,
+    find_suspects,
+    stall_line,
+)
+
+MIN_GAP_S = 0.1
+"""A step's forwards (one per task and micro-batch) are written at most ten times a second,
+however fast they come; the few other phase changes of a step are written when they happen."""
+COLLECTIVE_ERROR = re.compile(
+    r"gloo|nccl|timed out|timeout|connection (closed|reset|refused)|broken pipe|peer", re.I
+)
+
+_active: Watchdog | None = None
+
+
+def phase(kind: str, task: str = "", done: int | None = None) -> None:
+    """This rank enters a phase (`heartbeat.ORDER` lists the kinds); `done`: steps completed,
+    when it changed. A no-op when no watchdog runs (tests, tools)."""
+    if _active is not None:
+        _active.enter(kind, task, done)
+
+
+def watch(cfg: RunConfig) -> AbstractContextManager[object]:
+    """This worker's watchdog (`parallel.watchdog`), for the worker's exit stack."""
+    if not cfg.parallel.watchdog:
+        return nullcontext()
+    info = rank_info_from_env()
+    return Watchdog(Path(cfg.run.dir), info.rank, info.world_size, cfg.parallel.timeout_s)
+
+
+class Watchdog:
+    """Entered once per worker, first thing; left last (also on errors)."""
+
+    def __init__(self, run_dir: Path, rank: int, world_size: int, timeout_s: float) -> None:
+        self.directory = run_dir / HEARTBEAT_DIR
+        self.rank, self.world_size = rank, world_size
+        self.limits = Limits(float(timeout_s))
+        self.attempt = attempt_token(os.environ)
+        self.host = socket.gethostname()
+        # (steps done, kind, task, wall time, monotonic time) of the current phase.
+        self._state = (0, "start-up", "", time.time(), time.monotonic())
+        self._changed = threading.Event()
+        self._urgent = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="gppf-watchdog", daemon=True)
+
+    def enter(self, kind: str, task: str = "", done: int | None = None) -> None:
+        steps = self._state[0] if done is None else done
+        urgent = kind != "forward" or steps != self._state[0]
+        self._state = (steps, kind, task, time.time(), time.monotonic())
+        self._changed.set()
+        if urgent:
+            self._urgent.set()
+
+    def beat(self) -> Beat:
+        done, kind, task, since, _ = self._state
+        return Beat(self.rank, os.getpid(), self.host, self.attempt, done, kind, task, since,
+                    time.time())  # fmt: skip
+
+    def __enter__(self) -> Watchdog:
+        global _active
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_beat(self.directory, self.beat())
+        self._thread.start()
+        _active = self
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        global _active
+        _active = None
+        self._stop.set()
+        self._changed.set()
+        self._urgent.set()
+        self._thread.join(timeout=5)
+        if error is not None and _is_collective_error(error):
+            me = self.beat()
+            line = failure_line(me, error, self.suspects(me), time.time())
+            print(line, file=sys.stderr, flush=True)
+        if error is None:
+            self.enter("finished")
+        with contextlib.suppress(OSError):
+            write_beat(self.directory, self.beat())
+
+    def suspects(self, me: Beat) -> list[Suspect]:
+        beats = read_beats(self.directory, self.world_size)
+        silent_s = self.limits.silent_s
+        return find_suspects(me, beats, self.world_size, time.time(), silent_s, _state_of)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._changed.wait(self.limits.beat_s)
+            self._changed.clear()
+            self._urgent.clear()
+            if self._stop.is_set():
+                return
+            with contextlib.suppress(OSError):  # a full or flaky disk must not end the run
+                write_beat(self.directory, self.beat())
+            _, kind, _, _, started = self._state
+            waited = time.monotonic() - started
+            if waited > self.limits.allowance(kind):
+                self._check(waited)
+            # A new step count or phase kind is published at once (a killed rank's last step
+            # and phase are exact); the forwards of a step's tasks at most every MIN_GAP_S.
+            self._urgent.wait(MIN_GAP_S)
+
+    def _check(self, waited_s: float) -> None:
+        me = self.beat()
+        suspects = self.suspects(me)
+        if suspects:
+            line = stall_line(me, waited_s, suspects, time.time(), self.limits.timeout_s)
+            print(line, file=sys.stderr, flush=True)
+            sys.stdout.flush()
+            os._exit(EXIT_STALLED)
+
+
+def _state_of(beat: Beat) -> str | None:
+    return process_state(beat.pid, beat.host)
+
+
+def _is_collective_error(error: BaseException) -> bool:
+    return isinstance(error, RuntimeError) and bool(COLLECTIVE_ERROR.search(str(error)))

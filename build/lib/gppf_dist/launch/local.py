@@ -1,0 +1,75 @@
+"""launcher=local: the torch elastic agent starts `nproc` worker processes on this machine.
+
+Workers are fresh interpreters running `python -m gppf_dist.cli.worker <config.yaml>`; the agent
+sets RANK/WORLD_SIZE/MASTER_* and restarts all of them (up to `max_restarts`) if one fails, in
+which case they resume from the newest complete checkpoint.
+
+Restarts need a fresh store per attempt: by default the agent shares one TCPStore with the
+workers for its whole life, so a restarted gloo group would read the dead attempt's addresses
+("Connection refused" in connectFullMesh; pytorch/pytorch#135712, #167288).
+TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 makes rank 0 of each attempt host its own store on a new port.
+
+Signals (workers run in sessions of their own, so only this process sees a terminal's Ctrl-C):
+SIGTERM, SIGHUP and SIGQUIT are the agent's: it passes the signal on to the workers and waits
+for them (SIGTERM: they checkpoint and exit 0; `engine/preempt.py`). SIGINT is ours
+(`interrupts.py`): the first one says so and stops the workers the same way, a second one kills
+them at once. Either way `launch_local` raises `RunInterruptedError` and the caller reports.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from torch.distributed.elastic.multiprocessing.api import SignalException
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+from gppf_dist.config.schema import LauncherSection
+from gppf_dist.dist.env import free_port
+from gppf_dist.launch.interrupts import RunInterruptedError, agent_signals
+
+SHUTDOWN_TIMEOUT_S = 300
+"""How long the agent waits for signalled workers (a step and a checkpoint) before SIGKILL;
+TORCH_ELASTIC_SHUTDOWN_TIMEOUT overrides it."""
+
+
+class WorkersFailedError(RuntimeError):
+    pass
+
+
+def launch_local(launcher: LauncherSection, config_path: Path) -> None:
+    if launcher.max_restarts:
+        os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
+    port = launcher.master_port or free_port()
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=launcher.nproc,
+        run_id=f"gppf-{uuid.uuid4().hex[:8]}",
+        rdzv_backend="c10d",
+        rdzv_endpoint=f"127.0.0.1:{port}",
+        rdzv_configs={"is_host": True},
+        max_restarts=launcher.max_restarts,
+        monitor_interval=0.5,
+        signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",
+        shutdown_timeout=int(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT_S)),
+    )
+    with agent_signals() as stopped:
+        try:
+            elastic_launch(config, entrypoint=sys.executable)(
+                "-m", "gppf_dist.cli.worker", str(config_path)
+            )
+        except ChildFailedError as err:
+            if stopped.signal is not None:
+                raise RunInterruptedError(stopped.signal) from None
+            from gppf_dist.launch.failures import describe_failures
+
+            last = describe_failures(config_path.parent, config.run_id, err.failures)
+            raise WorkersFailedError(
+                f"a worker failed; its error is printed above.\n{err}\n{last}"
+            ) from None
+        except SignalException as err:
+            raise RunInterruptedError(err.sigval) from None

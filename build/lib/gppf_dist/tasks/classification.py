@@ -1,0 +1,104 @@
+"""Classification task type: linear head on the pooled last feature, CE (+ smoothing), top-1.
+
+Annotation: `{"label": int}` in [0, num_classes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gppf_dist.tasks.augment import augment
+from gppf_dist.tasks.base import Sample, TaskSpec
+from gppf_dist.tasks.transforms import (
+    check_image,
+    plan_geometry,
+    require_int_in,
+    to_chw,
+    warp_sample,
+    whole_image_window,
+)
+
+
+class PooledLinearHead(nn.Module):
+    """Global average pool of the last feature map, then a linear layer."""
+
+    def __init__(self, in_channels: list[int], out_features: int) -> None:
+        super().__init__()
+        self.levels = [len(in_channels) - 1]
+        self.fc = nn.Linear(in_channels[-1], out_features)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.fc(feats[-1].mean(dim=(2, 3)))
+
+
+class TopKAccuracy:
+    """Top-1 (and top-5 when there are > 5 classes) accuracy."""
+
+    def __init__(self) -> None:
+        self.correct1 = 0
+        self.correct5 = 0
+        self.count = 0
+
+    def update(self, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> None:
+        logits = outputs.detach().float().cpu()
+        labels = targets["label"].cpu()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        self.correct1 += int((top[:, 0] == labels).sum())
+        self.correct5 += int((top == labels[:, None]).any(dim=1).sum())
+        self.count += len(labels)
+
+    def state(self) -> dict[str, int]:
+        return {"correct1": self.correct1, "correct5": self.correct5, "count": self.count}
+
+    def compute(self, states: list[dict[str, int]]) -> dict[str, float]:
+        count = sum(s["count"] for s in states)
+        if count == 0:
+            return {"top1": float("nan"), "top5": float("nan")}
+        return {
+            "top1": sum(s["correct1"] for s in states) / count,
+            "top5": sum(s["correct5"] for s in states) / count,
+        }
+
+
+class ClassificationTask:
+    name = "classification"
+    primary_metric = "top1"
+    higher_is_better = True
+    couples_samples = False
+    source_window = staticmethod(whole_image_window)
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        self.label_smoothing = label_smoothing
+
+    def prepare(
+        self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, Any]:
+        w, h = check_image(sample)
+        label = require_int_in(sample, "label", spec.num_classes)
+        image = warp_sample(sample, plan_geometry(w, h, spec.input_size))
+        if train:
+            image = augment(image, rng).image
+        return to_chw(image), {"label": torch.tensor(label)}
+
+    def collate(self, targets: list[Any]) -> Any:
+        return {"label": torch.stack([t["label"] for t in targets])}
+
+    def build_head(self, in_channels: list[int], strides: list[int], spec: TaskSpec) -> nn.Module:
+        return PooledLinearHead(in_channels, spec.num_classes)
+
+    def loss(self, outputs: Any, targets: Any, groups: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(
+            outputs.float(),
+            targets["label"],
+            reduction="none",
+            label_smoothing=self.label_smoothing,
+        )
+
+    def new_metric(self, spec: TaskSpec) -> TopKAccuracy:
+        return TopKAccuracy()
