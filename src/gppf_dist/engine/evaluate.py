@@ -1,7 +1,10 @@
 """Per-task evaluation on the validation split, spread over every rank.
 
-Each rank evaluates part `rank` of `world_size` of every task's validation samples; metric
-states are gathered to all ranks and merged, so every rank issues the same collectives.
+Each rank evaluates part `rank` of `world_size` of every task's validation samples. Metric
+states are gathered to rank 0, which merges them (COCO mAP, retrieval over every embedding: the
+work is done once, not on every rank, and no rank but 0 holds every state); the results reach
+every rank in one broadcast at the end, a metric's failure too, so every rank issues the same
+collectives and raises together.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def evaluate(
     was_training = model.training
     model.eval()
     results: dict[str, dict[str, float]] = {}
+    failure: str | None = None
     try:
         for name in sorted(specs):
             phase("evaluation", name)
@@ -72,13 +76,23 @@ def evaluate(
                 if ep is not None:
                     ep.finish(torch.zeros((), device=device))
                 metric.update(move_to(outputs, torch.device("cpu")), batch.targets)
-            states: list[Any] = [None] * world_size
-            dist.all_gather_object(states, metric.state())
-            values = metric.compute(states)
-            primary = task_type.primary_metric
-            results[name] = {primary: values[primary], **values}  # primary metric first
+            states: list[Any] | None = [None] * world_size if rank == 0 else None
+            dist.gather_object(metric.state(), states, dst=0)
+            if states is not None and failure is None:
+                try:
+                    values = metric.compute(states)
+                except Exception as err:  # every rank raises it, after the broadcast
+                    failure = f"evaluation of {name!r} failed on rank 0: {err!r}"
+                    continue
+                primary = task_type.primary_metric
+                results[name] = {primary: values[primary], **values}  # primary metric first
+        shared: list[Any] = [results, failure]
+        dist.broadcast_object_list(shared, src=0)
+        results, failure = shared
     finally:
         model.train(was_training)
+    if failure is not None:
+        raise RuntimeError(failure)
     return results
 
 
