@@ -51,9 +51,12 @@ def is_slow(item: pytest.Item) -> bool:
 SHARED_RESOURCES = {
     "test_cluster_slurm": "slurm-cluster",
     "test_cluster_slurm_two_nodes": "slurm-cluster",
+    "test_export_cli": "demo-export",
+    "test_finetune_cli": "demo-export",
 }
-"""Modules that use one resource of this machine: the local two-node Slurm cluster (a two-node
-job of one module would otherwise queue behind the other's and its timings with it)."""
+"""Modules scheduled together: those using the local two-node Slurm cluster (a two-node job of
+one module would otherwise queue behind the other's, and its timings with it), and those using
+the session's `demo_export` (trained and exported once, not once per worker)."""
 
 
 def xdist_group(item: pytest.Item) -> str:

@@ -8,6 +8,7 @@ count, the same run from the restored state on at another.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -74,12 +75,20 @@ def test_decode_workers_do_not_change_the_losses(
     assert losses(tmp_path) == losses(straight(2, 5))
 
 
+@pytest.fixture(scope="module")
+def stopped_at_3(tmp_path_factory: pytest.TempPathFactory, demo_shards: Path) -> Path:
+    """A run at 2 processes that ended after step 3 (each resume test resumes a copy of it)."""
+    run_dir = tmp_path_factory.mktemp("stopped") / "run"
+    run_train(run_dir, demo_shards, "launcher.nproc=2", "trainer.max_steps=3", *COMMON)
+    return run_dir
+
+
 @pytest.mark.parametrize("resume_nproc", [2, 3, 1])
 def test_resume_gives_the_uninterrupted_losses(
-    straight: Straight, demo_shards: Path, tmp_path: Path, resume_nproc: int
+    straight: Straight, stopped_at_3: Path, demo_shards: Path, tmp_path: Path, resume_nproc: int
 ) -> None:
     run_dir = tmp_path / "run"
-    run_train(run_dir, demo_shards, "launcher.nproc=2", "trainer.max_steps=3", *COMMON)
+    shutil.copytree(stopped_at_3, run_dir)
     run_train(
         run_dir, demo_shards, f"launcher.nproc={resume_nproc}", "trainer.max_steps=6", *COMMON
     )
