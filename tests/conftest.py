@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -59,21 +60,35 @@ one module would otherwise queue behind the other's, and its timings with it), a
 the session's `demo_export` (trained and exported once, not once per worker)."""
 
 
-def xdist_group(item: pytest.Item) -> str:
+def schedule_group(nodeid: str) -> str:
     """The unit a test is scheduled with: its module (module fixtures, such as a reference run,
     are built once), or the shared resource its module uses."""
-    path = Path(str(item.fspath))
-    return SHARED_RESOURCES.get(path.stem, str(path.relative_to(REPO)))
+    module = nodeid.split("::", 1)[0]
+    return SHARED_RESOURCES.get(Path(module).stem, module)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the slow tier before `-m` selects (tryfirst: ahead of pytest's own marker filter),
-    and each test's xdist group."""
+    """Mark the slow tier before `-m` selects (tryfirst: ahead of pytest's own marker filter)."""
     for item in items:
         if is_slow(item):
             item.add_marker(pytest.mark.slow)
-        item.add_marker(pytest.mark.xdist_group(xdist_group(item)))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`--dist loadgroup` schedules by `schedule_group`, decided here from node ids on the
+    controller. (xdist's own `xdist_group` marks take effect by renaming node ids on the
+    workers, which pytest 9.2 no longer honours: tests of one module ran on both workers.)"""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return schedule_group(nodeid)
+
+    return ByGroup(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,14 @@
 """A built wheel is the whole product: installed away from the checkout, `gppf-train` finds its
 configs (and `launcher=slurm` its sbatch script) inside the package and trains from an empty
-folder. The wheel is built offline from this checkout (no build isolation, no dependencies) and
-installed into a target folder that comes first on the path, so nothing of the checkout is read.
+folder. The wheel is built offline from a copy of this checkout (no build isolation, no
+dependencies) and installed into a target folder that comes first on the path, so nothing of
+the checkout is read.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,7 +25,11 @@ REPO = Path(__file__).resolve().parents[2]
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(the wheel, the folder it is installed into)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    build = [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps",
+    # built from a copy: setuptools builds in the source tree (build/, egg-info)
+    source = tmp / "source"
+    skip = shutil.ignore_patterns(".git", ".venv", "build", "runs", "shards", "*.egg-info")
+    shutil.copytree(REPO, source, symlinks=True, ignore=skip)
+    build = [sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
              "--no-build-isolation", "--no-index", "-q", "-w", str(tmp / "dist")]  # fmt: skip
     proc = subprocess.run(build, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

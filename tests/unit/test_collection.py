@@ -7,6 +7,7 @@ tracks with the files `pytest --collect-only` reports, and names any it missed.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -67,3 +68,34 @@ def test_the_guard_names_a_folder_pytest_skips(tmp_path: Path) -> None:
     ours = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     _tree(tmp_path / "ours", ours["norecursedirs"])
     assert uncollected(tmp_path / "ours") == []
+
+
+def test_make_tests_parallel_schedule_keeps_each_module_on_one_worker(tmp_path: Path) -> None:
+    """`make test`'s `-n 2 --dist loadgroup` with tests/conftest.py's scheduler: every test of a
+    module runs on the same worker (its module fixtures are built once), and the modules named
+    in SHARED_RESOURCES run together. (xdist's own group marks silently stopped grouping under
+    pytest 9.2; this runs a real two-worker session to see it.)"""
+    tests = tmp_path / "tests"
+    (tests / "integration").mkdir(parents=True)
+    (tests / "conftest.py").write_text(
+        "from tests.conftest import pytest_xdist_make_scheduler  # noqa: F401\n"
+    )
+    body = "".join(f"def test_{i}():\n    pass\n\n\n" for i in range(4))
+    for name in ("test_one", "test_two", "test_cluster_slurm", "test_cluster_slurm_two_nodes"):
+        (tests / "integration" / f"{name}.py").write_text(body)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadgroup", "-v",
+         "-p", "no:cacheprovider", "--rootdir", str(tmp_path), str(tests)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    workers: dict[str, set[str]] = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("[gw") and "PASSED" in line:
+            module = Path(line.split("PASSED ")[1].split("::")[0]).stem
+            workers.setdefault(module, set()).add(line.split("]")[0])
+    assert sorted(workers) == ["test_cluster_slurm", "test_cluster_slurm_two_nodes",
+                               "test_one", "test_two"], proc.stdout  # fmt: skip
+    assert all(len(w) == 1 for w in workers.values()), workers
+    assert workers["test_cluster_slurm"] == workers["test_cluster_slurm_two_nodes"]

@@ -1,1 +1,0 @@
-"""gppf_dist: distributed multi-task pre-training of GPPF."""
