@@ -22,7 +22,7 @@ from gppf_dist.checkpoint.manager import LATEST, step_tags, tag_for_step
 from gppf_dist.checkpoint.marker import Topology, read_marker
 from gppf_dist.checkpoint.saving import CheckpointSaveError, write_torch
 from gppf_dist.checkpoint.store import Checkpointer
-from gppf_dist.dist.env import init_distributed, shutdown_distributed
+from gppf_dist.dist.env import init_distributed, leave_distributed
 from gppf_dist.logging.metrics import read_metrics
 from tests.dist.harness import run_distributed
 
@@ -179,7 +179,7 @@ def save_fail_restore(run_dir: Path) -> tuple[list[str], int, int]:
         (run_dir / "checkpoints" / tag_for_step(6) / "rank_1.pt").write_bytes(b"torn")
     dist.barrier()
     fallback = ckpt.restore("auto")
-    shutdown_distributed()
+    leave_distributed(finished=True)
     assert resumed is not None and fallback is not None
     return failures, resumed.step, fallback.step
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,9 +206,19 @@ def init_distributed(backend: str, device: torch.device, timeout_s: int) -> Rank
     return info
 
 
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+def leave_distributed(
+    finished: bool, destroy: Callable[[], None] = dist.destroy_process_group
+) -> None:
+    """Leave the process groups. A rank that finished first waits for every peer (a barrier:
+    no rank destroys its groups while a peer still evaluates, saves or logs; on NCCL an
+    unordered teardown hangs), then `destroy`s every group, subgroups included (a library that
+    keeps references to them passes its own destroy, which drops them). A rank leaving on an
+    error skips the barrier: its peers may never get there."""
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier()
+    destroy()
 
 
 def print0(*args: object, **kwargs: object) -> None:

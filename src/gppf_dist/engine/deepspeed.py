@@ -72,6 +72,18 @@ def create_engine(
     return Engine(engine)
 
 
+def destroy_groups() -> None:
+    """Destroy every process group through DeepSpeed's communication layer, which also drops
+    the references its modules keep (expert, data-parallel and world groups): none is left for
+    the interpreter's finalization to tear down out of order."""
+    import deepspeed.comm as ds_comm
+
+    if ds_comm.is_initialized():
+        ds_comm.destroy_process_group()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def engine_args(device: torch.device) -> SimpleNamespace | None:
     """`deepspeed.initialize`'s `args`: on CUDA, the device this rank picked (`dist/env.py`).
 

@@ -31,12 +31,13 @@ from gppf_dist.dist.env import (
     RankInfo,
     configure_cuda_math,
     init_distributed,
+    leave_distributed,
     pick_device,
     rank_info_from_env,
-    shutdown_distributed,
 )
 from gppf_dist.dist.threads import configure_threads
 from gppf_dist.engine.assemble import AssembledStep, assemble_step
+from gppf_dist.engine.deepspeed import destroy_groups
 from gppf_dist.engine.evaluate import evaluate
 from gppf_dist.engine.experts import locality_affinity, resumed_placement
 from gppf_dist.engine.finetune import prepare_model
@@ -91,13 +92,20 @@ def run_worker(cfg: RunConfig) -> None:
 # ---- act 1: build ---------------------------------------------------------------------------
 
 
+def _leave_groups(exc_type: type[BaseException] | None, exc: object, tb: object) -> bool:
+    """The last thing a worker does: leave the process groups (`dist/env.py`; a barrier first
+    only if the worker finished), through DeepSpeed, which drops its references to them."""
+    leave_distributed(finished=exc_type is None, destroy=destroy_groups)
+    return False  # never swallows the exception it leaves on
+
+
 def build(cfg: RunConfig, opened: ExitStack) -> Worker:
     """Process group, checks, tasks, the assembled step, resume, loaders, logging."""
     opened.enter_context(watch(cfg))  # heartbeats; names a rank that stops answering
     threads = configure_threads(cfg.trainer.cpu_threads)
     device = pick_device(cfg.trainer.device, rank_info_from_env())
     info = init_distributed(cfg.parallel.backend, device, cfg.parallel.timeout_s)
-    opened.callback(shutdown_distributed)
+    opened.push(_leave_groups)
     if info.is_main:
         print(f"workers: {info.world_size} on {device.type}; rank 0 runs {threads}", flush=True)
     configure_cuda_math(device, tf32=cfg.trainer.tf32, cudnn_benchmark=cfg.trainer.cudnn_benchmark)
