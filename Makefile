@@ -46,7 +46,7 @@ test: $(STAMP) ## Lint, then the whole suite: the fast tier, then the slow one, 
 	@$(call timed,fast tier,-m "not slow" --durations=10 tests); fast=$$?; \
 	$(call timed,slow tier,-m slow --durations=25 tests); slow=$$?; exit $$(( fast | slow ))
 
-test-fast: $(STAMP) ## The fast tier for the inner loop: unit and engine-free distributed tests (~70 s)
+test-fast: $(STAMP) ## The fast tier for the inner loop: unit and engine-free distributed tests (~1.5 min)
 	@$(call timed,fast tier,-m "not slow" --durations=10 tests)
 
 test-unit: $(STAMP) ## Unit tests only (no process groups)
