@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -14,6 +14,9 @@ from hydra.core.global_hydra import GlobalHydra
 from gppf_dist.config.load import to_run_config
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.config.store import register_schema
+
+if TYPE_CHECKING:
+    from tests.dist.run_pool import PoolRuns
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
@@ -35,8 +38,9 @@ SLOW_DIST_MODULES = {
 }
 """tests/dist modules whose ranks build a DeepSpeed engine (6-50 s a test on 2 cores); the
 exchange and sharding tests without an engine stay fast (3-8 s)."""
-SLOW_FIXTURES = {"demo_export", "demo_shards"}
-"""The demo pre-trained and exported through the CLIs; the demo's full-size corpus."""
+SLOW_FIXTURES = {"demo_export", "demo_shards", "pool_runs"}
+"""The demo pre-trained and exported through the CLIs; the demo's full-size corpus; whole
+training runs on pooled workers (`tests/dist/run_pool.py`)."""
 
 
 def is_slow(item: pytest.Item) -> bool:
@@ -102,6 +106,17 @@ def compose_run() -> Callable[..., RunConfig]:
             return to_run_config(compose("train", overrides=list(overrides)))
 
     return _compose
+
+
+@pytest.fixture(scope="session")
+def pool_runs(compose_run: Callable[..., RunConfig]) -> Iterator[PoolRuns]:
+    """pool_runs.train(run_dir, shards, *overrides): a `gppf-train` run (the CLI's config and
+    checks, then `run_worker` on every rank) on worker processes spawned once per session."""
+    from tests.dist.run_pool import PoolRuns
+
+    runs = PoolRuns(compose_run)
+    yield runs
+    runs.close()
 
 
 @pytest.fixture(scope="session")

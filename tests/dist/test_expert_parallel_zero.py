@@ -5,7 +5,7 @@ clipping active, and reports the global gradient norm.
 The optimizer is plain SGD so that the update is -lr x the clipped gradient: a wrong gradient
 scale (say, lego gradients E times too large), a lego counted twice in the norm, or a clip by a
 partial norm all change the parameters. (Adam would hide a uniform scale error.) The worker's
-AdamW path runs end to end in tests/integration/test_expert_parallel_cli.py.
+AdamW path runs end to end in tests/dist/test_expert_parallel_runs.py.
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def test_finetuning_reaches_well_above_chance(
 def test_the_same_losses_at_one_and_two_workers(
     demo_export: tuple[Path, Path], shapes: Path, tmp_path: Path
 ) -> None:
-    from .trajectories import assert_same_run, records
+    from ..trajectories import assert_same_run, records
 
     _, export = demo_export
     runs = []
