@@ -6,12 +6,16 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 SHARDS ?= shards
+WHEELHOUSE ?= wheelhouse
+WHEEL_PYTHONS ?= 3.11 3.12
+GPU_CHECK_PYTHON ?= 3.12
 # DS_ACCELERATOR is left to the machine: the workers set it to cpu where torch sees no CUDA, and
 # DeepSpeed picks CUDA on a GPU node (a cpu forced here would put the model on the host there).
 export WANDB_SILENT := true
 export OMP_NUM_THREADS ?= 1
 
-.PHONY: help setup demo test test-fast test-unit test-dist test-integration gpu-check lint fmt shards clean
+.PHONY: help setup demo test test-fast test-unit test-dist test-integration gpu-check wheelhouse \
+	wheelhouse-gpu-check lint fmt shards clean
 
 # pytest, timed: $(call timed,TIER,ARGS) runs pytest with ARGS in a subshell, prints
 # "== TIER: N s wall (exit RC)" and exits with pytest's status. Each tier runs on TEST_JOBS
@@ -42,7 +46,7 @@ demo: $(STAMP) $(SHARDS)/manifest.json ## Pre-train tiny GPPF with SIMT on 2 CPU
 	$(VENV)/bin/gppf-train experiment=demo
 
 test: $(STAMP) ## Lint, then the whole suite: the fast tier, then the slow one, each timed
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests tools
 	@$(call timed,fast tier,-m "not slow" --durations=10 tests); fast=$$?; \
 	$(call timed,slow tier,-m slow --durations=25 tests); slow=$$?; exit $$(( fast | slow ))
 
@@ -58,16 +62,29 @@ test-dist: $(STAMP) ## Distributed tests (real gloo process groups)
 test-integration: $(STAMP) ## End-to-end CLI tests
 	$(VENV)/bin/pytest -q tests/integration
 
-gpu-check: $(STAMP) ## GPU checks of DESIGN.md §6 as one JSON, also in runs/gpu-check.json (CPU smoke without CUDA)
+# `make gpu-check PYTHON=/path/to/python3` (PYTHON given on the command line): no .venv and no
+# network; that interpreter's torch, the rest from $(WHEELHOUSE) (tools/gpu_check_offline.sh).
+ifeq ($(origin PYTHON),command line)
+gpu-check: ## GPU checks of DESIGN.md §6 as one JSON, also in runs/gpu-check.json (CPU smoke without CUDA); PYTHON=/path: offline, that torch
+	tools/gpu_check_offline.sh $(PYTHON) $(WHEELHOUSE) runs/gpu-check.json
+else
+gpu-check: $(STAMP)
 	$(VENV)/bin/gppf-bench gpu-check --out runs/gpu-check.json
+endif
+
+wheelhouse: $(STAMP) ## Wheels of gppf_dist and every runtime dependency but torch, Python 3.11 and 3.12, in wheelhouse/
+	$(PY) tools/wheelhouse.py --out $(WHEELHOUSE) $(foreach v,$(WHEEL_PYTHONS),--python $(v))
+
+wheelhouse-gpu-check: $(STAMP) ## The wheels `make gpu-check PYTHON=...` installs (no W&B), for GPU_CHECK_PYTHON (default 3.12), in wheelhouse/gpu-check/
+	$(PY) tools/wheelhouse.py --set gpu-check --out $(WHEELHOUSE)/gpu-check $(foreach v,$(GPU_CHECK_PYTHON),--python $(v))
 
 lint: $(STAMP) ## ruff check and format check
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests tools
+	$(VENV)/bin/ruff format --check src tests tools
 
 fmt: $(STAMP) ## Format and auto-fix with ruff
-	$(VENV)/bin/ruff format src tests
-	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests tools
+	$(VENV)/bin/ruff check --fix src tests tools
 
 clean: ## Remove runs and generated shards (keeps .venv)
 	rm -rf runs outputs $(SHARDS)/manifest.json $(SHARDS)/*/

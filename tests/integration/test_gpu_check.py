@@ -93,6 +93,19 @@ def test_host_syncs_step_and_data(smoke: tuple[dict[str, Any], str, Path]) -> No
     assert positive(path["compute_s_event_timed"])
 
 
+def test_a_real_run_checkpoints_resumes_evaluates_and_starts_as_srun_does(
+    smoke: tuple[dict[str, Any], str, Path],
+) -> None:
+    """The `train` job: gppf-train for 2 steps, then resumed to 4 (the output said so, or the
+    job fails), an evaluation after each, then a rank started with LOCAL_RANK=3 alone."""
+    train = smoke[0]["train"]
+    assert train["ok"] and train["steps"] == 4 and train["resumed_at"] == 2, train
+    assert len(train["losses"]) == 4 and positive(*train["losses"])
+    tasks = ["attr", "cls_object", "cls_scene", "det", "face", "pose", "reid", "seg"]
+    assert sorted(train["eval_after_2"]) == sorted(train["eval_after_4"]) == tasks
+    assert train["srun_like"]["local_rank"] == 3 and train["srun_like"]["steps"] == [1]
+
+
 def test_a_failing_job_is_recorded_and_counted() -> None:
     run = Runner(budget_s=120, env=dict(os.environ))
     result = run("broken", {"kind": "no-such-job"}, timeout_s=60)

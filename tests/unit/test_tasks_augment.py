@@ -1,4 +1,4 @@
-"""Train-time augmentation (albumentations): determined by the sample's rng alone, consistent."""
+"""Train-time augmentation: determined by the sample's rng alone, consistent with its targets."""
 
 from __future__ import annotations
 

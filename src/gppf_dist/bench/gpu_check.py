@@ -13,6 +13,10 @@ one H100/H200), printed as one JSON object (`--out FILE` writes it there too):
 * `device_path`: pinned batches prefetched on a side stream and CUDA-event timings on the real
   device (`bench/device_path.py`): batches arrive identical; wait per batch against a blocking
   copy.
+* `train`: a real `gppf-train` of the demo model (real `TaskLoader`s and prefetcher) on a small
+  synthetic corpus: 2 steps and a checkpoint, a resume to step 4, the evaluation after each
+  (`eval.json`'s metrics); then one step started as `srun --gpus-per-task=1` starts a rank
+  (`launcher=none`, LOCAL_RANK=3, one visible device) through `deepspeed.initialize`.
 
 Every job runs in its own process under a timeout, so an out-of-memory error, a crash or a hang
 in one cannot hide the others; a failed job records its error text, and the command exits 1.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
@@ -60,6 +65,7 @@ def _settings(smoke: bool) -> dict[str, Any]:
             "step": ["--nproc", "1", "--model", "gppf_r50", "--batch", "64", *BF16],
             "data": {"seconds": 16.0, "tasks": []},
             "device_path": {"num_batches": 8, "batch": 256, "size": 224},
+            "train": {"precision": "bf16"},
             "timeout_s": {
                 "throughput": 120,
                 "det": 60,
@@ -67,6 +73,7 @@ def _settings(smoke: bool) -> dict[str, Any]:
                 "step": 150,
                 "data": 60,
                 "device_path": 60,
+                "train": 150,
             },  # fmt: skip
         }
     timed = ["--size", "64", "--batch", "4", "--warmup", "1", "--steps", "2", *BF16]
@@ -82,6 +89,7 @@ def _settings(smoke: bool) -> dict[str, Any]:
         + ["--steps", "1", "--blocks", "1", "--warmup", "1", "--threads", "1"],
         "data": {"seconds": 2.0, "tasks": ["cls_object", "det"]},
         "device_path": {"num_batches": 3, "batch": 2, "size": 32},
+        "train": {"precision": "fp32"},
         "timeout_s": {
             "throughput": 90,
             "det": 90,
@@ -89,6 +97,7 @@ def _settings(smoke: bool) -> dict[str, Any]:
             "step": 120,
             "data": 90,
             "device_path": 60,
+            "train": 150,
         },  # fmt: skip
     }
 
@@ -191,6 +200,81 @@ def _data_job(seconds: float, tasks: list[str]) -> dict[str, Any]:
     return {**result, "measured_s": seconds, "cpu_count": os.cpu_count()}
 
 
+def _steps(run_dir: Path) -> list[dict[str, Any]]:
+    """The run's `metrics.jsonl` records (JSON lines)."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _gppf_train(run_dir: Path, shards: Path, overrides: list[str], env: dict[str, str]) -> str:
+    """One `gppf-train` of the demo on `shards` (the installed CLI, as a user runs it); its
+    output, or RuntimeError with the output's end."""
+    cmd = [sys.executable, "-m", "gppf_dist.cli.train", "experiment=demo", f"run.dir={run_dir}",
+           f"data.root={shards}", "logger=none", "trainer.progress=false",
+           "trainer.eval_at_start=false", "trainer.eval_batch_size=16", *overrides]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd[2:])}: exit {proc.returncode}\n"
+                           f"{_tail(proc.stdout + proc.stderr)}")  # fmt: skip
+    return proc.stdout
+
+
+def _train_job(precision: str) -> dict[str, Any]:
+    """A real run end to end: 2 steps and a checkpoint, a resume to step 4 (the optimizer state
+    restored onto the device), the evaluation at the end of each; then one step started as
+    `srun --gpus-per-task=1` starts a rank (`launcher=none`, LOCAL_RANK=3, one visible
+    device) through `deepspeed.initialize`."""
+    from gppf_dist.data.synth import write_synthetic_corpus
+    from gppf_dist.dist.env import free_port
+
+    env = dict(os.environ)
+    with tempfile.TemporaryDirectory(prefix="gppf-gpu-check-train-") as tmp:
+        shards, run_dir = Path(tmp, "shards"), Path(tmp, "run")
+        write_synthetic_corpus(shards, samples_per_task=64, val_per_task=16, seed=0,
+                               samples_per_shard=16)  # fmt: skip
+        common = [
+            "launcher.nproc=1",
+            "trainer.checkpoint_every=2",
+            f"trainer.precision={precision}",
+        ]
+        _gppf_train(run_dir, shards, [*common, "trainer.max_steps=2"], env)
+        first_eval = json.loads((run_dir / "eval.json").read_text())
+        out = _gppf_train(run_dir, shards, [*common, "trainer.max_steps=4"], env)
+        if "resuming from checkpoint at step 2" not in out:
+            raise RuntimeError(f"the second run did not resume from step 2:\n{_tail(out)}")
+        records = _steps(run_dir)
+        final_eval = json.loads((run_dir / "eval.json").read_text())
+
+        srun_env = {**env, "RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "3",
+                    "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                    "MASTER_PORT": str(free_port())}  # fmt: skip
+        if torch.cuda.is_available():  # one visible device, whatever this machine has
+            visible = env.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+            srun_env["CUDA_VISIBLE_DEVICES"] = visible
+        srun_dir = Path(tmp, "srun")
+        _gppf_train(srun_dir, shards, ["launcher=none", "trainer.max_steps=1",
+                                       f"trainer.precision={precision}"], srun_env)  # fmt: skip
+        srun_steps = [r["step"] for r in _steps(srun_dir)]
+    losses = [r["loss"] for r in records]
+    if [r["step"] for r in records] != [1, 2, 3, 4] or not all(map(math.isfinite, losses)):
+        raise RuntimeError(
+            f"steps/losses after the resume: {[(r['step'], r['loss']) for r in records]}"
+        )
+    return {
+        "steps": 4,
+        "resumed_at": 2,
+        "losses": losses,
+        "eval_after_2": first_eval["tasks"],
+        "eval_after_4": final_eval["tasks"],
+        "srun_like": {
+            "local_rank": 3,
+            "visible_devices": srun_env.get("CUDA_VISIBLE_DEVICES"),
+            "steps": srun_steps,
+        },  # fmt: skip
+        "precision": precision,
+    }
+
+
 def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     kind = job["kind"]
     if kind == "throughput":
@@ -207,6 +291,8 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         from gppf_dist.bench import device_path
 
         return device_path.run(job["num_batches"], job["batch"], job["size"])
+    if kind == "train":
+        return _train_job(job["precision"])
     raise ValueError(f"job kind {kind!r}: unknown")
 
 
@@ -331,6 +417,7 @@ def check(peak_tflops: float | None, smoke: bool, budget_s: float) -> dict[str, 
     )
     job = {"kind": "device_path", **cfg["device_path"]}
     summary["device_path"] = run("device_path", job, timeouts["device_path"])
+    summary["train"] = run("train", {"kind": "train", **cfg["train"]}, timeouts["train"])
     summary["failed"] = run.failed
     summary["wall_s"] = round(time.monotonic() - start, 1)
     return summary
