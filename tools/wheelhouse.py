@@ -10,7 +10,7 @@ versions are the ones our tests ran with. For each target Python, binary wheels 
 x86_64 come from the package index; a package published only as a source archive is built here
 once, and must give a pure-Python wheel (DeepSpeed: built without ops, which it compiles at run
 time). `<out>/requirements.txt` pins the set; `--set gpu-check` leaves out what `gppf-bench
-gpu-check` never imports (W&B, SciPy), so those wheels travel with a source tree.
+gpu-check` never imports (W&B).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 PROJECT = "gppf_dist"
 NEVER = {"torch"}
 """The cluster's own build stays: no wheel of it, nor of what only it needs."""
-SETS = {"all": set(), "gpu-check": {"wandb", "scipy"}}
+SETS = {"all": set(), "gpu-check": {"wandb"}}
 """Each set: the project's direct requirements it leaves out (with what only they need)."""
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 REPO = Path(__file__).resolve().parents[1]

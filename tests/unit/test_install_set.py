@@ -1,7 +1,6 @@
-"""What `make wheelhouse-gpu-check` leaves out is never imported on gpu-check's paths: the
-training step, the task types' train-time preparation and the benchmarks run without W&B,
-SciPy, OpenCV or albumentations (those wheels would not fit the 48 MiB that travel with a
-source tree to an offline GPU machine)."""
+"""What `make wheelhouse-gpu-check` leaves out (`tools/wheelhouse.py`'s "gpu-check" set) is never
+imported on gpu-check's paths: the training step, the task types' train-time preparation and
+the benchmarks run without W&B."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ import textwrap
 
 from gppf_dist.tasks.demo import demo_specs
 
-LEFT_OUT = ("wandb", "scipy", "cv2", "albumentations")
+LEFT_OUT = ("wandb",)
 
 SCRIPT = textwrap.dedent(
     """

@@ -1,4 +1,4 @@
-"""Train-time augmentation: determined by the sample's rng alone, consistent with its targets."""
+"""Train-time augmentation (albumentations): determined by the sample's rng alone, consistent."""
 
 from __future__ import annotations
 

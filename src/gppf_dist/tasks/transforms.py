@@ -7,8 +7,8 @@ padded with zeros) is resized to `out_w × out_h`, then optionally flipped. Poin
 resize with a box maps pixel centres, so boxes, masks and keypoints stay aligned with the image.
 
 This is the whole of evaluation-time preprocessing. Training-time augmentation (random crop,
-flip, colour jitter) is applied afterwards, on the warped image and its targets, by the same
-kind of `Geometry` (`gppf_dist.tasks.augment`).
+flip, colour jitter) is applied afterwards, on the warped image and its targets, through
+albumentations (`gppf_dist.tasks.augment`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -101,44 +102,28 @@ def to_chw(image: np.ndarray) -> torch.Tensor:
 
 
 BILINEAR_MAX_DOWNSCALE = 2.0
-"""A libjpeg-turbo image is warped with a plain bilinear filter (`warp_bilinear`) when the warp
-shrinks it by at most this much (the DCT did the rest of the downscaling); otherwise, and for
-Pillow-decoded images, with Pillow's antialiasing resize."""
-
-
-def _bilinear_taps(
-    n_out: int, start: float, scale: float, flip: bool, size: int, replicate: bool
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Along one axis: for each output pixel, the two source pixels and their weights. Output
-    pixel centres map to source coordinates as `Geometry.points` maps points; outside the image
-    the edge pixel is repeated (`replicate`) or black (zero weight)."""
-    u = np.arange(n_out, dtype=np.float64) + 0.5
-    if flip:
-        u = n_out - u
-    src = start + u / scale - 0.5  # in pixel-centre coordinates
-    lo = np.floor(src).astype(np.int64)
-    frac = (src - lo).astype(np.float32)
-    hi = lo + 1
-    w_lo, w_hi = 1.0 - frac, frac
-    if not replicate:
-        w_lo = np.where((lo >= 0) & (lo < size), w_lo, 0.0).astype(np.float32)
-        w_hi = np.where((hi >= 0) & (hi < size), w_hi, 0.0).astype(np.float32)
-    return np.clip(lo, 0, size - 1), np.clip(hi, 0, size - 1), w_lo, w_hi
+"""A libjpeg-turbo image is warped with a plain bilinear filter (OpenCV) when the warp shrinks it
+by at most this much (the DCT did the rest of the downscaling); otherwise, and for Pillow-decoded
+images, with Pillow's antialiasing resize."""
 
 
 def warp_bilinear(image: np.ndarray, geo: Geometry) -> np.ndarray:
     """HxWx3 uint8 → out_h x out_w x 3 uint8 by bilinear sampling at the output pixel centres
     (the same point mapping as `warp_array`); outside the image is black where the window leaves
-    it, the edge pixel repeated where it does not (as Pillow's resize does). The warp is
-    axis-aligned, so it runs as two one-dimensional passes: rows, then columns."""
+    it, the edge pixel repeated where it does not (as Pillow's resize does)."""
     h, w = image.shape[:2]
+    ax, ay = 1.0 / geo.sx, 1.0 / geo.sy
+    bx = geo.x0 + (geo.out_w - 0.5 if geo.flip else 0.5) * ax - 0.5
+    inverse = np.array([[-ax if geo.flip else ax, 0.0, bx], [0.0, ay, geo.y0 + 0.5 * ay - 0.5]])
     inside = geo.x0 >= 0 and geo.y0 >= 0 and geo.x1 <= w and geo.y1 <= h
-    y_lo, y_hi, wy_lo, wy_hi = _bilinear_taps(geo.out_h, geo.y0, geo.sy, False, h, inside)
-    x_lo, x_hi, wx_lo, wx_hi = _bilinear_taps(geo.out_w, geo.x0, geo.sx, geo.flip, w, inside)
-    rows = image[y_lo].astype(np.float32) * wy_lo[:, None, None]
-    rows += image[y_hi].astype(np.float32) * wy_hi[:, None, None]
-    out = rows[:, x_lo] * wx_lo[None, :, None] + rows[:, x_hi] * wx_hi[None, :, None]
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    return cv2.warpAffine(
+        image,
+        inverse,
+        (geo.out_w, geo.out_h),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_REPLICATE if inside else cv2.BORDER_CONSTANT,
+        borderValue=(0, 0, 0),
+    )
 
 
 def warp_sample(sample: Sample, geo: Geometry) -> np.ndarray:
