@@ -9,7 +9,8 @@ once per test session and kept: a worker's imports (torch, torch._dynamo, DeepSp
 a process on the 2-core CI machine, ~75% of a 5-step demo run. Each run gets a fresh rendezvous
 port (so a fresh attempt for the heartbeats and watchdog) and tears its process group down
 the normal way, so one run leaves nothing to the next: a test here compares runs of one pool
-with each other and `test_pool_runs_are_the_cli_runs` compares a pool run with the CLI's.
+with each other, and `tests/integration/test_simt_cli.py` and `test_expert_parallel_cli.py` each
+check a pooled run against `gppf-train`'s own.
 
 A rank that raises, or a run past its deadline, ends every process of the pool (a peer may be
 blocked in a collective) and raises here with the rank's traceback; the next run starts a new
