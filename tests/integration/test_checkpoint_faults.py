@@ -25,6 +25,7 @@ from gppf_dist.checkpoint.store import Checkpointer
 from gppf_dist.dist.env import init_distributed, leave_distributed
 from gppf_dist.logging.metrics import read_metrics
 from tests.dist.harness import run_distributed
+from tests.dist.run_pool import PoolRuns
 
 from .test_train_cli import run_train, train_cmd
 
@@ -38,9 +39,22 @@ def step_losses(run_dir: Path) -> dict[int, float]:
 
 
 @pytest.fixture(scope="module")
-def undisturbed(tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path) -> Path:
+def undisturbed(
+    pool_runs: PoolRuns, tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path
+) -> Path:
+    """6 steps straight (on pooled workers: gppf-train's run without the process starts)."""
     run_dir = tmp_path_factory.mktemp("undisturbed") / "run"
-    run_train(run_dir, tiny_shards, *ARGS, "trainer.max_steps=6")
+    pool_runs.train(run_dir, tiny_shards, *ARGS, "trainer.max_steps=6")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def stopped_at_4(
+    pool_runs: PoolRuns, tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path
+) -> Path:
+    """A run that ended at step 4, checkpoints at 2 and 4; each test damages a copy."""
+    run_dir = tmp_path_factory.mktemp("stopped_at_4") / "run"
+    pool_runs.train(run_dir, tiny_shards, *ARGS, "trainer.max_steps=4")
     return run_dir
 
 
@@ -55,10 +69,10 @@ def damage(path: Path, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["truncate", "flip_bytes"])
 def test_damaged_newest_checkpoint_falls_back_and_gives_the_same_losses(
-    tmp_path: Path, tiny_shards: Path, undisturbed: Path, how: str
+    tmp_path: Path, tiny_shards: Path, undisturbed: Path, stopped_at_4: Path, how: str
 ) -> None:
     run_dir = tmp_path / "run"
-    run_train(run_dir, tiny_shards, *ARGS, "trainer.max_steps=4")
+    shutil.copytree(stopped_at_4, run_dir)
     newest = run_dir / "checkpoints" / tag_for_step(4)
     assert (newest / "COMPLETE").is_file()
     damage(newest / LEGO, how)

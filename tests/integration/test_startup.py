@@ -26,5 +26,5 @@ def test_first_line_within_3s_and_each_stage_once(tmp_path: Path, tiny_shards: P
     lines = [first, *rest.splitlines()]
     assert sum("starting 2 workers" in line for line in lines) == 1
     assert sum("workers: 2 on" in line for line in lines) == 1
-    assert sum("built successfully" in line for line in lines) <= 1, rest
+    assert not [line for line in lines if "built successfully" in line], rest  # no JIT op
     assert not (run_dir / "train.log").exists()

@@ -31,6 +31,21 @@ if not torch.cuda.is_available():
 import deepspeed  # noqa: E402  (DS_ACCELERATOR must be set first)
 
 
+def _without_shared_memory_all_reduce() -> None:
+    """DeepSpeed's communication layer, when it starts on its CPU accelerator, JIT-compiles a
+    C++ shared-memory all-reduce (~70 CPU-s on a machine that has not built it yet; the first
+    demo run waited for it) and maps shared-memory segments between a node's ranks. Only its
+    inference all-reduce uses them, which training never calls; without the op DeepSpeed uses
+    torch.distributed, as it does on CUDA, where the op does not exist."""
+    import importlib
+
+    ds_torch = importlib.import_module("deepspeed.comm.torch")  # not `deepspeed.comm`'s torch
+    ds_torch.build_shm_op = lambda: None
+
+
+_without_shared_memory_all_reduce()
+
+
 def deepspeed_config(cfg: RunConfig, world_size: int, device: torch.device) -> dict[str, Any]:
     """DeepSpeed's JSON from our typed config."""
     config: dict[str, Any] = {
