@@ -165,7 +165,7 @@ def test_spawned_decode_workers_decode_on_the_ranks_gpu(monkeypatch: pytest.Monk
     bound: list[int] = []
     monkeypatch.setattr(torch.cuda, "set_device", bound.append)
     common: dict[str, Any] = dict(
-        ctx=None, shards=[], num_streams=2, stream_ids=[0, 1], num_workers=2,
+        ctx=None, shards={}, units={}, stream_ids=[0, 1], num_workers=2,
         per_stream_batch=1, shards_per_group=1, starts={},
     )  # fmt: skip
     init = WorkerPool(**common, mp_context="spawn").worker_init()

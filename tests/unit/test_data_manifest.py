@@ -104,7 +104,7 @@ def test_load_manifest_invalid_json(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutate", "match"),
     [
-        (lambda d: d.update(schema_version=2), "schema_version"),
+        (lambda d: d.update(schema_version=3), "schema_version"),
         (lambda d: d["tasks"]["toy"].pop("type"), r"tasks.toy.type"),
         (lambda d: d["tasks"]["toy"]["label_space"].pop("classes"), "classes"),
         (

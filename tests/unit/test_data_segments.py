@@ -3,9 +3,7 @@ manifest's sample offsets (`gppf-shards index` adds them to shards written elsew
 
 from __future__ import annotations
 
-import json
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from gppf_dist.data.manifest import Manifest, load_manifest
 from gppf_dist.data.streams import StreamPosition, stream_units
 from gppf_dist.data.synth import write_synthetic_corpus
 from tests.fake_task import ResizeTaskType, fake_spec
+from tests.shard_roots import edited_root, without_offsets
 
 S = 12  # streams: twice the 6 train shards (8 samples each), so each shard is cut in two
 PSB = 2
@@ -95,28 +94,11 @@ def test_a_part_reads_only_its_bytes(corpus: tuple[Path, Manifest]) -> None:
     assert b - a < shard.bytes / 2  # three of eight samples' bytes, not the shard
 
 
-def same_shards(root: Path, where: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
-    """A shard root `where` over `root`'s shards, with `edit` applied to its manifest JSON."""
-    where.mkdir()
-    (where / "det").symlink_to(root / "det")
-    raw = json.loads((root / "manifest.json").read_text())
-    edit(raw)
-    (where / "manifest.json").write_text(json.dumps(raw))
-    return where
-
-
-def without_offsets(raw: dict[str, Any]) -> None:
-    """As a manifest written by another tool."""
-    for split in raw["tasks"]["det"]["splits"].values():
-        for shard in split:
-            del shard["offsets"]
-
-
 def test_shards_without_offsets_are_indexed_by_the_command(
     corpus: tuple[Path, Manifest], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, manifest = corpus
-    copy = same_shards(root, tmp_path / "copy", without_offsets)
+    copy = edited_root(root, tmp_path / "copy", without_offsets)
     unindexed = load_manifest(copy).task("det").shards("train")[0]
     with pytest.raises(ValueError, match="gppf-shards index"):
         unindexed.segment(0, 4)
@@ -139,7 +121,7 @@ def test_a_run_with_more_streams_than_shards_is_checked_before_it_starts(
         )  # fmt: skip
 
     validate_run(cfg(root), 2)  # indexed shards: 12 streams over 6 shards is fine
-    bare = same_shards(root, tmp_path / "bare", without_offsets)
+    bare = edited_root(root, tmp_path / "bare", without_offsets)
     with pytest.raises(ValueError, match="exceeds the 6 train shards.*gppf-shards index --root"):
         validate_run(cfg(bare), 2)
 
@@ -149,20 +131,27 @@ def test_stale_offsets_are_ignored_and_malformed_ones_named(
 ) -> None:
     root, _ = corpus
 
-    def stale(raw: dict[str, Any]) -> None:  # indexed before the shard was rewritten
-        shard = raw["tasks"]["det"]["splits"]["train"][0]
-        shard["offsets"] = shard["offsets"][:-1]
+    def stale(offsets: list[list[int]]) -> None:  # indexed before the shard was rewritten
+        offsets[0] = offsets[0][:-1]
 
-    copy = same_shards(root, tmp_path / "copy", stale)
+    copy = edited_root(root, tmp_path / "copy", offsets={("det", "train"): stale})
     assert load_manifest(copy).task("det").shards("train")[0].offsets == ()
-    assert "train[0].offsets" in caplog.text and "gppf-shards index" in caplog.text
-    raw = json.loads((copy / "manifest.json").read_text())
-    raw["tasks"]["det"]["splits"]["train"][0]["offsets"] = [0, 10, 5]
-    (copy / "manifest.json").write_text(json.dumps(raw))
-    with pytest.raises(
-        ValueError, match=r"splits.train\[0\].offsets: must be a list of increasing"
-    ):
-        load_manifest(copy)
+    assert "offsets.train: shard 0" in caplog.text and "gppf-shards index" in caplog.text
+
+    def malformed(offsets: list[list[int]]) -> None:
+        offsets[0][1:3] = [offsets[0][2], offsets[0][1]]
+
+    bad = edited_root(root, tmp_path / "bad", offsets={("det", "train"): malformed})
+    shard = load_manifest(bad).task("det").shards("train")[0]  # offsets are checked when used
+    with pytest.raises(ValueError, match=r"det.train.offsets: the offsets of shard 0 do not"):
+        shard.segment(0, 2)
+
+    def beyond(offsets: list[list[int]]) -> None:  # the shard was cut after it was indexed
+        offsets[1][-1] += 1 << 20
+
+    cut = edited_root(root, tmp_path / "cut", offsets={("det", "train"): beyond})
+    with pytest.raises(ValueError, match=r"reach byte \d+ of a \d+-byte file \(stale"):
+        load_manifest(cut).task("det").shards("train")[1].segment(0, 8)
 
 
 def test_verify_finds_offsets_that_do_not_match_and_index_force_rebuilds_them(
@@ -172,11 +161,10 @@ def test_verify_finds_offsets_that_do_not_match_and_index_force_rebuilds_them(
 
     root, _ = corpus
 
-    def shifted(raw: dict[str, Any]) -> None:  # right length, wrong places
-        shard = raw["tasks"]["det"]["splits"]["train"][1]
-        shard["offsets"] = [shard["offsets"][0]] + [o - 512 for o in shard["offsets"][1:]]
+    def shifted(offsets: list[list[int]]) -> None:  # right length, wrong places
+        offsets[1] = [offsets[1][0]] + [o - 512 for o in offsets[1][1:]]
 
-    copy = same_shards(root, tmp_path / "copy", shifted)
+    copy = edited_root(root, tmp_path / "copy", offsets={("det", "train"): shifted})
     problems = [p for r in verify_root(copy) for p in r.problems]
     assert len(problems) == 1 and "sample offsets do not match" in problems[0].reason
     assert problems[0].shard.endswith("-000001.tar")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,21 +9,11 @@ from typing import Any
 import pytest
 
 from gppf_dist.engine.validate import validate_run
-
-
-def edited_root(root: Path, where: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
-    """A shard root `where` over `root`'s shards, with `edit` applied to its manifest JSON."""
-    where.mkdir()
-    raw = json.loads((root / "manifest.json").read_text())
-    for task in raw["tasks"]:
-        (where / task).symlink_to(root / task)
-    edit(raw)
-    (where / "manifest.json").write_text(json.dumps(raw))
-    return where
+from tests.shard_roots import edited_root
 
 
 def no_det_val(raw: dict[str, Any]) -> None:
-    del raw["tasks"]["det"]["splits"]["val"]
+    del raw["tasks"]["det"]["splits"]["val"], raw["tasks"]["det"]["offsets"]["val"]
 
 
 def empty_pose_val(raw: dict[str, Any]) -> None:
@@ -36,8 +25,12 @@ def no_seg_classes(raw: dict[str, Any]) -> None:
 
 
 def empty_first_shard(raw: dict[str, Any]) -> None:
-    shard = raw["tasks"]["face"]["splits"]["train"][0]
-    shard["samples"], shard["offsets"] = 0, [shard["offsets"][0]]
+    raw["tasks"]["face"]["splits"]["train"][0]["samples"] = 0
+
+
+def first_shard_offsets_cut(offsets: list[list[int]]) -> None:
+    """The offsets of a shard of no samples: where it (does not) start."""
+    offsets[0] = offsets[0][:1]
 
 
 @pytest.mark.parametrize(
@@ -60,8 +53,9 @@ def test_bad_data_is_refused_naming_task_and_split(
         return compose_run(f"data.root={root}", f"run.dir={tmp_path / 'run'}")
 
     validate_run(cfg(tiny_shards), 2)  # the corpus itself is fine
+    offsets = {("face", "train"): first_shard_offsets_cut} if edit is empty_first_shard else None
     with pytest.raises(ValueError, match=message):
-        validate_run(cfg(edited_root(tiny_shards, tmp_path / "edited", edit)), 2)
+        validate_run(cfg(edited_root(tiny_shards, tmp_path / "edited", edit, offsets)), 2)
 
 
 def test_a_task_left_out_needs_no_val_split(

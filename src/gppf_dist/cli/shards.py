@@ -5,6 +5,8 @@ gppf-shards synth-downstream --out DIR [--train-per-task 1000] [--test-per-task 
 gppf-shards convert LAYOUT --src SRC --out DIR [--task T] [--split S] [--samples-per-shard N]
     [--seed S] [--workers N]   # shuffled, whole shards per process, a rerun keeps finished ones
 gppf-shards verify DIR            # every shard: size, sha256, count; every sample: decode+schema
+gppf-shards index --root DIR      # sample offsets for shards written by other tools
+gppf-shards upgrade DIR           # a root of the previous format (offsets in manifest.json)
 gppf-shards inspect DIR --task T --out grid.png [--n 16] [--split S] [--seed S]  # annotated grid
 """
 
@@ -88,6 +90,19 @@ def _index(args: argparse.Namespace) -> int:
 
     done, kept = index_root(Path(args.root), force=args.force)
     print(f"indexed {done} shards ({kept} already had sample offsets) in {args.root}/manifest.json")
+    return 0
+
+
+def _upgrade(args: argparse.Namespace) -> int:
+    from gppf_dist.data.index import upgrade_root
+
+    manifest = upgrade_root(Path(args.dir))
+    if manifest is None:
+        print(f"{args.dir} is already in the current format; nothing to do")
+        return 0
+    splits = sum(len(t.splits) for t in manifest.tasks.values())
+    print(f"upgraded {args.dir}: {len(manifest.tasks)} tasks, {splits} splits; sample offsets "
+          f"now in {args.dir}/index/")  # fmt: skip
     return 0
 
 
@@ -212,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--root", required=True, help="shard root holding manifest.json")
     index.add_argument("--force", action="store_true", help="rebuild offsets that exist too")
     index.set_defaults(func=_index)
+    upgrade = sub.add_parser(
+        "upgrade",
+        help="convert a root of the previous format (offsets inside manifest.json) in place",
+        **examples("gppf-shards upgrade shards"),
+    )
+    upgrade.add_argument("dir", help="shard root holding manifest.json")
+    upgrade.set_defaults(func=_upgrade)
     convert = sub.add_parser(
         "convert",
         help="convert a standard dataset layout into shards",

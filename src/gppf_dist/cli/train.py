@@ -35,7 +35,9 @@ def prepare(cfg: RunConfig) -> Path | None:
     check_only_names(cfg.simt.only, cfg.simt.tasks)  # with the nearest name, before the rest
     env_world = int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else None
     world_size = planned_world_size(cfg, env_world)
-    validate_run(cfg, world_size)
+    # Shard files are checked once per launch: here, before workers start; with launcher=none
+    # every rank runs this, and each node's local rank 0 checks them.
+    validate_run(cfg, world_size, check_files=int(os.environ.get("LOCAL_RANK", "0")) == 0)
     if cfg.simt.dry_run:
         from gppf_dist.engine.dry_run import describe_plan
 

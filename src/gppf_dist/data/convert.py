@@ -47,7 +47,7 @@ def _merge(out: Path, task: str, split: str, conv: Converted, shards: list[Shard
     path = out / MANIFEST_NAME
     manifest = Manifest()
     if path.is_file():
-        manifest = manifest_from_dict(json.loads(path.read_text(encoding="utf-8")), str(path))
+        manifest = manifest_from_dict(json.loads(path.read_text(encoding="utf-8")), str(path), out)
     old = manifest.tasks.get(task)
     splits = {} if old is None else dict(old.splits)
     if old is not None and (old.type, old.label_space) != (conv.type, conv.label_space):

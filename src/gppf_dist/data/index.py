@@ -1,5 +1,6 @@
-"""`gppf-shards index`: add per-sample byte offsets to the manifest of shards written by other
-tools (our writer records them as it writes), so a stream can read part of a shard.
+"""`gppf-shards index`: add per-sample byte offsets to a root of shards written by other tools
+(our writer records them as it writes), so a stream can read part of a shard. And `gppf-shards
+upgrade`: a root of the previous format (offsets inside manifest.json) to the current one.
 
 A sample's offset is that of its first tar header; samples are consecutive members sharing a
 key (the WebDataset convention, as `decode.read_shard` groups them). Only headers are read:
@@ -13,7 +14,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from gppf_dist.data.decode import _NAME_RE
-from gppf_dist.data.manifest import Manifest, ShardInfo, load_manifest, save_manifest
+from gppf_dist.data.manifest import (
+    FORMAT_1,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    Manifest,
+    ShardInfo,
+    load_manifest,
+    manifest_from_dict,
+    read_manifest_json,
+    save_manifest,
+)
 
 
 def shard_offsets(path: Path) -> tuple[int, ...]:
@@ -66,3 +77,23 @@ def index_root(root: Path, force: bool = False) -> tuple[int, int]:
     if done:
         save_manifest(root, manifest)
     return done, kept
+
+
+def upgrade_root(root: Path) -> Manifest | None:
+    """Convert `root` from format 1 in place: each split's offsets to its offsets file, then
+    manifest.json rewritten without them (`save_manifest`: every file atomically, the manifest
+    last). A crash midway leaves the format-1 manifest, still whole, and a rerun finishes the
+    job. None when `root` is already in the current format."""
+    root = Path(root)
+    raw = read_manifest_json(root)
+    version = raw.get("schema_version") if isinstance(raw, dict) else None
+    if version == SCHEMA_VERSION:
+        return None
+    if version != FORMAT_1:
+        raise ValueError(
+            f"{root / MANIFEST_NAME}: schema_version {version!r} is neither {FORMAT_1} (upgraded "
+            f"by this command) nor {SCHEMA_VERSION} (current)"
+        )
+    manifest = manifest_from_dict(raw, str(root / MANIFEST_NAME), format_1=True)
+    save_manifest(root, manifest)
+    return manifest

@@ -118,7 +118,6 @@ class TaskLoader:
         start_positions = start_positions or {}
         starts: dict[int, StreamPosition] = {}
         for stream in self.stream_ids:
-            stream_units(task, sizes, num_streams, stream)  # validates the stream id
             pos = start_positions.get(stream, StreamPosition())
             if pos.epoch < 0 or pos.index < 0:
                 raise ValueError(f"task {task!r}: stream {stream} start position {pos} is negative")
@@ -127,11 +126,13 @@ class TaskLoader:
         self._bytes: dict[int, tuple[int, int]] = {}
         self._readers: list[StreamReader] = []
         self._pool: WorkerPool | None = None
+        units = {s: stream_units(task, sizes, num_streams, s) for s in self.stream_ids}
+        used = {u.shard: shards[u.shard] for us in units.values() for u in us}
         if num_workers > 0 and self.stream_ids:
             self._pool = WorkerPool(
                 ctx=self._ctx,
-                shards=shards,
-                num_streams=num_streams,
+                shards=used,
+                units=units,
                 stream_ids=self.stream_ids,
                 num_workers=num_workers,
                 per_stream_batch=per_stream_batch,
@@ -142,9 +143,10 @@ class TaskLoader:
             )
         else:
             for stream in self.stream_ids:
-                units = stream_units(task, sizes, num_streams, stream)
                 self._readers.append(
-                    StreamReader(self._ctx, stream, shards, units, shards_per_group, starts[stream])
+                    StreamReader(
+                        self._ctx, stream, used, units[stream], shards_per_group, starts[stream]
+                    )
                 )
 
     def __iter__(self) -> TaskLoader:

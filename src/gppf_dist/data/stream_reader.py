@@ -9,6 +9,7 @@ the result does not depend on which process read which stream.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -99,7 +100,7 @@ class StreamReader:
         self,
         ctx: SampleContext,
         stream: int,
-        shards: list[ShardInfo],
+        shards: Mapping[int, ShardInfo],
         units: list[Unit],
         shards_per_group: int,
         position: StreamPosition,
@@ -108,7 +109,8 @@ class StreamReader:
         self.stream = stream
         self.shards = shards
         self.units = units
-        """The stream's shards or parts of shards (`streams.stream_units`)."""
+        """The stream's shards or parts of shards (`streams.stream_units`); `shards` maps
+        (at least) their shard indices to the shards."""
         self.shards_per_group = shards_per_group
         self.epoch = position.epoch
         self.index = position.index

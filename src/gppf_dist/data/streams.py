@@ -83,13 +83,15 @@ def stream_units(task: str, sizes: list[int], num_streams: int, stream: int) -> 
         return [Unit(i, 0, sizes[i]) for i in stream_shards(task, len(sizes), num_streams, stream)]
     if not 0 <= stream < num_streams:
         raise ValueError(f"task {task!r}: stream id {stream} not in [0, {num_streams})")
+    # Part j is part j % per of shard j // per; the stream owns parts j = stream (mod S): its
+    # own ones computed directly, never all of them (S streams x parts would be quadratic).
     per = -(-num_streams // len(sizes))
-    parts = [
-        Unit(i, size * p // per, size * (p + 1) // per)
-        for i, size in enumerate(sizes)
-        for p in range(per)
-    ]
-    mine = [u for j, u in enumerate(parts) if j % num_streams == stream and u.size > 0]
+    mine = []
+    for j in range(stream, len(sizes) * per, num_streams):
+        i, p = divmod(j, per)
+        unit = Unit(i, sizes[i] * p // per, sizes[i] * (p + 1) // per)
+        if unit.size > 0:
+            mine.append(unit)
     if not mine:
         raise ValueError(
             f"task {task!r}: {sum(sizes)} samples in {len(sizes)} shards cannot fill "

@@ -103,7 +103,7 @@ def verify_root(root: Path, manifest: Manifest | None = None) -> list[SplitRepor
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ValueError(f"cannot read manifest {path}: {exc}") from exc
-        manifest = manifest_from_dict(raw, where=str(path))
+        manifest = manifest_from_dict(raw, where=str(path), root=root)
     reports = []
     for name, tm in manifest.tasks.items():
         for split, shards in tm.splits.items():

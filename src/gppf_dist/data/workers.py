@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 
 import torch
@@ -27,7 +27,7 @@ from gppf_dist.data.decode import SkipCounter
 from gppf_dist.data.manifest import ShardInfo
 from gppf_dist.data.pipeline import SampleContext
 from gppf_dist.data.stream_reader import StreamChunk, StreamReader
-from gppf_dist.data.streams import StreamPosition, stream_units
+from gppf_dist.data.streams import StreamPosition, Unit
 
 
 @dataclass
@@ -49,13 +49,15 @@ def deal_streams(stream_ids: list[int], num_workers: int) -> list[list[int]]:
 
 
 class _StepChunks(IterableDataset):
-    """Per-step chunks of the streams dealt to the current worker process (infinite)."""
+    """Per-step chunks of the streams dealt to the current worker process (infinite). It holds
+    only the units of the rank's streams and their shards: what a (spawned) worker receives
+    does not grow with the task's shard list."""
 
     def __init__(
         self,
         ctx: SampleContext,
-        shards: list[ShardInfo],
-        num_streams: int,
+        shards: Mapping[int, ShardInfo],
+        units: Mapping[int, list[Unit]],
         per_worker: list[list[int]],
         per_stream_batch: int,
         shards_per_group: int,
@@ -64,7 +66,7 @@ class _StepChunks(IterableDataset):
     ) -> None:
         self.ctx = ctx
         self.shards = shards
-        self.num_streams = num_streams
+        self.units = units
         self.per_worker = per_worker
         self.per_stream_batch = per_stream_batch
         self.shards_per_group = shards_per_group
@@ -80,7 +82,7 @@ class _StepChunks(IterableDataset):
                 ctx,
                 stream,
                 self.shards,
-                stream_units(ctx.task, [s.samples for s in self.shards], self.num_streams, stream),
+                self.units[stream],
                 self.shards_per_group,
                 self.starts[stream],
             )
@@ -103,8 +105,8 @@ class WorkerPool:
         self,
         *,
         ctx: SampleContext,
-        shards: list[ShardInfo],
-        num_streams: int,
+        shards: Mapping[int, ShardInfo],
+        units: Mapping[int, list[Unit]],
         stream_ids: list[int],
         num_workers: int,
         per_stream_batch: int,
@@ -119,7 +121,7 @@ class WorkerPool:
         self._dataset = _StepChunks(
             ctx,
             shards,
-            num_streams,
+            units,
             self.per_worker,
             per_stream_batch,
             shards_per_group,

@@ -2,6 +2,11 @@
 
 Single-field rules live in the schema's `__post_init__`; here we check what needs several
 sections, the world size or the shard manifest. Every error names the key and the value.
+
+The manifest is read once per process, for the run's tasks only, and returned to the caller.
+Whether each shard file exists with its size (one `stat` a shard) is checked once per job or
+node, not by every rank: by the launcher before it starts workers (`cli/train.py:prepare`; under
+`launcher=none` by each node's local rank 0), never again by the workers.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from gppf_dist.checkpoint.topology import Topology, check_topology
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.data.gpu_decode import gpu_decoder
 from gppf_dist.data.jpeg import DECODER_ENV, default_decoder
-from gppf_dist.data.manifest import MANIFEST_NAME, ShardInfo, load_manifest
+from gppf_dist.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest
 from gppf_dist.data.streams import stream_units
 from gppf_dist.tasks.registry import TASK_TYPES, make_spec
 
@@ -40,14 +45,17 @@ def _world_origin(cfg: RunConfig) -> str:
     return f"launcher.nproc={launcher.nproc} x launcher.nnodes={launcher.nnodes}"
 
 
-def validate_run(cfg: RunConfig, world_size: int) -> None:
+def validate_run(cfg: RunConfig, world_size: int, check_files: bool = True) -> Manifest:
+    """Every check; the manifest of the run's tasks, as read for them. `check_files`: also
+    `stat` every shard of those tasks (see the module doc for who does)."""
     _validate_tasks(cfg)
     _validate_parallel(cfg, world_size)
-    _validate_data(cfg)
+    manifest = _validate_data(cfg, check_files)
     _validate_resume(cfg, world_size)
     if cfg.trainer.eval_batch_size < 1:  # the evaluation's loaders would refuse it at the end
         raise ValueError(f"`trainer.eval_batch_size`={cfg.trainer.eval_batch_size} must be >= 1")
     _validate_decoder(cfg)
+    return manifest
 
 
 def _validate_decoder(cfg: RunConfig) -> None:
@@ -115,24 +123,28 @@ def _validate_parallel(cfg: RunConfig, world_size: int) -> None:
         )
 
 
-def _validate_data(cfg: RunConfig) -> None:
+def _validate_data(cfg: RunConfig, check_files: bool) -> Manifest:
     """Everything the workers would otherwise find out about the shards: each active task is in
     the manifest with the configured type, a usable label space, train samples for every
     canonical stream and a non-empty `val` split (every run ends with an evaluation)."""
     root = Path(cfg.data.root)
+    active = cfg.simt.active_tasks()
     try:
-        manifest = load_manifest(root)
+        manifest = load_manifest(root, tasks=active, check_files=check_files)
     except ValueError as err:
-        raise ValueError(
-            f"`data.root`={cfg.data.root!r}: {err}. Create the synthetic corpus with "
-            f"`gppf-shards synth --out {cfg.data.root}` or convert a dataset first."
-        ) from err
+        hint = (
+            ""
+            if "gppf-shards upgrade" in str(err)
+            else f". Create the synthetic corpus with `gppf-shards synth --out {cfg.data.root}` "
+            "or convert a dataset first."
+        )
+        raise ValueError(f"`data.root`={cfg.data.root!r}: {err}{hint}") from err
     where = root / MANIFEST_NAME
-    for name, task in cfg.simt.active_tasks().items():
+    for name, task in active.items():
         if name not in manifest.tasks:
+            listed = sorted(load_manifest(root, check_files=False).tasks)  # for the message
             raise ValueError(
-                f"`simt.tasks.{name}`: unknown task {name!r}, not in {where} "
-                f"(which has {sorted(manifest.tasks)})"
+                f"`simt.tasks.{name}`: unknown task {name!r}, not in {where} (which has {listed})"
             )
         entry = manifest.tasks[name]
         if entry.type != task.type:
@@ -152,6 +164,7 @@ def _validate_data(cfg: RunConfig) -> None:
                 f"run ends with an evaluation on it: add one with `gppf-shards convert ... "
                 f"--task {name} --split val`, or leave the task out with `simt.only`"
             )
+    return manifest
 
 
 def _validate_train_split(

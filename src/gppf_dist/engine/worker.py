@@ -25,7 +25,7 @@ from gppf_dist.checkpoint.saving import CheckpointSaveError
 from gppf_dist.checkpoint.store import Checkpointer
 from gppf_dist.config.load import to_container
 from gppf_dist.config.schema import RunConfig
-from gppf_dist.data.manifest import Manifest, load_manifest
+from gppf_dist.data.manifest import Manifest
 from gppf_dist.data.task_loaders import TaskLoaders
 from gppf_dist.dist.env import (
     RankInfo,
@@ -109,11 +109,11 @@ def build(cfg: RunConfig, opened: ExitStack) -> Worker:
     if info.is_main:
         print(f"workers: {info.world_size} on {device.type}; rank 0 runs {threads}", flush=True)
     configure_cuda_math(device, tf32=cfg.trainer.tf32, cudnn_benchmark=cfg.trainer.cudnn_benchmark)
-    validate_run(cfg, info.world_size)
+    # The launcher checked the shard files before it started the workers (validate.py).
+    manifest = validate_run(cfg, info.world_size, check_files=False)
     seed_everything(cfg.trainer.seed)
     preempt = PreemptionFlag().install()
 
-    manifest = load_manifest(Path(cfg.data.root))
     taskset = TaskSet.build(cfg, manifest.label_spaces())
     model = build_model(cfg.model, taskset.specs)
     if cfg.finetune.enabled:  # the export's backbone, the chosen route, the tune mode
