@@ -119,3 +119,19 @@ def test_decode_workers_receive_only_the_shards_of_their_streams(corpus: Path) -
         assert next(loader).images.shape[0] == 4
     finally:
         loader.close()
+
+
+def test_next_slots_say_where_the_next_step_reads_without_reading(corpus: Path) -> None:
+    from gppf_dist.data.decode import read_shard
+    from gppf_dist.data.streams import StreamPosition
+
+    manifest = load_manifest(corpus)
+    loader = TaskLoader(
+        root=corpus, manifest=manifest, task="det", spec=fake_spec("det"),
+        task_type=ResizeTaskType(), num_streams=6, stream_ids=[0, 3], per_stream_batch=3,
+        seed=5, start_positions={3: StreamPosition(2, 5)},
+    )  # fmt: skip
+    slots = loader.next_slots()
+    assert [stream for stream, _, _ in slots] == [0, 0, 0, 3, 3, 3]
+    expected = [read_shard(corpus / shard.path).samples[k].key for _, shard, k in slots]
+    assert next(loader).keys == expected  # the synthetic samples are all good: no fallbacks

@@ -20,6 +20,7 @@ BENCHES = {
     "placement": "gppf_dist.bench.placement",
     "plan": "gppf_dist.bench.plan",
     "transfer": "gppf_dist.bench.transfer",
+    "startup": "gppf_dist.bench.startup",
     "gpu-check": "gppf_dist.bench.gpu_check",
 }
 
@@ -33,6 +34,10 @@ EXAMPLES = {
     "placement": ("local lego calls: route-aware vs contiguous", "gppf-bench placement --json"),
     "plan": ("the SIMT plan at any world size", "gppf-bench plan --world 8,64,1024"),
     "transfer": ("what pre-training buys on the downstream suite", "gppf-bench transfer"),
+    "startup": (
+        "one rank's start-up on a corpus of any size",
+        "gppf-bench startup --samples 15000000 --streams 2048 --world 1024",
+    ),
     "gpu-check": ("the GPU checks of DESIGN.md §6", "gppf-bench gpu-check --out check.json"),
 }
 """Per command: what it measures, and an example (shown by `gppf-bench --help`)."""

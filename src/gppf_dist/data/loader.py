@@ -22,7 +22,7 @@ from pathlib import Path
 from gppf_dist.data.decode import SkipCounter
 from gppf_dist.data.eval_loader import EvalIterator, iter_eval_batches
 from gppf_dist.data.jpeg import default_decoder
-from gppf_dist.data.manifest import Manifest
+from gppf_dist.data.manifest import Manifest, ShardInfo
 from gppf_dist.data.pipeline import SampleContext
 from gppf_dist.data.stream_reader import StreamChunk, StreamReader, assemble
 from gppf_dist.data.streams import StreamPosition, stream_units
@@ -200,6 +200,16 @@ class TaskLoader:
                 out.append(c.part(lo, hi))
             offset += n
         return out
+
+    def next_slots(self) -> list[tuple[int, ShardInfo, int]]:
+        """(stream, shard, sample index) that each slot of the next step this loader prepares
+        starts from, in order; reads nothing. In-process readers only (with decode workers the
+        readers live in the workers): empty there."""
+        return [
+            (r.stream, *r.locate_next(k))
+            for r in self._readers
+            for k in range(*self._parts[r.stream])
+        ]
 
     def positions(self) -> dict[int, StreamPosition]:
         """Per stream, where the next step starts (merge the dicts of all ranks to checkpoint)."""

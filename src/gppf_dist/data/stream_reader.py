@@ -164,14 +164,27 @@ class StreamReader:
         self.read_bytes += sum(_payload(r) for r in raws)
         return [lost if r is None else r for r in raws]
 
-    def _raw(self, epoch: int, index: int, whole: bool) -> tuple[RawSample | str, str]:
-        """The raw sample at (epoch, index) and where it lives (for messages)."""
+    def _locate(self, epoch: int, index: int) -> tuple[int, int, Unit, int]:
+        """Where raw position (epoch, index) lives: (group, sample in the group, unit, sample
+        in the unit)."""
         plan = self._plan_for(epoch)
         g, offset = plan.group_at(index)
         group = plan.groups[g]
         sample_no = int(group.order[offset])
         u, local = group.locate(sample_no)
-        unit = self.units[u]
+        return g, sample_no, self.units[u], local
+
+    def locate_next(self, k: int) -> tuple[ShardInfo, int]:
+        """The shard and sample index that slot `k` of the next step starts from (its own
+        sample; a bad one's fallback is only known once read). Reads nothing."""
+        _, _, unit, local = self._locate(*self._after(self.epoch, self.index, k))
+        return self.shards[unit.shard], unit.start + local
+
+    def _raw(self, epoch: int, index: int, whole: bool) -> tuple[RawSample | str, str]:
+        """The raw sample at (epoch, index) and where it lives (for messages)."""
+        plan = self._plan_for(epoch)
+        g, sample_no, unit, local = self._locate(epoch, index)
+        group = plan.groups[g]
         shard = self.shards[unit.shard]
         held = self._groups.get((epoch, g))
         if held is None or (whole and not held.whole):
