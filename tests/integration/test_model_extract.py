@@ -23,6 +23,7 @@ from gppf_dist.config.schema import RunConfig
 from gppf_dist.data.manifest import load_manifest
 from gppf_dist.model.build import build_model
 from gppf_dist.tasks.registry import make_spec
+from tests.dist.run_pool import PoolRuns
 
 BIN = Path(sys.executable).parent
 TASKS = ["attr", "cls_object", "det", "face", "pose", "reid", "seg"]  # one per task type
@@ -83,22 +84,14 @@ def check_with_plain_torch(files: list[Path]) -> None:
     assert proc.stdout.strip() == f"ok {len(files)}"
 
 
-def test_extract_resnet_run_through_cli(tmp_path: Path, tiny_shards: Path) -> None:
-    run_dir = tmp_path / "run"
-    train = [
-        str(BIN / "gppf-train"),
-        "experiment=demo",
-        f"run.dir={run_dir}",
-        f"data.root={tiny_shards}",
-        "logger=none",
-        "trainer.progress=false",
-        "trainer.max_steps=1",
-        "trainer.checkpoint_every=1",
-        "trainer.eval_at_start=false",
-        "launcher.nproc=1",
-    ]
-    proc = subprocess.run(train, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def test_extract_resnet_run_through_cli(
+    pool_runs: PoolRuns, tmp_path: Path, tiny_shards: Path
+) -> None:
+    run_dir = tmp_path / "run"  # a demo run of one step (gppf-train's, on a pooled worker)
+    pool_runs.train(
+        run_dir, tiny_shards, "trainer.max_steps=1", "trainer.checkpoint_every=1",
+        "trainer.eval_at_start=false", "launcher.nproc=1",
+    )  # fmt: skip
     out = tmp_path / "out"
     first, *rest = TASKS
     cli = [str(BIN / "gppf-extract"), f"run_dir={run_dir}", f"task={first}"]
