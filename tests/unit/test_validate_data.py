@@ -70,3 +70,30 @@ def test_eval_batch_size_is_checked_before_the_run(compose_run: Any, tiny_shards
     cfg = compose_run(f"data.root={tiny_shards}", "trainer.eval_batch_size=0")
     with pytest.raises(ValueError, match=r"`trainer.eval_batch_size`=0 must be >= 1"):
         validate_run(cfg, 2)
+
+
+def test_the_launcher_and_the_worker_in_one_process_parse_the_manifest_once(
+    compose_run: Any, tiny_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """launcher=none: the process validates as the launcher (checking the shard files), then
+    as the worker; the manifest is parsed once. A rewritten manifest is read again."""
+    import gppf_dist.data.manifest as manifest_mod
+
+    parsed: list[str] = []
+    real = manifest_mod.manifest_from_dict
+
+    def counted(raw: Any, where: str = "", *args: Any, **kwargs: Any) -> Any:
+        parsed.append(where)
+        return real(raw, where, *args, **kwargs)
+
+    monkeypatch.setattr(manifest_mod, "manifest_from_dict", counted)
+    root = edited_root(tiny_shards, tmp_path / "root", lambda raw: None)
+    cfg = compose_run(f"data.root={root}", f"run.dir={tmp_path / 'run'}")
+    launcher = validate_run(cfg, 2, check_files=True)
+    worker = validate_run(cfg, 2, check_files=False)
+    assert worker is launcher and len(parsed) == 1
+    assert sorted(worker.tasks) == sorted(cfg.simt.active_tasks())
+    edited_root(tiny_shards, tmp_path / "again", lambda raw: None)
+    (root / "manifest.json").write_bytes((tmp_path / "again/manifest.json").read_bytes())
+    validate_run(cfg, 2, check_files=False)
+    assert len(parsed) == 2

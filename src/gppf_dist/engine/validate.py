@@ -18,7 +18,13 @@ from gppf_dist.checkpoint.topology import Topology, check_topology
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.data.gpu_decode import gpu_decoder
 from gppf_dist.data.jpeg import DECODER_ENV, default_decoder
-from gppf_dist.data.manifest import MANIFEST_NAME, Manifest, ShardInfo, load_manifest
+from gppf_dist.data.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    ShardInfo,
+    check_shard_files,
+    load_manifest,
+)
 from gppf_dist.data.streams import stream_units
 from gppf_dist.tasks.registry import TASK_TYPES, make_spec
 
@@ -123,6 +129,27 @@ def _validate_parallel(cfg: RunConfig, world_size: int) -> None:
         )
 
 
+_read: dict[tuple[object, ...], Manifest] = {}
+"""The last manifest read, by the identity of its file and the tasks: under launcher=none the
+process that validated as the launcher goes on as the worker, and parses it once, not twice."""
+
+
+def _load(root: Path, tasks: list[str], check_files: bool) -> Manifest:
+    try:
+        st = (root / MANIFEST_NAME).stat()
+    except OSError:
+        return load_manifest(root, tasks=tasks, check_files=check_files)  # names the problem
+    key = (str(root.resolve()), st.st_ino, st.st_mtime_ns, st.st_size, tuple(tasks))
+    manifest = _read.get(key)
+    if manifest is None:
+        manifest = load_manifest(root, tasks=tasks, check_files=False)
+        _read.clear()
+        _read[key] = manifest
+    if check_files:
+        check_shard_files(root, manifest)
+    return manifest
+
+
 def _validate_data(cfg: RunConfig, check_files: bool) -> Manifest:
     """Everything the workers would otherwise find out about the shards: each active task is in
     the manifest with the configured type, a usable label space, train samples for every
@@ -130,7 +157,7 @@ def _validate_data(cfg: RunConfig, check_files: bool) -> Manifest:
     root = Path(cfg.data.root)
     active = cfg.simt.active_tasks()
     try:
-        manifest = load_manifest(root, tasks=active, check_files=check_files)
+        manifest = _load(root, sorted(active), check_files)
     except ValueError as err:
         hint = (
             ""
