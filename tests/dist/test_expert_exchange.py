@@ -220,12 +220,18 @@ def exchange_primitive() -> dict[str, Any]:
         "grad": mine.grad,
         "expected_grad": sum((q + 1) * (rank + 1) for q in sends_to[rank]) * torch.ones_like(mine),
     }
-    # The accelerator path (list all_to_all) takes equal sizes on gloo: same answers.
+    # The accelerator path (list all_to_all) takes equal sizes on gloo: same answers. (gloo has
+    # the list all_to_all from torch 2.13 on; torch 2.11's says so, and only this check of the
+    # NCCL path on gloo cannot run there: `lists` None, which the test allows below 2.13 only.)
     same = torch.full((3,), float(rank))
     with_lists = a2a.uses_list_all_to_all
     a2a.uses_list_all_to_all = lambda device: True
     try:
         out["lists"] = [r.clone() for r in a2a.exchange([same] * world, [3] * world, group)]
+    except RuntimeError as err:
+        if "gloo does not support alltoall" not in str(err):
+            raise
+        out["lists"] = None
     finally:
         a2a.uses_list_all_to_all = with_lists
     out["pairs"] = [r.clone() for r in a2a.exchange([same] * world, [3] * world, group)]
@@ -263,8 +269,11 @@ def test_exchange_uneven_zero_shared_inputs_and_no_send_copy() -> None:
             want = values[p] if rank in sends_to[p] else torch.empty(0)
             torch.testing.assert_close(got, want)
         torch.testing.assert_close(result["grad"], result["expected_grad"])
+        gloo_has_lists = tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 13)
+        assert result["lists"] is not None or not gloo_has_lists
         for p in range(3):
-            torch.testing.assert_close(result["lists"][p], torch.full((3,), float(p)))
+            if result["lists"] is not None:
+                torch.testing.assert_close(result["lists"][p], torch.full((3,), float(p)))
             torch.testing.assert_close(result["pairs"][p], torch.full((3,), float(p)))
         sent = 2 * (1 << 14) * 4  # h to two peers, fp32
         measured, receive = result["bytes"], result["receive_bytes"]
