@@ -28,11 +28,12 @@ def test_a_ranks_start_up_does_not_grow_with_the_corpus(tmp_path: Path) -> None:
         assert result["rank_streams"] >= 3 * 256 // 64  # the busiest rank
         for case in (result, result["resume"]):
             assert case["slots"] >= 3 * 256 * 2 // 64  # at least its share of a step's samples
-            assert case["stat_calls"] <= 4  # the rank stats no shard: the launcher did
+            assert case["shard_stat_calls"] == 0  # the launcher checked the shards
+            assert case["stat_calls"] <= 4  # the config, the manifest, the checkpoint folder
             assert case["startup_s"] > 0 and case["rss_mib"] > 0
     assert large["node_stat_calls"] > 5 * small["node_stat_calls"]  # one per shard, once a launch
     assert large["manifest_mib"] < 15 * small["manifest_mib"]
-    for case in ("stat_calls", "rank_streams", "slots"):
+    for case in ("stat_calls", "shard_stat_calls", "rank_streams", "slots"):
         assert large[case] == small[case]
     assert large["rss_mib"] <= 1.5 * small["rss_mib"] + 10, (small, large)
     assert large["resume"]["rss_mib"] <= 1.5 * small["resume"]["rss_mib"] + 10, (small, large)

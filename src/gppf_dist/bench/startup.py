@@ -17,9 +17,9 @@ on average. Then, in a fresh process per case, it runs the start-up path every r
 for a fresh start and for a resume at mid-epoch positions (epoch 1, half way). Each prints
 `startup_s` (wall) and `cpu_s` of that path, `rss_mib` (peak resident memory above a bare
 `import torch`, the project's imports included), `stat_calls` (`os.stat`/`os.lstat` calls in
-the path: none, the launcher checks the shards), and once `manifest_mib` and
-`node_check_s`/`node_stat_calls`: the shard check the launcher (or a node's local rank 0 under
-`launcher=none`) makes once before the workers start. `--json` prints one object.
+the path) and `shard_stat_calls` (those of a shard: none, the launcher checks them), and once
+`manifest_mib` and `node_check_s`/`node_stat_calls`: the shard check the launcher (or a node's
+local rank 0 under `launcher=none`) makes once before the workers start. `--json` prints one object.
 """
 
 from __future__ import annotations
@@ -160,22 +160,28 @@ def _status_mib(key: str) -> float:
 
 
 class _StatCounter:
-    """Counts os.stat / os.lstat calls (pathlib's and os.path's go through them)."""
+    """Counts os.stat / os.lstat calls (pathlib's and os.path's go through them), and those of
+    a shard (a `.tar` file)."""
 
     def __init__(self) -> None:
         self.calls = 0
+        self.shard_calls = 0
         self._saved = (os.stat, os.lstat)
+
+    def _count(self, path: Any) -> None:
+        self.calls += 1
+        self.shard_calls += str(path).endswith(".tar")
 
     def __enter__(self) -> _StatCounter:
         stat, lstat = self._saved
 
-        def counted_stat(*a: Any, **k: Any) -> Any:
-            self.calls += 1
-            return stat(*a, **k)
+        def counted_stat(path: Any, *a: Any, **k: Any) -> Any:
+            self._count(path)
+            return stat(path, *a, **k)
 
-        def counted_lstat(*a: Any, **k: Any) -> Any:
-            self.calls += 1
-            return lstat(*a, **k)
+        def counted_lstat(path: Any, *a: Any, **k: Any) -> Any:
+            self._count(path)
+            return lstat(path, *a, **k)
 
         os.stat, os.lstat = counted_stat, counted_lstat  # type: ignore[assignment]
         return self
@@ -220,6 +226,7 @@ def measure(config: Path, world: int, rank: int, positions_file: Path | None) ->
         "cpu_s": round(time.process_time() - cpu, 3),
         "rss_mib": round(_status_mib("VmHWM") - base, 1),
         "stat_calls": stats.calls,
+        "shard_stat_calls": stats.shard_calls,
         "rank_streams": sum(len(w.stream_ids) for w in plan.rank_work(rank)),
         "slots": slots,
     }

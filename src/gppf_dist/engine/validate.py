@@ -139,7 +139,7 @@ def _load(root: Path, tasks: list[str], check_files: bool) -> Manifest:
         st = (root / MANIFEST_NAME).stat()
     except OSError:
         return load_manifest(root, tasks=tasks, check_files=check_files)  # names the problem
-    key = (str(root.resolve()), st.st_ino, st.st_mtime_ns, st.st_size, tuple(tasks))
+    key = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size, tuple(tasks))
     manifest = _read.get(key)
     if manifest is None:
         manifest = load_manifest(root, tasks=tasks, check_files=False)
