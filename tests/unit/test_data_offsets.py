@@ -135,3 +135,18 @@ def test_next_slots_say_where_the_next_step_reads_without_reading(corpus: Path) 
     assert [stream for stream, _, _ in slots] == [0, 0, 0, 3, 3, 3]
     expected = [read_shard(corpus / shard.path).samples[k].key for _, shard, k in slots]
     assert next(loader).keys == expected  # the synthetic samples are all good: no fallbacks
+
+
+def test_a_lost_offsets_file_is_named_and_the_index_command_writes_it_again(
+    corpus: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "root"
+    shutil.copytree(corpus, root)
+    (root / "index/det.train.offsets").unlink()
+    shards = load_manifest(root).task("det").shards("train")  # still loads: only an index
+    assert "det.train.offsets" in caplog.text and "gppf-shards index" in caplog.text
+    assert not any(s.has_offsets for s in shards)
+    with pytest.raises(ValueError, match="gppf-shards index"):
+        shards[0].segment(0, 1)
+    assert shards_main(["index", "--root", str(root)]) == 0
+    assert snapshot(root) == snapshot(corpus)

@@ -233,7 +233,16 @@ def _parse_task(
 
 def _with_offsets(shards: list[ShardInfo], index: SplitIndex, where: str) -> list[ShardInfo]:
     """The shards with their offsets in `index`; a shard whose count does not fit its samples
-    (rewritten after it was indexed) keeps none, with a warning: it is only an index."""
+    (rewritten after it was indexed) keeps none, with a warning: it is only an index. So does
+    every shard of a split whose file is missing or is not an offsets file (and `gppf-shards
+    index` can then write it again)."""
+    if not shards:
+        return shards
+    try:
+        index.count(0)  # maps the file and checks its header
+    except ValueError as err:
+        log.warning("%s: %s; the split's shards are read whole", where, err)
+        return shards
     out = []
     for i, shard in enumerate(shards):
         count = index.count(i)

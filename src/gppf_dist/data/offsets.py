@@ -91,7 +91,10 @@ class SplitIndex:
                 with open(self.path, "rb") as f:
                     buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             except (OSError, ValueError) as exc:  # ValueError: an empty file cannot be mapped
-                raise ValueError(f"cannot map sample offsets {self.path}: {exc}") from None
+                raise ValueError(
+                    f"cannot map sample offsets {self.path}: {exc} (write it again with "
+                    "`gppf-shards index --force --root <shard root>`)"
+                ) from None
             if self.size is not None and len(buf) != self.size:
                 raise ValueError(
                     f"{self.path} has {len(buf)} bytes, the manifest says {self.size} (rewrite "
