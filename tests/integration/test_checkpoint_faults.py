@@ -38,14 +38,21 @@ def step_losses(run_dir: Path) -> dict[int, float]:
     return {r["step"]: r["loss"] for r in read_metrics(run_dir / "metrics.jsonl")}
 
 
+def pooled_run(
+    pool_runs: PoolRuns, factory: pytest.TempPathFactory, shards: Path, steps: int
+) -> Path:
+    """A run of `steps` steps on pooled workers (gppf-train's run without the process starts)."""
+    run_dir = factory.mktemp(f"pooled_{steps}") / "run"
+    pool_runs.train(run_dir, shards, *ARGS, f"trainer.max_steps={steps}")
+    return run_dir
+
+
 @pytest.fixture(scope="module")
 def undisturbed(
     pool_runs: PoolRuns, tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path
 ) -> Path:
-    """6 steps straight (on pooled workers: gppf-train's run without the process starts)."""
-    run_dir = tmp_path_factory.mktemp("undisturbed") / "run"
-    pool_runs.train(run_dir, tiny_shards, *ARGS, "trainer.max_steps=6")
-    return run_dir
+    """6 steps straight."""
+    return pooled_run(pool_runs, tmp_path_factory, tiny_shards, 6)
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +60,7 @@ def stopped_at_4(
     pool_runs: PoolRuns, tmp_path_factory: pytest.TempPathFactory, tiny_shards: Path
 ) -> Path:
     """A run that ended at step 4, checkpoints at 2 and 4; each test damages a copy."""
-    run_dir = tmp_path_factory.mktemp("stopped_at_4") / "run"
-    pool_runs.train(run_dir, tiny_shards, *ARGS, "trainer.max_steps=4")
-    return run_dir
+    return pooled_run(pool_runs, tmp_path_factory, tiny_shards, 4)
 
 
 def damage(path: Path, how: str) -> None:
