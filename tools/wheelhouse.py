@@ -10,7 +10,9 @@ versions are the ones our tests ran with. For each target Python, binary wheels 
 x86_64 come from the package index; a package published only as a source archive is built here
 once, and must give a pure-Python wheel (DeepSpeed: built without ops, which it compiles at run
 time). `<out>/requirements.txt` pins the set; `--set gpu-check` leaves out what `gppf-bench
-gpu-check` never imports (W&B).
+gpu-check` never imports (W&B; SciPy, which only the pedestrian `.mat` layout reads) or runs
+without (OpenCV: `tasks/pixels.py` has a torch path; its 61 MiB wheel alone is over the set's
+48 MiB).
 """
 
 from __future__ import annotations
@@ -29,8 +31,11 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 PROJECT = "gppf_dist"
 NEVER = {"torch"}
 """The cluster's own build stays: no wheel of it, nor of what only it needs."""
-SETS = {"all": set(), "gpu-check": {"wandb"}}
+SETS = {"all": set(), "gpu-check": {"wandb", "scipy", "opencv-python-headless"}}
 """Each set: the project's direct requirements it leaves out (with what only they need)."""
+LIMIT_MIB = {"gpu-check": 48.0}
+"""A set's most MiB for one Python: gpu-check's wheels travel with the source tree to a GPU box
+that takes 64 MiB in all."""
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,6 +117,29 @@ def build_project(out: Path) -> Path:
         return target
 
 
+def for_python(wheel: Path, python: str) -> bool:
+    """Whether CPython `python` (e.g. "3.12") installs `wheel`: pure, abi3 or its own build."""
+    own = "cp" + python.replace(".", "")
+    tags = parse_wheel_filename(wheel.name)[3]
+    return any(t.interpreter == own or t.abi in ("abi3", "none") for t in tags)
+
+
+def check_limit(out: Path, pythons: list[str], limit_mib: float | None) -> None:
+    """Refuse a set over its limit for any one Python, naming its largest wheels."""
+    if limit_mib is None:
+        return
+    for python in pythons:
+        wheels = sorted((w for w in out.glob("*.whl") if for_python(w, python)),
+                        key=lambda w: -w.stat().st_size)  # fmt: skip
+        mib = sum(w.stat().st_size for w in wheels) / 2**20
+        if mib > limit_mib:
+            largest = ", ".join(f"{w.name.split('-')[0]} {w.stat().st_size / 2**20:.1f}"
+                                for w in wheels[:4])  # fmt: skip
+            raise SystemExit(f"wheelhouse: {out} holds {mib:.1f} MiB for Python {python}, over "
+                             f"its {limit_mib:.0f} MiB; largest (MiB): {largest}")  # fmt: skip
+        print(f"wheelhouse: {mib:.1f} MiB for Python {python} (limit {limit_mib:.0f} MiB)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=REPO / "wheelhouse")
@@ -138,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
         f"wheelhouse: {args.out}: {len(pins) + 1} packages for Python {', '.join(pythons)}, "
         f"{size / 2**20:.1f} MiB (set {args.set}; torch is the environment's own)"
     )
+    check_limit(args.out, pythons, LIMIT_MIB.get(args.set))
 
 
 if __name__ == "__main__":

@@ -217,7 +217,7 @@ def test_a_loader_error_reaches_the_step_at_its_next_batch() -> None:
 
 
 def test_every_loader_read_is_on_one_thread_in_the_order_asked() -> None:
-    """Loaders share caches (augmentation pipelines whose random state is set per call), so two
+    """Loaders share in-process state (the decode path, its readers), so two
     must never read at once: all reads of all prefetchers run on the one fetch thread, never
     the step's, in the order the step asked for them (a thread per prefetcher raced)."""
     reads: list[tuple[str, int, int]] = []

@@ -27,7 +27,7 @@ W, H = 200, 120
 BIG = [40.0, 20.0, 160.0, 100.0]
 EDGE = [194.0, 1.0, 199.0, 7.0]
 """5x6 px in the top right corner: a random crop of side >= 0.8 cuts it off for many seeds
-(before, albumentations then rejected the whole sample: "x_max is less than or equal to x_min")."""
+(an augmentation library used before rejected the whole sample over such a box)."""
 SLIVER = [100.0, 50.0, 101.5, 80.0]
 """1.5 px wide: under 1 px once 200 px are resized to 64, so even evaluation drops it."""
 

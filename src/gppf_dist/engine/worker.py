@@ -56,6 +56,7 @@ from gppf_dist.simt.costs import CostTable
 from gppf_dist.simt.objective import TaskWeights
 from gppf_dist.simt.plan import Plan, present_tasks
 from gppf_dist.simt.taskset import TaskSet
+from gppf_dist.tasks import pixels
 
 
 @dataclass
@@ -107,7 +108,12 @@ def build(cfg: RunConfig, opened: ExitStack) -> Worker:
     info = init_distributed(cfg.parallel.backend, device, cfg.parallel.timeout_s)
     opened.push(_leave_groups)
     if info.is_main:
-        print(f"workers: {info.world_size} on {device.type}; rank 0 runs {threads}", flush=True)
+        # the pixel kernels' backend: a resume is bit-exact only on the same one (tasks/pixels.py)
+        print(
+            f"workers: {info.world_size} on {device.type}; rank 0 runs {threads}; "
+            f"images resampled by {pixels.BACKEND}",
+            flush=True,
+        )
     configure_cuda_math(device, tf32=cfg.trainer.tf32, cudnn_benchmark=cfg.trainer.cudnn_benchmark)
     # The launcher checked the shard files before it started the workers (validate.py).
     manifest = validate_run(cfg, info.world_size, check_files=False)

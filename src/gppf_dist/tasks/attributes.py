@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gppf_dist.tasks.augment import augment
+from gppf_dist.tasks.augment import warp_for
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.classification import PooledLinearHead
 from gppf_dist.tasks.transforms import (
@@ -22,7 +22,6 @@ from gppf_dist.tasks.transforms import (
     plan_geometry,
     require,
     to_chw,
-    warp_sample,
     whole_image_window,
 )
 
@@ -72,9 +71,8 @@ class AttributesTask:
                 f"sample {sample.key!r}: `attributes`={values!r} must be "
                 f"{spec.num_attributes} values in {{0, 1}}"
             )
-        image = warp_sample(sample, plan_geometry(w, h, spec.input_size))
-        if train:  # the attributes (hat, bag, hair, ...) are flip-invariant
-            image = augment(image, rng).image
+        # the attributes (hat, bag, hair, ...) are flip-invariant
+        image = warp_for(sample, plan_geometry(w, h, spec.input_size), train, rng).image
         target = {"attributes": torch.tensor(values, dtype=torch.float32)}
         return to_chw(image), target
 

@@ -12,14 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gppf_dist.tasks.augment import augment
+from gppf_dist.tasks.augment import warp_for
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.transforms import (
     check_image,
     plan_geometry,
     require_int_in,
     to_chw,
-    warp_sample,
     whole_image_window,
 )
 
@@ -81,9 +80,8 @@ class ClassificationTask:
     ) -> tuple[torch.Tensor, Any]:
         w, h = check_image(sample)
         label = require_int_in(sample, "label", spec.num_classes)
-        image = warp_sample(sample, plan_geometry(w, h, spec.input_size))
-        if train:
-            image = augment(image, rng).image
+        geo = plan_geometry(w, h, spec.input_size)
+        image = warp_for(sample, geo, train, rng).image
         return to_chw(image), {"label": torch.tensor(label)}
 
     def collate(self, targets: list[Any]) -> Any:

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gppf_dist.tasks.augment import augment
+from gppf_dist.tasks.augment import warp_for
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.box_ops import batched_nms, generalized_iou
 from gppf_dist.tasks.detection_metric import mean_average_precision
@@ -39,7 +39,6 @@ from gppf_dist.tasks.transforms import (
     require,
     require_array,
     to_chw,
-    warp_sample,
     whole_image_window,
 )
 
@@ -230,14 +229,10 @@ class DetectionTask:
                     f"sample {sample.key!r}: `labels[{i}]`={label} is out of range "
                     f"[0, {spec.num_classes})"
                 )
-        geo = plan_geometry(w, h, spec.input_size)
-        image = warp_sample(sample, geo)
-        mapped = geo.boxes(boxes)
-        if train:
-            aug = augment(image, rng, boxes=mapped)
-            image, mapped = aug.image, aug.boxes
-        # clipped once, at the end: the crop lies inside the warped image, so this equals
-        # clipping after each step; a box left under 1 px is dropped, the sample kept
+        warped = warp_for(sample, plan_geometry(w, h, spec.input_size), train, rng)
+        image, mapped = warped.image, warped.geo.boxes(boxes)
+        # clipped to the input frame once, after the one warp (training's crop included); a box
+        # left under 1 px is dropped, the sample kept
         mapped, classes = _clip_boxes(mapped, np.asarray(labels, np.int64), image)
         if len(classes) < len(labels):
             sample.dropped["boxes"] = len(labels) - len(classes)

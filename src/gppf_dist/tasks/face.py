@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gppf_dist.tasks.augment import augment
+from gppf_dist.tasks.augment import warp_for
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.embedding_metric import EmbeddingMetric
 from gppf_dist.tasks.reid import identity_ce
@@ -32,7 +32,6 @@ from gppf_dist.tasks.transforms import (
     plan_geometry,
     require_int_in,
     to_chw,
-    warp_sample,
     whole_image_window,
 )
 
@@ -130,9 +129,8 @@ class FaceTask:
     ) -> tuple[torch.Tensor, Any]:
         w, h = check_image(sample)
         identity = require_int_in(sample, "identity", spec.num_classes if train else None)
-        image = warp_sample(sample, plan_geometry(w, h, spec.input_size))
-        if train:
-            image = augment(image, rng, min_scale=0.9).image
+        geo = plan_geometry(w, h, spec.input_size)
+        image = warp_for(sample, geo, train, rng, min_scale=0.9).image
         target = {
             "identity": torch.tensor(identity),
             "key_hash": torch.tensor(zlib.crc32(sample.key.encode())),

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gppf_dist.tasks.augment import augment
+from gppf_dist.tasks.augment import warp_for
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.necks import DecoderHead
 from gppf_dist.tasks.transforms import (
@@ -29,7 +29,6 @@ from gppf_dist.tasks.transforms import (
     plan_geometry,
     require_array,
     to_chw,
-    warp_sample,
 )
 
 BOX_ENLARGE = 1.25
@@ -168,19 +167,16 @@ class PoseTask:
                 f"sample {sample.key!r}: `keypoints[{i}]`={kps[i].tolist()} is outside {w}x{h}"
             )
         window = person_window([float(v) for v in box], spec.input_size)
-        geo = plan_geometry(w, h, spec.input_size, window=window)
-        image = warp_sample(sample, geo)
+        warped = warp_for(sample, plan_geometry(w, h, spec.input_size, window), train, rng)
+        image, geo = warped.image, warped.geo
         out = np.zeros_like(kps)
         out[:, :2] = geo.points(kps[:, :2])
         out[:, 2] = kps[:, 2]
         corners = geo.points(np.asarray([box[:2], box[2:]], dtype=np.float32))
-        if train:  # the box corners travel with the keypoints
-            aug = augment(image, rng, keypoints=np.concatenate([out[:, :2], corners]))
-            image, out[:, :2], corners = aug.image, aug.keypoints[: len(out)], aug.keypoints[-2:]
-            if aug.flipped:
-                names = list(spec.label_space.get("keypoints", []))
-                if len(names) == len(out):
-                    out = out[flip_permutation(names)]
+        if geo.flip:  # a flipped left wrist is the right wrist now
+            names = list(spec.label_space.get("keypoints", []))
+            if len(names) == len(out):
+                out = out[flip_permutation(names)]
         out_h, out_w = spec.input_size
         inside = (out[:, 0] >= 0) & (out[:, 0] <= out_w) & (out[:, 1] >= 0) & (out[:, 1] <= out_h)
         lost = int(((out[:, 2] > 0) & ~inside).sum())

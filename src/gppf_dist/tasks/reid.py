@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gppf_dist.tasks.augment import augment
+from gppf_dist.tasks.augment import warp_for
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.embedding_metric import EmbeddingMetric
 from gppf_dist.tasks.transforms import (
@@ -30,7 +30,6 @@ from gppf_dist.tasks.transforms import (
     plan_geometry,
     require_int_in,
     to_chw,
-    warp_sample,
     whole_image_window,
 )
 
@@ -117,9 +116,8 @@ class ReidTask:
         w, h = check_image(sample)
         identity = require_int_in(sample, "identity", spec.num_classes if train else None)
         camera = require_int_in(sample, "camera", None) if "camera" in sample.ann else -1
-        image = warp_sample(sample, plan_geometry(w, h, spec.input_size))
-        if train:
-            image = augment(image, rng).image
+        geo = plan_geometry(w, h, spec.input_size)
+        image = warp_for(sample, geo, train, rng).image
         target = {"identity": torch.tensor(identity), "camera": torch.tensor(camera)}
         return to_chw(image), target
 

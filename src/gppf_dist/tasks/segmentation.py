@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gppf_dist.tasks.augment import augment
+from gppf_dist.tasks.augment import warp_for
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.necks import DecoderHead
 from gppf_dist.tasks.transforms import (
@@ -22,7 +22,6 @@ from gppf_dist.tasks.transforms import (
     plan_geometry,
     to_chw,
     warp_mask,
-    warp_sample,
     whole_image_window,
 )
 
@@ -102,12 +101,8 @@ class SegmentationTask:
                 f"sample {sample.key!r}: `mask` has class id {int(mask[bad].max())} "
                 f"outside [0, {spec.num_classes}) and not {IGNORE}"
             )
-        geo = plan_geometry(w, h, spec.input_size)
-        image, out_mask = warp_sample(sample, geo), warp_mask(mask, geo, IGNORE)
-        if train:
-            aug = augment(image, rng, mask=out_mask)
-            assert aug.mask is not None
-            image, out_mask = aug.image, aug.mask
+        warped = warp_for(sample, plan_geometry(w, h, spec.input_size), train, rng)
+        image, out_mask = warped.image, warp_mask(mask, warped.geo, IGNORE)
         return to_chw(image), {"mask": torch.from_numpy(out_mask.astype(np.int64))}
 
     def collate(self, targets: list[Any]) -> Any:

@@ -7,8 +7,8 @@ padded with zeros) is resized to `out_w × out_h`, then optionally flipped. Poin
 resize with a box maps pixel centres, so boxes, masks and keypoints stay aligned with the image.
 
 This is the whole of evaluation-time preprocessing. Training-time augmentation (random crop,
-flip, colour jitter) is applied afterwards, on the warped image and its targets, through
-albumentations (`gppf_dist.tasks.augment`).
+flip) is a different `Geometry` of the same kind (`gppf_dist.tasks.augment.plan_augment`), so a
+training image is resampled once as well.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 
+from gppf_dist.tasks import pixels
 from gppf_dist.tasks.base import Sample, TaskSpec
 
 
@@ -102,8 +102,8 @@ def to_chw(image: np.ndarray) -> torch.Tensor:
 
 
 BILINEAR_MAX_DOWNSCALE = 2.0
-"""A libjpeg-turbo image is warped with a plain bilinear filter (OpenCV) when the warp shrinks it
-by at most this much (the DCT did the rest of the downscaling); otherwise, and for Pillow-decoded
+"""A libjpeg-turbo image is warped with a plain bilinear filter when the warp shrinks it by at
+most this much (the DCT did the rest of the downscaling); otherwise, and for Pillow-decoded
 images, with Pillow's antialiasing resize."""
 
 
@@ -111,19 +111,7 @@ def warp_bilinear(image: np.ndarray, geo: Geometry) -> np.ndarray:
     """HxWx3 uint8 → out_h x out_w x 3 uint8 by bilinear sampling at the output pixel centres
     (the same point mapping as `warp_array`); outside the image is black where the window leaves
     it, the edge pixel repeated where it does not (as Pillow's resize does)."""
-    h, w = image.shape[:2]
-    ax, ay = 1.0 / geo.sx, 1.0 / geo.sy
-    bx = geo.x0 + (geo.out_w - 0.5 if geo.flip else 0.5) * ax - 0.5
-    inverse = np.array([[-ax if geo.flip else ax, 0.0, bx], [0.0, ay, geo.y0 + 0.5 * ay - 0.5]])
-    inside = geo.x0 >= 0 and geo.y0 >= 0 and geo.x1 <= w and geo.y1 <= h
-    return cv2.warpAffine(
-        image,
-        inverse,
-        (geo.out_w, geo.out_h),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_REPLICATE if inside else cv2.BORDER_CONSTANT,
-        borderValue=(0, 0, 0),
-    )
+    return pixels.resample(image, geo)
 
 
 def warp_sample(sample: Sample, geo: Geometry) -> np.ndarray:
