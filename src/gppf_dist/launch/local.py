@@ -21,7 +21,9 @@ from __future__ import annotations
 import os
 import sys
 import uuid
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
@@ -33,7 +35,15 @@ from gppf_dist.launch.interrupts import RunInterruptedError, agent_signals
 
 SHUTDOWN_TIMEOUT_S = 300
 """How long the agent waits for signalled workers (a step and a checkpoint) before SIGKILL;
-TORCH_ELASTIC_SHUTDOWN_TIMEOUT overrides it."""
+TORCH_ELASTIC_SHUTDOWN_TIMEOUT overrides it. torch before 2.13 has no such setting: its agent
+waits 30 s."""
+
+
+def launch_config(**settings: Any) -> LaunchConfig:
+    """`LaunchConfig(**settings)` without the settings this torch's `LaunchConfig` lacks
+    (`shutdown_timeout` is new in torch 2.13; we support 2.11 on)."""
+    known = {f.name for f in fields(LaunchConfig)}
+    return LaunchConfig(**{k: v for k, v in settings.items() if k in known})
 
 
 class WorkersFailedError(RuntimeError):
@@ -44,7 +54,7 @@ def launch_local(launcher: LauncherSection, config_path: Path) -> None:
     if launcher.max_restarts:
         os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
     port = launcher.master_port or free_port()
-    config = LaunchConfig(
+    config = launch_config(
         min_nodes=1,
         max_nodes=1,
         nproc_per_node=launcher.nproc,
