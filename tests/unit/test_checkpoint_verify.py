@@ -180,16 +180,38 @@ def test_gppf_ckpt_verify_prints_a_table_and_fails_on_a_damaged_newest(
     assert ckpt_main(["verify", str(tmp_path / "nowhere")]) == 2
 
 
-def test_a_damaged_tag_asked_for_by_name_is_refused_before_workers_start(
+def test_a_truncated_tag_asked_for_by_name_is_refused_before_workers_start(
     tmp_path: Path,
     compose_run,
     tiny_shards: Path,  # noqa: ANN001
 ) -> None:
+    """The launcher compares sizes only (a stat per file): the workers checksum the checkpoint
+    they load once, in shares (tests/dist/test_checkpoint_resume_shared.py)."""
     from gppf_dist.engine.validate import validate_run
 
     tag_dir = save(tmp_path / "run" / "checkpoints", 4)
-    flip_byte(tag_dir / LEGO)
+    lego = tag_dir / LEGO
+    lego.write_bytes(lego.read_bytes()[:-10])
     cfg = compose_run(f"data.root={tiny_shards}", f"run.dir={tmp_path / 'run'}",
                       "resume=step_00000004", "parallel.zero_stage=0")  # fmt: skip
     with pytest.raises(ValueError, match=r"`resume`='step_00000004'.* is damaged: .*lego_00_01"):
         validate_run(cfg, 2)
+
+
+def test_the_launcher_reads_no_checkpoint_byte(
+    tmp_path: Path,
+    compose_run,
+    tiny_shards: Path,  # noqa: ANN001
+) -> None:
+    """`validate_run` (the launcher, and each worker before the shared check) stats files but
+    hashes nothing, for auto and for never; never still refuses a run.dir with checkpoints."""
+    from gppf_dist.checkpoint.digest import bytes_hashed
+    from gppf_dist.engine.validate import validate_run
+
+    save(tmp_path / "run" / "checkpoints", 4)
+    common = (f"data.root={tiny_shards}", f"run.dir={tmp_path / 'run'}", "parallel.zero_stage=0")
+    before = bytes_hashed()
+    validate_run(compose_run(*common, "resume=auto"), 2)
+    with pytest.raises(ValueError, match="`resume`=never but `run.dir`="):
+        validate_run(compose_run(*common, "resume=never"), 2)
+    assert bytes_hashed() == before

@@ -243,3 +243,52 @@ def test_the_watchdog_ends_a_rank_waiting_for_a_silent_peer_only(
     assert "watchdog: rank 0 waited" in err and "step 7, gradient all-reduce" in err
     assert "rank 1 (pid 101 on elsewhere) stopped answering" in err
     assert "step 7, forward of det" in err
+
+
+def test_a_flood_of_phase_changes_is_written_once_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However fast the phases change (here every millisecond, as tiny steps on a GPU would),
+    a rank replaces its heartbeat at most once a second, and its latest phase is on disk
+    within a second of the changes stopping."""
+    from gppf_dist.engine import watchdog
+
+    writes: list[float] = []
+    real = watchdog.write_beat
+
+    def counting(directory: Path, beat: object) -> None:
+        writes.append(time.monotonic())
+        real(directory, beat)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(watchdog, "write_beat", counting)
+    dog = Watchdog(tmp_path, rank=0, world_size=1, timeout_s=600)
+    with dog:
+        start = time.monotonic()
+        step = 0
+        while time.monotonic() - start < 3.0:
+            step += 1
+            dog.enter("start of step", done=step)
+            dog.enter("forward", "det")
+            time.sleep(0.001)
+        time.sleep(1.3)
+        last = read_beats(tmp_path / "heartbeat", 1)[0]
+        assert (last.done, last.kind) == (step, "forward")
+    during = [t for t in writes if t <= start + 3.0]
+    assert step > 300 and len(during) <= 5, (step, len(during))  # the first beat, then <= 1/s
+    gaps = [b - a for a, b in zip(writes[1:-1], writes[2:-1], strict=False)]
+    assert all(gap >= 0.95 for gap in gaps), gaps
+
+
+def test_a_scan_naming_nobody_is_repeated_later_and_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dog = Watchdog(tmp_path, rank=0, world_size=2, timeout_s=600)
+    monkeypatch.setattr(dog, "suspects", lambda me: [])
+    gaps = []
+    for _ in range(6):
+        before = time.monotonic()
+        dog._check(700.0)
+        gaps.append(round(dog._next_scan - before))
+    limits = dog.limits
+    assert gaps[0] == round(limits.beat_s) and gaps[-1] == round(limits.silent_s)
+    assert gaps == sorted(gaps) and len(set(gaps)) > 2, gaps

@@ -24,12 +24,39 @@ class FileRecord:
     sha256: str
 
 
+_hashed = [0]
+"""Bytes this process has hashed (`bytes_hashed`): what `gppf-bench ckpt` reports."""
+
+
+def bytes_hashed() -> int:
+    """Bytes hashed in this process so far, at save (as written) and at resume (read back)."""
+    return _hashed[0]
+
+
+class Hasher:
+    """SHA-256 of bytes as they pass (a save hashes what it writes, never reading it back)."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self._digest.update(data)
+        self.size += len(data)
+        _hashed[0] += len(data)
+
+    def record(self) -> FileRecord:
+        return FileRecord(self.size, self._digest.hexdigest())
+
+
 def file_checksum(path: Path) -> str:
-    digest = hashlib.sha256()
+    """Read `path` back and hash it (resume, `gppf-ckpt verify`, files a save did not write
+    through `saving.write_torch`)."""
+    hasher = Hasher()
     with path.open("rb") as f:
         while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+            hasher.update(chunk)
+    return hasher.record().sha256
 
 
 def record_file(path: Path) -> FileRecord:

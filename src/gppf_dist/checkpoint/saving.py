@@ -10,11 +10,15 @@ when a Python write raises; our writer keeps the OSError (ENOSPC, EIO) that name
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from gppf_dist.checkpoint.digest import FileRecord, Hasher
 
 
 class CheckpointSaveError(RuntimeError):
@@ -28,9 +32,10 @@ class _Writer:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.error: OSError | None = None
+        self.hasher = Hasher()
 
     def write(self, data: bytes) -> int:
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
         done = 0
         try:
             while done < len(view):
@@ -38,14 +43,31 @@ class _Writer:
         except OSError as err:
             self.error = err
             raise
+        self.hasher.update(view)
         return done
 
     def flush(self) -> None:
         pass
 
 
-def write_torch(obj: Any, path: Path, **kwargs: Any) -> None:
-    """`torch.save` whose I/O errors are OSErrors naming `path`."""
+_recorders: list[dict[str, FileRecord]] = []
+
+
+@contextmanager
+def recording_writes() -> Iterator[dict[str, FileRecord]]:
+    """{absolute path: what was written} of every `write_torch` inside the block: the save's
+    checksums, taken from the bytes as they went out."""
+    written: dict[str, FileRecord] = {}
+    _recorders.append(written)
+    try:
+        yield written
+    finally:
+        _recorders.remove(written)
+
+
+def write_torch(obj: Any, path: Path, **kwargs: Any) -> FileRecord:
+    """`torch.save` whose I/O errors are OSErrors naming `path`; returns the file's size and
+    SHA-256, hashed as it was written."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     writer = _Writer(fd)
     try:
@@ -58,6 +80,10 @@ def write_torch(obj: Any, path: Path, **kwargs: Any) -> None:
         if cause is None:
             raise
         raise OSError(cause.errno, cause.strerror, str(path)) from None
+    record = writer.hasher.record()
+    for written in _recorders:
+        written[os.path.abspath(path)] = record
+    return record
 
 
 def describe_failure(err: BaseException) -> str:

@@ -6,8 +6,11 @@ A save either completes or fails as one: each rank catches its own write errors,
 (`saving.py`), and on failure rank 0 removes the step's directory, so `LATEST` stays on the last
 good checkpoint and every rank raises `CheckpointSaveError` with the same one-line message.
 The marker learns every rank's files from the directory itself (a shared file system, as resume
-already needs): after all writes, rank 0 lists them, the ranks hash shares of them
-(`digest.share_of`), and rank 0 writes the marker from the gathered records.
+already needs): after all writes, rank 0 lists them and writes the marker from the records the
+ranks gathered. A rank's records are the checksums of the bytes it wrote, taken as they were
+written (`saving.write_torch`): nothing is read back. Only a file no rank recorded (DeepSpeed's
+recovery scripts, copied) or recorded differently by two ranks is hashed from disk, in shares
+over the ranks (`digest.share_of`).
 
 The engine is reached through `EngineState` (DeepSpeed's adapter lives in `engine/deepspeed.py`,
 the one module that imports DeepSpeed). A `Checkpointer` is made once per run with everything
@@ -16,8 +19,8 @@ that does not change between saves.
 
 from __future__ import annotations
 
+import os
 import shutil
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,17 +32,16 @@ from torch import nn
 
 from gppf_dist.checkpoint.client_state import ClientState
 from gppf_dist.checkpoint.digest import FileRecord, list_files, record_file, share_of
-from gppf_dist.checkpoint.manager import (
-    LATEST,
-    Selection,
-    mark_complete,
-    prune,
-    select_checkpoint,
-    tag_for_step,
-)
+from gppf_dist.checkpoint.manager import LATEST, mark_complete, prune, tag_for_step
 from gppf_dist.checkpoint.marker import COMPLETE, Marker, Topology
 from gppf_dist.checkpoint.named_state import has_named_state, load_named_state, save_named_state
-from gppf_dist.checkpoint.saving import CheckpointSaveError, describe_failure, first_failure
+from gppf_dist.checkpoint.resume import select_resume
+from gppf_dist.checkpoint.saving import (
+    CheckpointSaveError,
+    describe_failure,
+    first_failure,
+    recording_writes,
+)
 from gppf_dist.checkpoint.topology import check_topology
 from gppf_dist.model.owners import OwnerMap
 
@@ -102,9 +104,10 @@ class Checkpointer:
         if self.is_main:  # an earlier failed save of this step, or one a resume skipped
             shutil.rmtree(self.directory / tag, ignore_errors=True)
         dist.barrier()
-        failure = first_failure(self._write(tag, state))
+        with recording_writes() as written:
+            failure = first_failure(self._write(tag, state))
         if failure is None:
-            failure = first_failure(self._commit(tag, state))
+            failure = first_failure(self._commit(tag, state, self._inside(tag, written)))
         if failure is not None:
             if self.is_main:
                 shutil.rmtree(self.directory / tag, ignore_errors=True)
@@ -130,9 +133,19 @@ class Checkpointer:
             return describe_failure(err)
         return None
 
-    def _commit(self, tag: str, state: ClientState) -> str | None:
-        """Collective: hash every file of the checkpoint (shares over the ranks); rank 0 writes
-        the marker and LATEST and prunes. What went wrong on this rank, if anything."""
+    def _inside(self, tag: str, written: dict[str, FileRecord]) -> dict[str, FileRecord]:
+        """This rank's records of files under the checkpoint, by path relative to it."""
+        root = os.path.abspath(self.directory / tag)
+        return {
+            Path(os.path.relpath(path, root)).as_posix(): record
+            for path, record in written.items()
+            if path.startswith(root + os.sep)
+        }
+
+    def _commit(self, tag: str, state: ClientState, mine: dict[str, FileRecord]) -> str | None:
+        """Collective: every file of the checkpoint gets its record (the writers' own, else
+        hashed from disk in shares); rank 0 writes the marker and LATEST and prunes. What went
+        wrong on this rank, if anything."""
         tag_dir = self.directory / tag
         listing: list[Any] = [({}, None)]
         if self.is_main:
@@ -142,9 +155,22 @@ class Checkpointer:
                 listing[0] = ({}, describe_failure(err))
         dist.broadcast_object_list(listing, src=0)
         sizes, failure = listing[0]
+        written: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(written, mine)
+        known: dict[str, FileRecord] = {}
+        doubtful: set[str] = set()
+        for part in written:
+            for name, record in part.items():
+                if known.setdefault(name, record) != record:
+                    doubtful.add(name)  # two ranks wrote it differently: the disk decides
+        pending = {
+            name: size
+            for name, size in sizes.items()
+            if name in doubtful or name not in known or known[name].size != size
+        }
         records: dict[str, FileRecord] = {}
         try:
-            for name in share_of(sizes, dist.get_rank(), dist.get_world_size()):
+            for name in share_of(pending, dist.get_rank(), dist.get_world_size()):
                 records[name] = record_file(tag_dir / name)
         except OSError as err:
             failure = describe_failure(err)
@@ -152,7 +178,8 @@ class Checkpointer:
         dist.all_gather_object(gathered, records)
         if failure is not None or not self.is_main:
             return failure
-        files = {name: rec for part in gathered for name, rec in part.items()}
+        files = {name: known[name] for name in sizes if name not in pending}
+        files.update({name: rec for part in gathered for name, rec in part.items()})
         try:
             marker = Marker(state.step, self.topology, state.costs, dict(sorted(files.items())))
             mark_complete(self.directory, tag, marker.to_json())
@@ -162,26 +189,17 @@ class Checkpointer:
         return None
 
     def restore(self, resume: str) -> ClientState | None:
-        """Load the checkpoint chosen by `resume` (auto/never/tag); rank 0 picks, all load.
-        With auto, a damaged newest checkpoint is skipped with a warning naming the damaged file
-        (`manager.select_checkpoint`); every rank raises the same ValueError when none is intact.
+        """Collective: load the checkpoint chosen by `resume` (auto/never/tag), verified once
+        with the ranks sharing the reading (`resume.select_resume`)."""
+        return self.load(select_resume(self.directory, resume))
+
+    def load(self, tag: str | None) -> ClientState | None:
+        """Load checkpoint `tag` (chosen and verified by `resume.select_resume`); None: none.
 
         With named state (ZeRO 0), parameters and optimizer state come from the topology-free
         files, so the EP size may differ from the saving run's. Under ZeRO 1/2 DeepSpeed's
         partitioned files hold the shared parameters' optimizer state and the lego files the
         legos'."""
-        choice: list[Any] = [None]
-        if dist.get_rank() == 0:
-            try:
-                selection = select_checkpoint(self.directory, resume)
-                choice[0] = (selection.tag, None)
-                _report(selection)
-            except (ValueError, OSError) as err:  # every rank raises it, none waits
-                choice[0] = (None, str(err))
-        dist.broadcast_object_list(choice, src=0)
-        tag, refusal = choice[0]
-        if refusal is not None:
-            raise ValueError(refusal)
         if tag is None:
             return None
         tag_dir = self.directory / tag
@@ -208,23 +226,3 @@ class Checkpointer:
             for group, lr in zip(groups, scheduler.get_last_lr(), strict=True):
                 group["lr"] = lr
         return ClientState.from_dict(saved)
-
-
-def _report(selection: Selection) -> None:
-    """Rank 0: the damaged checkpoints a resume skipped, and a checkpoint it could not verify."""
-    for damaged in selection.damaged:
-        problems = "; ".join(damaged.problems)
-        print(
-            f"warning: checkpoint {damaged.tag} is damaged ({problems}); "
-            f"resuming from {selection.tag} instead",
-            file=sys.stderr,
-            flush=True,
-        )
-    chosen = selection.chosen
-    if chosen is not None and not chosen.verified:
-        print(
-            f"note: checkpoint {chosen.tag} has a marker without a file list (saved before "
-            "checksums were recorded): it cannot be verified",
-            file=sys.stderr,
-            flush=True,
-        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gppf_dist.checkpoint.digest import file_checksum
+from gppf_dist.checkpoint.digest import FileRecord, file_checksum
 from gppf_dist.checkpoint.marker import COMPLETE, read_marker
 
 
@@ -28,6 +28,20 @@ class Verdict:
     @property
     def intact(self) -> bool:
         return not self.problems
+
+
+def checksum_problems(tag_dir: Path, records: dict[str, FileRecord]) -> list[str]:
+    """The files of `records` whose bytes under `tag_dir` no longer hash to their record."""
+    problems = []
+    for name, record in sorted(records.items()):
+        try:
+            if file_checksum(tag_dir / name) != record.sha256:
+                problems.append(f"{name}: checksum differs from its marker's")
+        except FileNotFoundError:
+            problems.append(f"{name}: missing")
+        except OSError as err:
+            problems.append(f"{name}: unreadable ({err.strerror or err})")
+    return problems
 
 
 def verify_checkpoint(tag_dir: Path, *, checksums: bool) -> Verdict:
@@ -48,8 +62,8 @@ def verify_checkpoint(tag_dir: Path, *, checksums: bool) -> Verdict:
             size = path.stat().st_size
             if size != record.size:
                 problems.append(f"{name}: {size} bytes, its marker records {record.size}")
-            elif checksums and file_checksum(path) != record.sha256:
-                problems.append(f"{name}: checksum differs from its marker's")
+            elif checksums:
+                problems.extend(checksum_problems(tag_dir, {name: record}))
         except FileNotFoundError:
             problems.append(f"{name}: missing")
         except OSError as err:

@@ -21,6 +21,7 @@ BENCHES = {
     "plan": "gppf_dist.bench.plan",
     "transfer": "gppf_dist.bench.transfer",
     "startup": "gppf_dist.bench.startup",
+    "ckpt": "gppf_dist.bench.ckpt",
     "gpu-check": "gppf_dist.bench.gpu_check",
 }
 
@@ -34,6 +35,10 @@ EXAMPLES = {
     "placement": ("local lego calls: route-aware vs contiguous", "gppf-bench placement --json"),
     "plan": ("the SIMT plan at any world size", "gppf-bench plan --world 8,64,1024"),
     "transfer": ("what pre-training buys on the downstream suite", "gppf-bench transfer"),
+    "ckpt": (
+        "a checkpoint's blocking time and bytes hashed at save and resume",
+        "gppf-bench ckpt --params 100000000 --world 2 --json",
+    ),
     "startup": (
         "one rank's start-up on a corpus of any size",
         "gppf-bench startup --samples 15000000 --streams 2048 --world 1024",

@@ -13,7 +13,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gppf_dist.checkpoint.manager import resume_tag
 from gppf_dist.checkpoint.marker import read_marker
 from gppf_dist.checkpoint.named_state import read_buffers
 from gppf_dist.config.schema import RunConfig
@@ -121,14 +120,17 @@ def placement_from_checkpoint(
 
 
 def resumed_placement(
-    cfg: RunConfig, batch_sizes: dict[str, int], task_names: list[str], is_main: bool
+    cfg: RunConfig,
+    tag: str | None,
+    batch_sizes: dict[str, int],
+    task_names: list[str],
+    is_main: bool,
 ) -> tuple[tuple[int, ...], ...]:
-    """The lego placement for this start (collective): from the frozen routes of the checkpoint
-    `cfg.resume` picks, read by rank 0; () keeps the contiguous split. Routes that freeze during
-    a run take effect at its next start (resume)."""
+    """The lego placement for this start (collective): from the frozen routes of checkpoint
+    `tag` (the one the start resumes, already verified), read by rank 0; () keeps the
+    contiguous split. Routes that freeze during a run take effect at its next start."""
     found: list[Any] = [None]
     if dist.get_rank() == 0:
-        tag = resume_tag(Path(cfg.run.dir) / "checkpoints", cfg.resume)
         tag_dir = Path(cfg.run.dir) / "checkpoints" / tag if tag else None
         found[0] = placement_from_checkpoint(
             tag_dir, task_names, batch_sizes, cfg.model.num_legos, cfg.parallel.ep_size

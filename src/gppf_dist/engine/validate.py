@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gppf_dist.checkpoint.manager import find_latest, is_complete, resume_tag, step_of_tag
+from gppf_dist.checkpoint.manager import (
+    complete_tags,
+    is_complete,
+    select_checkpoint,
+    step_of_tag,
+)
 from gppf_dist.checkpoint.topology import Topology, check_topology
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.data.gpu_decode import gpu_decoder
@@ -228,16 +233,19 @@ def _validate_train_split(
 
 
 def _validate_resume(cfg: RunConfig, world_size: int) -> None:
+    """Sizes only: the workers checksum the checkpoint they resume, once, in shares
+    (`checkpoint.resume`); here a file of the wrong size (a truncated save) is refused and
+    nothing is read."""
     ckpt_dir = Path(cfg.run.dir) / "checkpoints"
     if cfg.resume == "never":
-        if find_latest(ckpt_dir) is not None:
+        if complete_tags(ckpt_dir):
             raise ValueError(
                 f"`resume`=never but `run.dir`={cfg.run.dir!r} already holds checkpoints; "
                 "use resume=auto or another run.dir"
             )
         return
     if cfg.resume == "auto":
-        tag = find_latest(ckpt_dir)
+        tag = select_checkpoint(ckpt_dir, "auto", checksums=False).tag
         if tag is None:
             return
     else:
@@ -247,6 +255,6 @@ def _validate_resume(cfg: RunConfig, world_size: int) -> None:
             raise ValueError(
                 f"`resume`={cfg.resume!r}: no complete checkpoint in {str(ckpt_dir)!r}"
             )
-        resume_tag(ckpt_dir, tag)  # refuses it, naming the file, when it is damaged
+        select_checkpoint(ckpt_dir, tag, checksums=False)  # refuses it, naming the file
     now = Topology(world_size, cfg.parallel.ep_size, cfg.parallel.zero_stage)
     check_topology(ckpt_dir / tag, now)

@@ -4,14 +4,19 @@ The training code marks its phases with `phase(kind, task)` (a few calls per ste
 a step, each forward, the gradient all-reduce, logging, checkpoint saves, each task's
 evaluation). A mark only replaces a tuple and sets an event (about 2 µs): no file, no device
 sync, no collective. A daemon thread does the rest. It writes this rank's heartbeat
-(`dist/heartbeat.py`) when the phase changes (a step's forwards at most every `MIN_GAP_S`) and
-at least every `Limits.beat_s`. When this rank has been in one phase past its allowance
-(`dist/stall.py`: `parallel.timeout_s` less a lead; start-up twice the timeout) it reads the
-other ranks' heartbeats; if some rank exited, is stopped, went silent or is behind, it prints one
-line naming it (rank, step, phase) and ends this process with `EXIT_STALLED`, so the launcher
-tears the group down (or restarts it under `launcher.max_restarts`). Without a suspect it does
-nothing: a phase slow on every rank is no hang. The same line is printed before the traceback
-when a collective raises (gloo's timeout, a peer's closed connection), whichever comes first.
+(`dist/heartbeat.py`) on a timer: when the phase has changed, at most once every `MIN_GAP_S`
+(one second: a shared file system sees at most one replace per rank per second, however fast
+the steps), and at least every `Limits.beat_s`. A phase a rank is stuck in is therefore on
+disk within a second; a killed rank's last beat may be up to a second old. When this rank has
+been in one phase past its allowance (`dist/stall.py`: `parallel.timeout_s` less a lead;
+start-up twice the timeout) it reads the other ranks' heartbeats; if some rank exited, is
+stopped, went silent or is behind, it prints one line naming it (rank, step, phase) and ends
+this process with `EXIT_STALLED`, so the launcher tears the group down (or restarts it under
+`launcher.max_restarts`). Without a suspect it does nothing but wait twice as long before it
+reads them again (from `Limits.beat_s` up to `Limits.silent_s`): a phase slow on every rank is
+no hang, and a long one is not a scan of every file every few seconds. The same line is
+printed before the traceback when a collective raises (gloo's timeout, a peer's closed
+connection), whichever comes first.
 """
 
 from __future__ import annotations
@@ -46,9 +51,9 @@ from gppf_dist.dist.stall import (
     stall_line,
 )
 
-MIN_GAP_S = 0.1
-"""A step's forwards (one per task and micro-batch) are written at most ten times a second,
-however fast they come; the few other phase changes of a step are written when they happen."""
+MIN_GAP_S = 1.0
+"""A rank's heartbeat is written at most once a second (1,024 ranks: about a thousand replaces
+a second in the heartbeat folder, whatever the step time)."""
 COLLECTIVE_ERROR = re.compile(
     r"gloo|nccl|timed out|timeout|connection (closed|reset|refused)|broken pipe|peer", re.I
 )
@@ -83,17 +88,16 @@ class Watchdog:
         # (steps done, kind, task, wall time, monotonic time) of the current phase.
         self._state = (0, "start-up", "", time.time(), time.monotonic())
         self._changed = threading.Event()
-        self._urgent = threading.Event()
         self._stop = threading.Event()
+        self._next_scan = 0.0
+        """Monotonic time before which a scan that named nobody is not repeated."""
+        self._scan_gap = self.limits.beat_s
         self._thread = threading.Thread(target=self._run, name="gppf-watchdog", daemon=True)
 
     def enter(self, kind: str, task: str = "", done: int | None = None) -> None:
         steps = self._state[0] if done is None else done
-        urgent = kind != "forward" or steps != self._state[0]
         self._state = (steps, kind, task, time.time(), time.monotonic())
         self._changed.set()
-        if urgent:
-            self._urgent.set()
 
     def beat(self) -> Beat:
         done, kind, task, since, _ = self._state
@@ -118,7 +122,6 @@ class Watchdog:
         _active = None
         self._stop.set()
         self._changed.set()
-        self._urgent.set()
         self._thread.join(timeout=5)
         if error is not None and _is_collective_error(error):
             me = self.beat()
@@ -138,18 +141,15 @@ class Watchdog:
         while not self._stop.is_set():
             self._changed.wait(self.limits.beat_s)
             self._changed.clear()
-            self._urgent.clear()
             if self._stop.is_set():
                 return
             with contextlib.suppress(OSError):  # a full or flaky disk must not end the run
                 write_beat(self.directory, self.beat())
             _, kind, _, _, started = self._state
-            waited = time.monotonic() - started
-            if waited > self.limits.allowance(kind):
-                self._check(waited)
-            # A new step count or phase kind is published at once (a killed rank's last step
-            # and phase are exact); the forwards of a step's tasks at most every MIN_GAP_S.
-            self._urgent.wait(MIN_GAP_S)
+            now = time.monotonic()
+            if now - started > self.limits.allowance(kind) and now >= self._next_scan:
+                self._check(now - started)
+            self._stop.wait(MIN_GAP_S)  # the timer: at most one beat a second
 
     def _check(self, waited_s: float) -> None:
         me = self.beat()
@@ -159,6 +159,9 @@ class Watchdog:
             print(line, file=sys.stderr, flush=True)
             sys.stdout.flush()
             os._exit(EXIT_STALLED)
+        # nobody to name (every rank slow alike): look again later, each time later still
+        self._next_scan = time.monotonic() + self._scan_gap
+        self._scan_gap = min(2 * self._scan_gap, self.limits.silent_s)
 
 
 def _state_of(beat: Beat) -> str | None:

@@ -21,6 +21,7 @@ from gppf_dist.checkpoint.client_state import (
     rng_state,
     seed_everything,
 )
+from gppf_dist.checkpoint.resume import select_resume
 from gppf_dist.checkpoint.saving import CheckpointSaveError
 from gppf_dist.checkpoint.store import Checkpointer
 from gppf_dist.config.load import to_container
@@ -125,10 +126,12 @@ def build(cfg: RunConfig, opened: ExitStack) -> Worker:
     if cfg.finetune.enabled:  # the export's backbone, the chosen route, the tune mode
         prepare_model(model, cfg.finetune)
     model = model.to(device)
+    # the checkpoint to resume, checksummed once with every rank reading a share
+    resume_from = select_resume(Path(cfg.run.dir) / "checkpoints", cfg.resume)
     placement: tuple[tuple[int, ...], ...] = ()
     if cfg.parallel.ep_size > 1 and cfg.parallel.place_legos:
         names = model.router.task_names
-        placement = resumed_placement(cfg, taskset.batch_sizes, names, info.is_main)
+        placement = resumed_placement(cfg, resume_from, taskset.batch_sizes, names, info.is_main)
     tasks = {
         name: TaskRuntime(
             i,
@@ -148,7 +151,7 @@ def build(cfg: RunConfig, opened: ExitStack) -> Worker:
     )  # fmt: skip
     checkpointer = step.checkpointer(cfg, info.is_main)
 
-    resumed = checkpointer.restore(cfg.resume) or ClientState(0, {}, None, info.world_size)
+    resumed = checkpointer.load(resume_from) or ClientState(0, {}, None, info.world_size)
     if resumed.step > 0:
         restore_rng(resumed.rng)
         if info.is_main:
