@@ -24,4 +24,4 @@ def test_a_checkpoint_is_hashed_once_at_save_and_once_at_resume(zero: int) -> No
     assert result["files"] == (1 if zero == 0 else 3)  # ZeRO 2: a shard of the state per rank
     assert written <= result["bytes_hashed_at_save"] <= 1.05 * written
     assert written <= result["bytes_hashed_at_resume"] <= 1.05 * written
-    assert result["sync_blocking_s"] > 0 and result["async_blocking_s"] is None
+    assert 0 < result["async_blocking_s"] < result["sync_blocking_s"]

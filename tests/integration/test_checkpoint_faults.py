@@ -1,14 +1,18 @@
 """Checkpoint faults replayed on real 2-process `gppf-train` runs: a damaged newest checkpoint
 falls back to the previous one, and a disk that fills during a save ends the run with one line,
 leaves no partial directory, and a rerun with room resumes. Either way the losses are those of
-an undisturbed run (same world size: equal). And on two gloo processes with a stand-in engine:
-a rank raising mid-save fails the save on every rank alike."""
+an undisturbed run (same world size: equal); so do the losses after a SIGKILL while a save is
+in flight in the background. And on two gloo processes with a stand-in engine: a rank raising
+mid-save, or failing its background write, fails the save on every rank alike."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,9 +23,9 @@ from torch import nn
 
 from gppf_dist.checkpoint.client_state import ClientState
 from gppf_dist.checkpoint.manager import LATEST, step_tags, tag_for_step
-from gppf_dist.checkpoint.marker import Topology, read_marker
+from gppf_dist.checkpoint.marker import COMPLETE, Topology, read_marker
 from gppf_dist.checkpoint.saving import CheckpointSaveError, write_torch
-from gppf_dist.checkpoint.store import Checkpointer
+from gppf_dist.checkpoint.store import SLOW_SAVE_ENV, Checkpointer
 from gppf_dist.dist.env import init_distributed, leave_distributed
 from gppf_dist.logging.metrics import read_metrics
 from tests.dist.harness import run_distributed
@@ -221,3 +225,81 @@ def test_a_rank_raising_mid_save_fails_it_on_every_rank_and_resume_skips_it(
         "warning: checkpoint step_00000006 is damaged (rank_1.pt: 4 bytes, its marker records"
         in err
     )
+
+
+def test_sigkill_during_a_background_save_resumes_from_the_one_before(
+    tmp_path: Path, tiny_shards: Path, undisturbed: Path
+) -> None:
+    """The save of step 4 is held in the background (SLOW_SAVE_ENV) while training goes on;
+    the whole run is SIGKILLed then. Step 4 never gets its marker, LATEST stays on step 2, and
+    the rerun resumes there with the undisturbed run's losses."""
+    run_dir = tmp_path / "run"
+    env = {**os.environ, SLOW_SAVE_ENV: "4:120"}
+    proc = subprocess.Popen(train_cmd(run_dir, tiny_shards, *ARGS, "trainer.max_steps=6"),
+                            env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    ckpt = run_dir / "checkpoints"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            metrics = run_dir / "metrics.jsonl"
+            steps = len(read_metrics(metrics)) if metrics.exists() else 0
+            if steps >= 5 and (ckpt / tag_for_step(4)).is_dir():
+                break  # training went on past step 4 with its save in flight
+            time.sleep(0.1)
+        assert proc.poll() is None, "the run ended before its step-4 save could be killed"
+        assert not (ckpt / tag_for_step(4) / COMPLETE).exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert [t for t in step_tags(ckpt) if (ckpt / t / COMPLETE).exists()] == [tag_for_step(2)]
+    assert (ckpt / LATEST).read_text().strip() == tag_for_step(2)
+    rerun = run_train(run_dir, tiny_shards, *ARGS, "trainer.max_steps=6")
+    assert "resuming from checkpoint at step 2 in" in rerun.stdout + rerun.stderr
+    assert step_losses(run_dir) == step_losses(undisturbed)
+
+
+def background_fail_restore(run_dir: Path) -> tuple[list[str], int]:
+    """Background saves of steps 2, 4 (whose write fails on rank 1) and 6; the failure comes
+    out of the next save on every rank. Returns this rank's errors and the step resumed at."""
+    init_distributed("gloo", torch.device("cpu"), 60)
+    engine = UnwritableOnRank(fail_on=(4, 1))
+    group = dist.new_group(backend="gloo")
+    ckpt = Checkpointer(engine, run_dir, Topology(2, 1, 0), 5, dist.get_rank() == 0, group=group)
+    failures = []
+    for step in (2, 4, 6):
+        try:
+            ckpt.save(ClientState(step, {}, None, 2), background=True)
+        except CheckpointSaveError as err:
+            failures.append(str(err))
+            ckpt.save(ClientState(step, {}, None, 2), background=True)  # the run's next save
+    ckpt.wait()
+    resumed = ckpt.restore("auto")
+    leave_distributed(finished=True)
+    assert resumed is not None
+    return failures, resumed.step
+
+
+class UnwritableOnRank(RankFiles):
+    """`RankFiles` whose file, on `fail_on`'s rank and step, goes to a folder that is not
+    there: the save's collective part passes, its background write fails."""
+
+    def save_state(self, directory: Path, tag: str, client_state: dict[str, object]) -> None:
+        (directory / tag).mkdir(parents=True, exist_ok=True)
+        dist.barrier()
+        where = directory / tag
+        if (client_state["step"], dist.get_rank()) == self.fail_on:
+            where = where / "not_there"
+        write_torch(client_state, where / f"rank_{dist.get_rank()}.pt")
+
+
+def test_a_background_save_failing_on_one_rank_fails_on_every_rank(tmp_path: Path) -> None:
+    ranks = run_distributed(background_fail_restore, 2, tmp_path)
+    for failures, resumed in ranks:
+        assert len(failures) == 1 and resumed == 6
+        assert failures[0].startswith("checkpoint at step 4 failed on rank 1: No such file")
+    ckpt = tmp_path / "checkpoints"
+    assert step_tags(ckpt) == [tag_for_step(2), tag_for_step(6)]  # no partial step 4
+    marker = read_marker(ckpt / tag_for_step(6))
+    assert marker is not None and marker.files is not None
+    assert sorted(marker.files) == ["rank_0.pt", "rank_1.pt"]

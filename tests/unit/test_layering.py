@@ -35,7 +35,17 @@ ALLOWED = {
         "logging",
     },
     "launch": {"config", "dist"},
-    "bench": {"config", "dist", "tasks", "model", "data", "simt", "parallel", "engine"},
+    "bench": {  # checkpoint: `gppf-bench ckpt` times the checkpoint layer itself
+        "config",
+        "dist",
+        "tasks",
+        "model",
+        "data",
+        "simt",
+        "parallel",
+        "checkpoint",
+        "engine",
+    },
     "cli": {
         "config",
         "dist",

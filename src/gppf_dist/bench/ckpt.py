@@ -4,14 +4,16 @@
 
 `--world` processes build a DeepSpeed engine around a stack of linear layers of `--params`
 parameters in all (fp32, AdamW after one step, so the optimizer state exists), at ZeRO
-`--zero`. Then, timed between barriers, `Checkpointer.save` of the whole state (the engine's
-files and the marker), and a restart's checkpoint selection (`checkpoint.resume.select_resume`:
-which checkpoint, checksummed once in shares) followed by the load. Reported, summed over the
-ranks where they are bytes:
+`--zero`. Then, timed between barriers: a synchronous `Checkpointer.save` of the whole state
+(the engine's files and the marker); a background save of the same state (the next step's
+checkpoint: `save(background=True)`, then `wait`); and a restart's checkpoint selection
+(`checkpoint.resume.select_resume`: which checkpoint, checksummed once in shares) followed by
+the load. Reported, summed over the ranks where they are bytes:
 
-- `sync_blocking_s`: the save, from the step boundary until training could go on;
-- `async_blocking_s`: null: saves are synchronous (a background save is not built yet);
-- `bytes_written`, `bytes_hashed_at_save`, `bytes_hashed_at_resume`;
+- `sync_blocking_s`: the synchronous save, from the step boundary until training goes on;
+- `async_blocking_s`: the background save's part at the step boundary (the copy to host
+  memory and DeepSpeed's collectives); `async_total_s`: until it is published;
+- `bytes_written`, `bytes_hashed_at_save` (the synchronous save), `bytes_hashed_at_resume`;
 - `resume_select_s`, `resume_load_s`.
 """
 
@@ -64,6 +66,7 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, run: str) 
     from gppf_dist.checkpoint.resume import select_resume
     from gppf_dist.checkpoint.store import Checkpointer
     from gppf_dist.config.schema import RunConfig
+    from gppf_dist.dist.mesh import build_checkpoint_group
     from gppf_dist.engine.deepspeed import create_engine, destroy_groups
 
     device = join_local_group(rank, world, port)
@@ -76,7 +79,8 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, run: str) 
     engine = create_engine(cfg, model, optimizer, scheduler, world, device)
     engine.backward(engine.module(torch.randn(1, WIDTH)).sum())
     engine.step()  # AdamW's moments exist now
-    ckpt = Checkpointer(engine, Path(run), Topology(world, 1, args.zero), 2, rank == 0)
+    topology = Topology(world, 1, args.zero)
+    ckpt = Checkpointer(engine, Path(run), topology, 2, rank == 0, group=build_checkpoint_group())
     state = ClientState(1, {}, None, world)
 
     def timed(fn: Any) -> tuple[Any, float]:
@@ -89,6 +93,8 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, run: str) 
     hashed = bytes_hashed()
     _, save_s = timed(lambda: ckpt.save(state))
     hashed_save = bytes_hashed() - hashed
+    _, async_s = timed(lambda: ckpt.save(ClientState(2, {}, None, world), background=True))
+    _, wait_s = timed(ckpt.wait)
     hashed = bytes_hashed()
     tag, select_s = timed(lambda: select_resume(ckpt.directory, "auto"))
     hashed_resume = bytes_hashed() - hashed
@@ -96,8 +102,11 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, run: str) 
     marker = read_marker(ckpt.directory / tag)
     assert marker is not None and marker.files is not None
     destroy_groups()
+    assert tag == "step_00000002", tag
     return {
         "save_s": save_s,
+        "async_s": async_s,
+        "async_total_s": async_s + wait_s,
         "select_s": select_s,
         "load_s": load_s,
         "hashed_save": hashed_save,
@@ -116,7 +125,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "world": args.world,
         "zero_stage": args.zero,
         "sync_blocking_s": max(r["save_s"] for r in ranks),
-        "async_blocking_s": None,
+        "async_blocking_s": max(r["async_s"] for r in ranks),
+        "async_total_s": max(r["async_total_s"] for r in ranks),
         "bytes_written": first["written"],
         "files": first["files"],
         "bytes_hashed_at_save": sum(r["hashed_save"] for r in ranks),
@@ -137,7 +147,11 @@ def main(argv: list[str]) -> None:
         f"{args.params:,} parameters, {args.world} ranks, ZeRO {args.zero}: "
         f"{result['bytes_written'] / mib:,.0f} MiB in {result['files']} files"
     )
-    print(f"save blocks training {result['sync_blocking_s']:.2f} s (synchronous)")
+    print(
+        f"save blocks training {result['sync_blocking_s']:.2f} s synchronous, "
+        f"{result['async_blocking_s']:.2f} s in the background "
+        f"(published after {result['async_total_s']:.2f} s)"
+    )
     print(
         f"hashed at save {result['bytes_hashed_at_save'] / mib:,.0f} MiB, at resume "
         f"{result['bytes_hashed_at_resume'] / mib:,.0f} MiB (all ranks); resume: select "

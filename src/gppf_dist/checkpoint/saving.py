@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from copy import deepcopy
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,49 @@ class _Writer:
 
 
 _recorders: list[dict[str, FileRecord]] = []
+_deferred: list[list[tuple[Path, Any, dict[str, Any]]]] = []
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy of `obj` (state dicts: dicts, lists, tuples of tensors and plain values) that the
+    next step cannot change: every tensor's storage copied to host memory once, views kept as
+    views of the copy (so the bytes written are the ones `torch.save` of `obj` writes now)."""
+    storages: dict[tuple[int, str], torch.UntypedStorage] = {}
+
+    def copy(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            storage = value.untyped_storage()
+            key = (storage.data_ptr(), str(storage.device))
+            if key not in storages:
+                storages[key] = storage.cpu() if storage.device.type != "cpu" else storage.clone()
+            out = torch.empty(0, dtype=value.dtype)
+            return out.set_(storages[key], value.storage_offset(), value.size(), value.stride())
+        if isinstance(value, dict):
+            return type(value)((k, copy(v)) for k, v in value.items())
+        if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
+            return type(value)(copy(v) for v in value)
+        return deepcopy(value)
+
+    return copy(obj)
+
+
+@contextmanager
+def deferring_writes() -> Iterator[list[tuple[Path, Any, dict[str, Any]]]]:
+    """Inside the block `write_torch` writes nothing: it queues (path, snapshot of the object,
+    its arguments) for `write_deferred`, so a background save can write what the step boundary
+    held while training goes on."""
+    queued: list[tuple[Path, Any, dict[str, Any]]] = []
+    _deferred.append(queued)
+    try:
+        yield queued
+    finally:
+        _deferred.remove(queued)
+
+
+def write_deferred(queued: list[tuple[Path, Any, dict[str, Any]]]) -> None:
+    """Write what `deferring_writes` queued, in order (each `write_torch`, recorded)."""
+    for path, obj, kwargs in queued:
+        write_torch(obj, path, **kwargs)
 
 
 @contextmanager
@@ -65,9 +109,12 @@ def recording_writes() -> Iterator[dict[str, FileRecord]]:
         _recorders.remove(written)
 
 
-def write_torch(obj: Any, path: Path, **kwargs: Any) -> FileRecord:
+def write_torch(obj: Any, path: Path, **kwargs: Any) -> FileRecord | None:
     """`torch.save` whose I/O errors are OSErrors naming `path`; returns the file's size and
-    SHA-256, hashed as it was written."""
+    SHA-256, hashed as it was written (None: queued by `deferring_writes` instead)."""
+    if _deferred:
+        _deferred[-1].append((Path(path), snapshot(obj), dict(kwargs)))
+        return None
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     writer = _Writer(fd)
     try:
@@ -93,11 +140,11 @@ def describe_failure(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
-def first_failure(local: str | None) -> str | None:
+def first_failure(local: str | None, group: dist.ProcessGroup | None = None) -> str | None:
     """Collective: " on rank R: <cause>" for the lowest rank that failed, or None if none did."""
     world_size = dist.get_world_size()
     parts: list[str | None] = [None] * world_size
-    dist.all_gather_object(parts, local)
+    dist.all_gather_object(parts, local, group=group)
     for rank, failure in enumerate(parts):
         if failure is not None:
             return f" on rank {rank}: {failure}" if world_size > 1 else f": {failure}"

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,9 +40,11 @@ from gppf_dist.checkpoint.named_state import has_named_state, load_named_state, 
 from gppf_dist.checkpoint.resume import select_resume
 from gppf_dist.checkpoint.saving import (
     CheckpointSaveError,
+    deferring_writes,
     describe_failure,
     first_failure,
     recording_writes,
+    write_deferred,
 )
 from gppf_dist.checkpoint.topology import check_topology
 from gppf_dist.model.owners import OwnerMap
@@ -64,6 +68,23 @@ class EngineState(Protocol):
     ) -> dict[str, Any]:
         """Load the engine's state; returns the saved client state."""
         ...
+
+
+SLOW_SAVE_ENV = "GPPF_FAULT_SLOW_SAVE"
+"""Fault injection for tests: "STEP:SECONDS" holds the background save of step STEP that long
+before it writes, so a test can kill a run with that save in flight."""
+
+
+def fault_delay_s(step: int) -> float:
+    """The delay `SLOW_SAVE_ENV` asks for the background save of `step` (0 without it)."""
+    spec = os.environ.get(SLOW_SAVE_ENV, "")
+    if not spec:
+        return 0.0
+    try:
+        at, seconds = spec.split(":")
+        return float(seconds) if int(at) == step else 0.0
+    except ValueError:
+        raise ValueError(f"{SLOW_SAVE_ENV}={spec!r}: expected STEP:SECONDS") from None
 
 
 @dataclass
@@ -92,27 +113,86 @@ class Checkpointer:
     """trainer.keep_checkpoints: complete checkpoints kept after each save."""
     is_main: bool
     named: NamedState | None = None
+    group: dist.ProcessGroup | None = None
+    """A gloo group over every rank for background saves (`dist/mesh.py`); None: every save
+    is synchronous."""
+    _inflight: threading.Thread | None = field(default=None, init=False, repr=False)
+    _failure: str | None = field(default=None, init=False, repr=False)
 
     @property
     def directory(self) -> Path:
         return self.run_dir / "checkpoints"
 
-    def save(self, state: ClientState) -> None:
+    def save(self, state: ClientState, *, background: bool = False) -> None:
         """Collective checkpoint of step `state.step` (i.e. after that many iterations).
-        Raises CheckpointSaveError on every rank if any rank failed."""
+        Raises CheckpointSaveError on every rank if any rank failed.
+
+        `background` (with a `group`): the state is copied to host memory here (DeepSpeed's
+        collectives included), then written, hashed and published by a thread while training
+        goes on; its COMPLETE marker is written only once every rank's files are, so a run
+        killed meanwhile resumes from the checkpoint before. A failure is raised by the next
+        `save` or `wait`. A save first waits for the one in flight."""
+        self.wait()
         tag = tag_for_step(state.step)
         if self.is_main:  # an earlier failed save of this step, or one a resume skipped
             shutil.rmtree(self.directory / tag, ignore_errors=True)
         dist.barrier()
-        with recording_writes() as written:
-            failure = first_failure(self._write(tag, state))
-        if failure is None:
-            failure = first_failure(self._commit(tag, state, self._inside(tag, written)))
+        if background and self.group is not None:
+            with deferring_writes() as queued:
+                failure = first_failure(self._write(tag, state))
+            if failure is None:
+                # a daemon: a run that fails meanwhile exits without it (no marker is written)
+                self._inflight = threading.Thread(
+                    target=self._finish,
+                    args=(tag, state, queued),
+                    name="gppf-checkpoint",
+                    daemon=True,
+                )
+                self._inflight.start()
+                return
+        else:
+            with recording_writes() as written:
+                failure = first_failure(self._write(tag, state))
+            if failure is None:
+                failure = first_failure(self._commit(tag, state, self._inside(tag, written)))
         if failure is not None:
-            if self.is_main:
-                shutil.rmtree(self.directory / tag, ignore_errors=True)
-                (self.directory / (LATEST + ".tmp")).unlink(missing_ok=True)
+            self._discard(tag)
             raise CheckpointSaveError(f"checkpoint at step {state.step} failed{failure}")
+
+    def wait(self) -> None:
+        """Collective: the save in flight, if any, is published (or raises its failure)."""
+        if self._inflight is None:
+            return
+        self._inflight.join()
+        self._inflight, failure, self._failure = None, self._failure, None
+        if failure is not None:
+            raise CheckpointSaveError(failure)
+
+    def _finish(self, tag: str, state: ClientState, queued: list[Any]) -> None:
+        """The background part: write and hash this rank's files, agree, publish."""
+        group = self.group
+        local = None
+        time.sleep(fault_delay_s(state.step))
+        with recording_writes() as written:
+            try:
+                write_deferred(queued)
+            except Exception as err:  # every rank must reach the agreement, whatever failed
+                local = describe_failure(err)
+        try:
+            failure = first_failure(local, group)
+            if failure is None:
+                mine = self._inside(tag, written)
+                failure = first_failure(self._commit(tag, state, mine, group), group)
+        except Exception as err:  # the group itself failed (a peer gone): no marker
+            failure = f" on rank {dist.get_rank()}: {describe_failure(err)}"
+        if failure is not None:
+            self._discard(tag)
+            self._failure = f"checkpoint at step {state.step} failed{failure}"
+
+    def _discard(self, tag: str) -> None:
+        if self.is_main:
+            shutil.rmtree(self.directory / tag, ignore_errors=True)
+            (self.directory / (LATEST + ".tmp")).unlink(missing_ok=True)
 
     def _write(self, tag: str, state: ClientState) -> str | None:
         """This rank's files; what went wrong, if anything."""
@@ -142,7 +222,13 @@ class Checkpointer:
             if path.startswith(root + os.sep)
         }
 
-    def _commit(self, tag: str, state: ClientState, mine: dict[str, FileRecord]) -> str | None:
+    def _commit(
+        self,
+        tag: str,
+        state: ClientState,
+        mine: dict[str, FileRecord],
+        group: dist.ProcessGroup | None = None,
+    ) -> str | None:
         """Collective: every file of the checkpoint gets its record (the writers' own, else
         hashed from disk in shares); rank 0 writes the marker and LATEST and prunes. What went
         wrong on this rank, if anything."""
@@ -153,10 +239,10 @@ class Checkpointer:
                 listing[0] = (list_files(tag_dir, frozenset({COMPLETE})), None)
             except OSError as err:
                 listing[0] = ({}, describe_failure(err))
-        dist.broadcast_object_list(listing, src=0)
+        dist.broadcast_object_list(listing, src=0, group=group)
         sizes, failure = listing[0]
         written: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(written, mine)
+        dist.all_gather_object(written, mine, group=group)
         known: dict[str, FileRecord] = {}
         doubtful: set[str] = set()
         for part in written:
@@ -175,7 +261,7 @@ class Checkpointer:
         except OSError as err:
             failure = describe_failure(err)
         gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, records)
+        dist.all_gather_object(gathered, records, group=group)
         if failure is not None or not self.is_main:
             return failure
         files = {name: known[name] for name in sizes if name not in pending}

@@ -46,6 +46,10 @@ class TrainerSection:
     log_every: int = 1
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
+    checkpoint_async: bool = True
+    """Periodic saves copy the state to host memory at the step boundary and write, hash and
+    publish it in the background (checkpoint/store.py); the last save and a preemption's are
+    synchronous, and at most one save is in flight."""
     eval_at_start: bool = True
     """Evaluate before the first step too, so eval.json shows what training changed."""
     eval_batch_size: int = 32

@@ -52,3 +52,11 @@ def build_expert_groups(layout: GroupLayout, rank: int) -> ExpertGroups:
         if rank in ranks:
             edp = group
     return ExpertGroups(ep, edp, tuple(layout.ep_group(rank)), tuple(layout.edp_group(rank)))
+
+
+def build_checkpoint_group() -> dist.ProcessGroup:
+    """Every rank, over gloo: the group a background checkpoint save agrees and publishes on
+    (`checkpoint/store.py`). Its collectives run on the save's thread while the step's run on
+    the default group, so they need a group of their own (two threads must never share one);
+    gloo because what they exchange is small Python objects on the host, also under NCCL."""
+    return dist.new_group(backend="gloo")

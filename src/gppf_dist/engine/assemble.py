@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from gppf_dist.checkpoint.marker import Topology
 from gppf_dist.checkpoint.store import Checkpointer, NamedState
 from gppf_dist.config.schema import RunConfig
-from gppf_dist.dist.mesh import ExpertGroups, build_expert_groups
+from gppf_dist.dist.mesh import ExpertGroups, build_checkpoint_group, build_expert_groups
 from gppf_dist.engine.deepspeed import Engine, create_engine
 from gppf_dist.engine.experts import keep_lego_shards, shard_legos
 from gppf_dist.engine.lego_optim import LegoOptimizer
@@ -65,6 +66,8 @@ class AssembledStep:
     named: NamedState | None
     """The topology-free checkpoint state (ZeRO 0, or the legos under ZeRO 1/2 + EP)."""
     legos: LegoOptimizer | None
+    checkpoint_group: dist.ProcessGroup | None = None
+    """Background checkpoint saves' own group (`trainer.checkpoint_async`)."""
 
     def checkpointer(self, cfg: RunConfig, is_main: bool) -> Checkpointer:
         topology = Topology(self.layout.world_size, self.layout.ep_size, cfg.parallel.zero_stage)
@@ -75,6 +78,7 @@ class AssembledStep:
             keep=cfg.trainer.keep_checkpoints,
             is_main=is_main,
             named=self.named,
+            group=self.checkpoint_group,
         )
 
 
@@ -119,6 +123,8 @@ def assemble_step(
     make = optimizers or default_optimizers(cfg, owners)
     layout = EPLayout(world_size, parallel.ep_size, cfg.model.num_legos, placement)
     groups = build_expert_groups(layout, rank)
+    # created here, on every rank in the same order, like the expert groups
+    ckpt_group = build_checkpoint_group() if trainer.checkpoint_async else None
     session = None
     if layout.ep_size > 1:
         session = shard_legos(
@@ -158,7 +164,7 @@ def assemble_step(
         precision=trainer.precision,
         channels_last=trainer.channels_last,
     )
-    return AssembledStep(ctx, engine, owners, layout, groups, session, named, legos)
+    return AssembledStep(ctx, engine, owners, layout, groups, session, named, legos, ckpt_group)
 
 
 def _reduction(

@@ -221,8 +221,10 @@ def train(w: Worker) -> int | None:
             bar.set_postfix(loss=f"{record['loss']:.3f}")
             log_step(w, done, record)
             guard.check(done, record, announce=w.info.is_main)
-            if result.stop or done % cfg.trainer.checkpoint_every == 0 or done == bar.total:
-                save(w, done)
+            last = result.stop or done == bar.total
+            if last or done % cfg.trainer.checkpoint_every == 0:
+                # periodic saves in the background; the last (and a preemption's) waits
+                save(w, done, background=cfg.trainer.checkpoint_async and not last)
             if result.stop:
                 return done
     return None
@@ -252,10 +254,12 @@ def log_step(w: Worker, done: int, record: dict[str, object]) -> None:
         w.run.log_heatmap("lego_usage", render_usage(usage, w.taskset.names), done)
 
 
-def save(w: Worker, done: int) -> None:
-    """Collective checkpoint after `done` steps. A failed one ends the run with its one line
-    (from rank 0; the other ranks leave quietly): the partial checkpoint is gone, LATEST is on
-    the last good one, and the same command resumes from it once the cause is fixed."""
+def save(w: Worker, done: int, background: bool = False) -> None:
+    """Collective checkpoint after `done` steps (`background`: written while training goes on,
+    `Checkpointer.save`). A failed one ends the run with its one line (from rank 0; the other
+    ranks leave quietly) at this save, or for a background one at the next: the partial
+    checkpoint is gone, LATEST is on the last good one, and the same command resumes from it
+    once the cause is fixed."""
     phase("checkpoint save", done=done)
     state = ClientState(
         step=done,
@@ -267,7 +271,7 @@ def save(w: Worker, done: int) -> None:
         rng=rng_state(),
     )
     try:
-        w.checkpointer.save(state)
+        w.checkpointer.save(state, background=background)
     except CheckpointSaveError as err:
         raise SystemExit(str(err) if w.info.is_main else 1) from None
 
