@@ -6,14 +6,17 @@
 parameters in all (fp32, AdamW after one step, so the optimizer state exists), at ZeRO
 `--zero`. Then, timed between barriers: a synchronous `Checkpointer.save` of the whole state
 (the engine's files and the marker); a background save of the same state (the next step's
-checkpoint: `save(background=True)`, then `wait`); and a restart's checkpoint selection
+checkpoints, twice: `save(background=True)`, then `wait`); and a restart's checkpoint selection
 (`checkpoint.resume.select_resume`: which checkpoint, checksummed once in shares) followed by
 the load. Reported, summed over the ranks where they are bytes:
 
 - `sync_blocking_s`: the synchronous save, from the step boundary until training goes on;
 - `async_blocking_s`: the background save's part at the step boundary (the copy to host
-  memory and DeepSpeed's collectives); `async_total_s`: until it is published;
-- `bytes_written`, `bytes_hashed_at_save` (the synchronous save), `bytes_hashed_at_resume`;
+  memory and DeepSpeed's collectives), for a save after the first (the first allocates the
+  host buffers the next ones reuse: `async_first_blocking_s`); `async_total_s`: until it is
+  published;
+- `bytes_written` and `bytes_hashed_at_save` of the synchronous save; `bytes_resumed`, the size
+  of the checkpoint the restart loads (the last background one), and `bytes_hashed_at_resume`;
 - `resume_select_s`, `resume_load_s`.
 """
 
@@ -64,6 +67,7 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, run: str) 
     from gppf_dist.checkpoint.digest import bytes_hashed
     from gppf_dist.checkpoint.marker import Topology, read_marker
     from gppf_dist.checkpoint.resume import select_resume
+    from gppf_dist.checkpoint.saving import recording_writes
     from gppf_dist.checkpoint.store import Checkpointer
     from gppf_dist.config.schema import RunConfig
     from gppf_dist.dist.mesh import build_checkpoint_group
@@ -91,9 +95,13 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, run: str) 
         return out, time.perf_counter() - start
 
     hashed = bytes_hashed()
-    _, save_s = timed(lambda: ckpt.save(state))
+    with recording_writes() as written:
+        _, save_s = timed(lambda: ckpt.save(state))
     hashed_save = bytes_hashed() - hashed
-    _, async_s = timed(lambda: ckpt.save(ClientState(2, {}, None, world), background=True))
+    # the first background save allocates its host buffers; the next ones copy into them
+    _, first_async_s = timed(lambda: ckpt.save(ClientState(2, {}, None, world), background=True))
+    _, wait_s = timed(ckpt.wait)
+    _, async_s = timed(lambda: ckpt.save(ClientState(3, {}, None, world), background=True))
     _, wait_s = timed(ckpt.wait)
     hashed = bytes_hashed()
     tag, select_s = timed(lambda: select_resume(ckpt.directory, "auto"))
@@ -102,16 +110,18 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, run: str) 
     marker = read_marker(ckpt.directory / tag)
     assert marker is not None and marker.files is not None
     destroy_groups()
-    assert tag == "step_00000002", tag
+    assert tag == "step_00000003", tag
     return {
         "save_s": save_s,
         "async_s": async_s,
+        "first_async_s": first_async_s,
         "async_total_s": async_s + wait_s,
         "select_s": select_s,
         "load_s": load_s,
         "hashed_save": hashed_save,
         "hashed_resume": hashed_resume,
-        "written": sum(r.size for r in marker.files.values()),
+        "written": sum(r.size for r in written.values()),
+        "resumed_bytes": sum(r.size for r in marker.files.values()),
         "files": len(marker.files),
     }
 
@@ -126,8 +136,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "zero_stage": args.zero,
         "sync_blocking_s": max(r["save_s"] for r in ranks),
         "async_blocking_s": max(r["async_s"] for r in ranks),
+        "async_first_blocking_s": max(r["first_async_s"] for r in ranks),
         "async_total_s": max(r["async_total_s"] for r in ranks),
-        "bytes_written": first["written"],
+        "bytes_written": sum(r["written"] for r in ranks),
+        "bytes_resumed": first["resumed_bytes"],
         "files": first["files"],
         "bytes_hashed_at_save": sum(r["hashed_save"] for r in ranks),
         "bytes_hashed_at_resume": sum(r["hashed_resume"] for r in ranks),

@@ -53,12 +53,40 @@ class _Writer:
 
 _recorders: list[dict[str, FileRecord]] = []
 _deferred: list[list[tuple[Path, Any, dict[str, Any]]]] = []
+_staging: list[Staging | None] = []
 
 
-def snapshot(obj: Any) -> Any:
+class Staging:
+    """Host buffers a background save copies into, kept for the next save: copying into
+    memory already touched costs a third of copying into fresh memory (page faults), and the
+    step boundary waits for the copy. `used` are the buffers of the save in flight; `release`
+    hands them back once it is written."""
+
+    def __init__(self) -> None:
+        self.free: dict[int, list[torch.UntypedStorage]] = {}
+        self.used: list[torch.UntypedStorage] = []
+
+    def copy(self, storage: torch.UntypedStorage) -> torch.UntypedStorage:
+        spare = self.free.get(storage.nbytes())
+        if spare:
+            target = spare.pop()
+            target.copy_(storage)
+        else:
+            target = storage.cpu() if storage.device.type != "cpu" else storage.clone()
+        self.used.append(target)
+        return target
+
+    def release(self) -> None:
+        for storage in self.used:
+            self.free.setdefault(storage.nbytes(), []).append(storage)
+        self.used = []
+
+
+def snapshot(obj: Any, staging: Staging | None = None) -> Any:
     """A copy of `obj` (state dicts: dicts, lists, tuples of tensors and plain values) that the
     next step cannot change: every tensor's storage copied to host memory once, views kept as
     views of the copy (so the bytes written are the ones `torch.save` of `obj` writes now)."""
+    stage = staging if staging is not None else Staging()
     storages: dict[tuple[int, str], torch.UntypedStorage] = {}
 
     def copy(value: Any) -> Any:
@@ -66,7 +94,7 @@ def snapshot(obj: Any) -> Any:
             storage = value.untyped_storage()
             key = (storage.data_ptr(), str(storage.device))
             if key not in storages:
-                storages[key] = storage.cpu() if storage.device.type != "cpu" else storage.clone()
+                storages[key] = stage.copy(storage)
             out = torch.empty(0, dtype=value.dtype)
             return out.set_(storages[key], value.storage_offset(), value.size(), value.stride())
         if isinstance(value, dict):
@@ -79,16 +107,20 @@ def snapshot(obj: Any) -> Any:
 
 
 @contextmanager
-def deferring_writes() -> Iterator[list[tuple[Path, Any, dict[str, Any]]]]:
-    """Inside the block `write_torch` writes nothing: it queues (path, snapshot of the object,
-    its arguments) for `write_deferred`, so a background save can write what the step boundary
-    held while training goes on."""
+def deferring_writes(
+    staging: Staging | None = None,
+) -> Iterator[list[tuple[Path, Any, dict[str, Any]]]]:
+    """Inside the block `write_torch` writes nothing: it queues (path, snapshot of the object
+    into `staging`, its arguments) for `write_deferred`, so a background save can write what
+    the step boundary held while training goes on."""
     queued: list[tuple[Path, Any, dict[str, Any]]] = []
     _deferred.append(queued)
+    _staging.append(staging)
     try:
         yield queued
     finally:
         _deferred.remove(queued)
+        _staging.pop()
 
 
 def write_deferred(queued: list[tuple[Path, Any, dict[str, Any]]]) -> None:
@@ -113,7 +145,7 @@ def write_torch(obj: Any, path: Path, **kwargs: Any) -> FileRecord | None:
     """`torch.save` whose I/O errors are OSErrors naming `path`; returns the file's size and
     SHA-256, hashed as it was written (None: queued by `deferring_writes` instead)."""
     if _deferred:
-        _deferred[-1].append((Path(path), snapshot(obj), dict(kwargs)))
+        _deferred[-1].append((Path(path), snapshot(obj, _staging[-1]), dict(kwargs)))
         return None
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     writer = _Writer(fd)

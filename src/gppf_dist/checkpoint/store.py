@@ -40,6 +40,7 @@ from gppf_dist.checkpoint.named_state import has_named_state, load_named_state, 
 from gppf_dist.checkpoint.resume import select_resume
 from gppf_dist.checkpoint.saving import (
     CheckpointSaveError,
+    Staging,
     deferring_writes,
     describe_failure,
     first_failure,
@@ -117,6 +118,7 @@ class Checkpointer:
     """A gloo group over every rank for background saves (`dist/mesh.py`); None: every save
     is synchronous."""
     _inflight: threading.Thread | None = field(default=None, init=False, repr=False)
+    _staging: Staging = field(default_factory=Staging, init=False, repr=False)
     _failure: str | None = field(default=None, init=False, repr=False)
 
     @property
@@ -138,7 +140,7 @@ class Checkpointer:
             shutil.rmtree(self.directory / tag, ignore_errors=True)
         dist.barrier()
         if background and self.group is not None:
-            with deferring_writes() as queued:
+            with deferring_writes(self._staging) as queued:
                 failure = first_failure(self._write(tag, state))
             if failure is None:
                 # a daemon: a run that fails meanwhile exits without it (no marker is written)
@@ -150,6 +152,7 @@ class Checkpointer:
                 )
                 self._inflight.start()
                 return
+            self._staging.release()  # nothing will be written from them
         else:
             with recording_writes() as written:
                 failure = first_failure(self._write(tag, state))
@@ -164,6 +167,7 @@ class Checkpointer:
         if self._inflight is None:
             return
         self._inflight.join()
+        self._staging.release()  # written: its buffers take the next save's copy
         self._inflight, failure, self._failure = None, self._failure, None
         if failure is not None:
             raise CheckpointSaveError(failure)
