@@ -303,3 +303,37 @@ def test_a_background_save_failing_on_one_rank_fails_on_every_rank(tmp_path: Pat
     marker = read_marker(ckpt / tag_for_step(6))
     assert marker is not None and marker.files is not None
     assert sorted(marker.files) == ["rank_0.pt", "rank_1.pt"]
+
+
+def thread_error_then_last_save(run_dir: Path) -> tuple[str, str, bool, bool]:
+    """A background save whose thread hits an error of its own (a malformed fault spec), then
+    the run's last, synchronous save: the error comes out of that save, made all the same."""
+    os.environ[SLOW_SAVE_ENV] = "2:soon"
+    init_distributed("gloo", torch.device("cpu"), 60)
+    engine = RankFiles(fail_on=(-1, -1))
+    group = dist.new_group(backend="gloo")
+    ckpt = Checkpointer(engine, run_dir, Topology(1, 1, 0), 5, True, group=group)
+    ckpt.save(ClientState(2, {}, None, 1), background=True)
+    try:
+        ckpt.save(ClientState(3, {}, None, 1))
+        raised = ""
+    except CheckpointSaveError as err:
+        raised = str(err)
+    leave_distributed(finished=True)
+    ckpt_dir = run_dir / "checkpoints"
+    latest = (ckpt_dir / LATEST).read_text().strip()
+    return raised, latest, (ckpt_dir / tag_for_step(2)).exists(), _complete(ckpt_dir, 3)
+
+
+def _complete(ckpt_dir: Path, step: int) -> bool:
+    return (ckpt_dir / tag_for_step(step) / COMPLETE).exists()
+
+
+def test_an_error_in_the_save_thread_is_reported_and_the_last_save_still_made(
+    tmp_path: Path,
+) -> None:
+    raised, latest, step_2_left, step_3_complete = run_distributed(
+        thread_error_then_last_save, 1, tmp_path
+    )[0]
+    assert raised.startswith("checkpoint at step 2 failed: ") and SLOW_SAVE_ENV in raised
+    assert (latest, step_2_left, step_3_complete) == (tag_for_step(3), False, True)

@@ -40,6 +40,15 @@ def test_the_copy_is_the_state_at_the_boundary_byte_for_byte() -> None:
     assert isinstance(copy["module"], OrderedDict) and copy["meta"] == ("ds", 3)
 
 
+def test_a_module_state_dict_keeps_its_metadata_and_parameters_their_kind() -> None:
+    module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    state = {"module": module.state_dict(), "param": torch.nn.Parameter(torch.ones(2))}
+    copy = snapshot(state)
+    assert copy["module"]._metadata == state["module"]._metadata  # versions, for loading
+    assert isinstance(copy["param"], torch.nn.Parameter) and copy["param"].requires_grad
+    assert _bytes(copy) == _bytes(state)
+
+
 def test_deferred_writes_are_written_later_as_they_were(tmp_path: object) -> None:
     from pathlib import Path
 

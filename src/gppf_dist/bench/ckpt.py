@@ -84,7 +84,8 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, run: str) 
     engine.backward(engine.module(torch.randn(1, WIDTH)).sum())
     engine.step()  # AdamW's moments exist now
     topology = Topology(world, 1, args.zero)
-    ckpt = Checkpointer(engine, Path(run), topology, 2, rank == 0, group=build_checkpoint_group())
+    group = build_checkpoint_group(600)
+    ckpt = Checkpointer(engine, Path(run), topology, 2, rank == 0, group=group)
     state = ClientState(1, {}, None, world)
 
     def timed(fn: Any) -> tuple[Any, float]:

@@ -79,14 +79,16 @@ def select_resume(ckpt_dir: Path, resume: str) -> str | None:
             f"`resume`={resume!r}: checkpoint {str(ckpt_dir / resume)!r} is damaged: "
             f"{'; '.join(verdict.problems)} (resume=auto picks the newest intact one)"
         )
+    damaged.sort(key=lambda v: v.tag, reverse=True)  # newest first, as they were tried
     if chosen is None and damaged:
         found_all = "; ".join(f"{v.tag}: {', '.join(v.problems)}" for v in damaged)
         raise ValueError(
             f"no intact checkpoint in {str(ckpt_dir)!r} to resume from ({found_all}); "
             "start over with another `run.dir` (or move the damaged checkpoints away)"
         )
-    if rank == 0:
-        _report(chosen, damaged, records=dict(candidates).get(chosen) if chosen else None)
+    if rank == 0:  # the damaged ones the resume skipped: newer than the one it loads
+        skipped = [v for v in damaged if chosen is None or v.tag > chosen]
+        _report(chosen, skipped, records=dict(candidates).get(chosen) if chosen else None)
     return chosen
 
 

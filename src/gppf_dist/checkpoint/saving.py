@@ -9,6 +9,7 @@ when a Python write raises; our writer keeps the OSError (ENOSPC, EIO) that name
 
 from __future__ import annotations
 
+import copy as pycopy
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,6 +89,7 @@ def snapshot(obj: Any, staging: Staging | None = None) -> Any:
     views of the copy (so the bytes written are the ones `torch.save` of `obj` writes now)."""
     stage = staging if staging is not None else Staging()
     storages: dict[tuple[int, str], torch.UntypedStorage] = {}
+    memo: dict[int, Any] = {}  # one deepcopy memo: shared plain objects stay shared
 
     def copy(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
@@ -96,12 +98,25 @@ def snapshot(obj: Any, staging: Staging | None = None) -> Any:
             if key not in storages:
                 storages[key] = stage.copy(storage)
             out = torch.empty(0, dtype=value.dtype)
-            return out.set_(storages[key], value.storage_offset(), value.size(), value.stride())
-        if isinstance(value, dict):
-            return type(value)((k, copy(v)) for k, v in value.items())
-        if isinstance(value, list | tuple) and not hasattr(value, "_fields"):
-            return type(value)(copy(v) for v in value)
-        return deepcopy(value)
+            out.set_(storages[key], value.storage_offset(), value.size(), value.stride())
+            if isinstance(value, torch.nn.Parameter):
+                return torch.nn.Parameter(out, requires_grad=value.requires_grad)
+            if value.requires_grad and out.is_floating_point():
+                out.requires_grad_(True)
+            return out
+        if isinstance(value, dict):  # a shallow copy keeps its class and attributes
+            out_dict = pycopy.copy(value)  # (state_dict's `_metadata`, defaultdict's factory)
+            for k, v in value.items():
+                out_dict[k] = copy(v)
+            return out_dict
+        if isinstance(value, list):
+            out_list = pycopy.copy(value)
+            out_list[:] = [copy(v) for v in value]
+            return out_list
+        if isinstance(value, tuple):
+            items = [copy(v) for v in value]
+            return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+        return deepcopy(value, memo)
 
     return copy(obj)
 

@@ -133,8 +133,11 @@ class Checkpointer:
         collectives included), then written, hashed and published by a thread while training
         goes on; its COMPLETE marker is written only once every rank's files are, so a run
         killed meanwhile resumes from the checkpoint before. A failure is raised by the next
-        `save` or `wait`. A save first waits for the one in flight."""
-        self.wait()
+        `save` or `wait`. A save first waits for the one in flight; a synchronous one (the
+        last of a run) is still made when that one failed, and the failure raised after it."""
+        earlier = self._join()
+        if earlier is not None and background:
+            raise CheckpointSaveError(earlier)
         tag = tag_for_step(state.step)
         if self.is_main:  # an earlier failed save of this step, or one a resume skipped
             shutil.rmtree(self.directory / tag, ignore_errors=True)
@@ -150,6 +153,7 @@ class Checkpointer:
                     name="gppf-checkpoint",
                     daemon=True,
                 )
+                self._failure = f"checkpoint at step {state.step} failed: its thread ended early"
                 self._inflight.start()
                 return
             self._staging.release()  # nothing will be written from them
@@ -160,25 +164,49 @@ class Checkpointer:
                 failure = first_failure(self._commit(tag, state, self._inside(tag, written)))
         if failure is not None:
             self._discard(tag)
+            if earlier is not None:  # the first failure is the one to fix
+                raise CheckpointSaveError(f"{earlier} (and the save of step {state.step} too)")
             raise CheckpointSaveError(f"checkpoint at step {state.step} failed{failure}")
+        if earlier is not None:
+            raise CheckpointSaveError(earlier)
 
     def wait(self) -> None:
         """Collective: the save in flight, if any, is published (or raises its failure)."""
-        if self._inflight is None:
-            return
-        self._inflight.join()
-        self._staging.release()  # written: its buffers take the next save's copy
-        self._inflight, failure, self._failure = None, self._failure, None
+        failure = self._join()
         if failure is not None:
             raise CheckpointSaveError(failure)
 
+    def _join(self) -> str | None:
+        """Wait for the save in flight; its failure, if it failed."""
+        if self._inflight is None:
+            return None
+        self._inflight.join()
+        self._staging.release()  # written: its buffers take the next save's copy
+        self._inflight, failure, self._failure = None, self._failure, None
+        return failure
+
     def _finish(self, tag: str, state: ClientState, queued: list[Any]) -> None:
-        """The background part: write and hash this rank's files, agree, publish."""
+        """The background part: write and hash this rank's files, agree, publish. Whatever
+        goes wrong ends as `_failure` (set to a failure until this clears it at the end)."""
+        try:
+            failure = self._publish(tag, state, queued)
+            if failure is not None:
+                self._discard(tag)
+                self._failure = f"checkpoint at step {state.step} failed{failure}"
+            else:
+                self._failure = None
+        except BaseException as err:  # reported by the next save, never lost
+            self._failure = (
+                f"checkpoint at step {state.step} failed on rank {dist.get_rank()}: "
+                f"{describe_failure(err)}"
+            )
+
+    def _publish(self, tag: str, state: ClientState, queued: list[Any]) -> str | None:
         group = self.group
         local = None
-        time.sleep(fault_delay_s(state.step))
         with recording_writes() as written:
             try:
+                time.sleep(fault_delay_s(state.step))
                 write_deferred(queued)
             except Exception as err:  # every rank must reach the agreement, whatever failed
                 local = describe_failure(err)
@@ -189,9 +217,7 @@ class Checkpointer:
                 failure = first_failure(self._commit(tag, state, mine, group), group)
         except Exception as err:  # the group itself failed (a peer gone): no marker
             failure = f" on rank {dist.get_rank()}: {describe_failure(err)}"
-        if failure is not None:
-            self._discard(tag)
-            self._failure = f"checkpoint at step {state.step} failed{failure}"
+        return failure
 
     def _discard(self, tag: str) -> None:
         if self.is_main:
@@ -253,23 +279,30 @@ class Checkpointer:
             for name, record in part.items():
                 if known.setdefault(name, record) != record:
                     doubtful.add(name)  # two ranks wrote it differently: the disk decides
-        pending = {
-            name: size
-            for name, size in sizes.items()
-            if name in doubtful or name not in known or known[name].size != size
-        }
+        if failure is None:  # what was written is what is there, or the save fails
+            unlisted = sorted(set(known) - set(sizes))
+            changed = sorted(n for n in known if n in sizes and n not in doubtful
+                             and known[n].size != sizes[n])  # fmt: skip
+            if unlisted:
+                failure = f"{unlisted[0]}: written but not in the checkpoint's folder listing"
+            elif changed:
+                name = changed[0]
+                failure = f"{name}: {sizes[name]} bytes on disk, {known[name].size} written"
+        pending = {n: size for n, size in sizes.items() if n in doubtful or n not in known}
         records: dict[str, FileRecord] = {}
         try:
             for name in share_of(pending, dist.get_rank(), dist.get_world_size()):
                 records[name] = record_file(tag_dir / name)
         except OSError as err:
-            failure = describe_failure(err)
+            failure = failure or describe_failure(err)
         gathered: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(gathered, records, group=group)
+        dist.all_gather_object(gathered, (records, failure), group=group)
         if failure is not None or not self.is_main:
             return failure
+        if any(part[1] is not None for part in gathered):
+            return None  # another rank failed: it reports; rank 0 publishes nothing
         files = {name: known[name] for name in sizes if name not in pending}
-        files.update({name: rec for part in gathered for name, rec in part.items()})
+        files.update({name: rec for part in gathered for name, rec in part[0].items()})
         try:
             marker = Marker(state.step, self.topology, state.costs, dict(sorted(files.items())))
             mark_complete(self.directory, tag, marker.to_json())

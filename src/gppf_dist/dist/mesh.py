@@ -8,6 +8,7 @@ here, at start-up; steps only select among them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Protocol
 
 import torch.distributed as dist
@@ -54,9 +55,10 @@ def build_expert_groups(layout: GroupLayout, rank: int) -> ExpertGroups:
     return ExpertGroups(ep, edp, tuple(layout.ep_group(rank)), tuple(layout.edp_group(rank)))
 
 
-def build_checkpoint_group() -> dist.ProcessGroup:
+def build_checkpoint_group(timeout_s: float) -> dist.ProcessGroup:
     """Every rank, over gloo: the group a background checkpoint save agrees and publishes on
     (`checkpoint/store.py`). Its collectives run on the save's thread while the step's run on
     the default group, so they need a group of their own (two threads must never share one);
-    gloo because what they exchange is small Python objects on the host, also under NCCL."""
-    return dist.new_group(backend="gloo")
+    gloo because what they exchange is small Python objects on the host, also under NCCL.
+    `timeout_s`: `parallel.timeout_s`, as the default group's (gloo's own default is 30 min)."""
+    return dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))

@@ -124,7 +124,7 @@ def assemble_step(
     layout = EPLayout(world_size, parallel.ep_size, cfg.model.num_legos, placement)
     groups = build_expert_groups(layout, rank)
     # created here, on every rank in the same order, like the expert groups
-    ckpt_group = build_checkpoint_group() if trainer.checkpoint_async else None
+    ckpt_group = build_checkpoint_group(parallel.timeout_s) if trainer.checkpoint_async else None
     session = None
     if layout.ep_size > 1:
         session = shard_legos(

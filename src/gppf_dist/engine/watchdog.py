@@ -97,6 +97,7 @@ class Watchdog:
     def enter(self, kind: str, task: str = "", done: int | None = None) -> None:
         steps = self._state[0] if done is None else done
         self._state = (steps, kind, task, time.time(), time.monotonic())
+        self._scan_gap, self._next_scan = self.limits.beat_s, 0.0  # a new phase: no back-off
         self._changed.set()
 
     def beat(self) -> Beat:
@@ -149,7 +150,8 @@ class Watchdog:
             now = time.monotonic()
             if now - started > self.limits.allowance(kind) and now >= self._next_scan:
                 self._check(now - started)
-            self._stop.wait(MIN_GAP_S)  # the timer: at most one beat a second
+            # the timer: at most one beat a second (under a very short `timeout_s`, a beat_s)
+            self._stop.wait(min(MIN_GAP_S, self.limits.beat_s))
 
     def _check(self, waited_s: float) -> None:
         me = self.beat()
