@@ -84,7 +84,8 @@ def assert_last_step(line: str, run_dir: Path, before: str, signalled_at: float)
     assert 1 <= step <= logged + 1, (logged, line)
     beat = read_beat(run_dir / HEARTBEAT_DIR, 1)
     assert beat is not None
-    assert signalled_at - beat.at <= MIN_GAP_S + 1.0, (signalled_at - beat.at, line)
+    # the timer, then up to 2 s for a thread of a loaded 2-core machine to be scheduled
+    assert signalled_at - beat.at <= MIN_GAP_S + 2.0, (signalled_at - beat.at, line)
 
 
 def test_a_stopped_rank_is_named_and_the_run_ends(tmp_path: Path, tiny_shards: Path) -> None:
