@@ -1,8 +1,7 @@
 """Expert-parallel legos through whole demo runs on pooled workers (`run_pool.py`): the run at
 ep_size=2 is the run at ep_size=1 (objective, task losses and gradient norm; `trajectories.py`
-says how strictly), resumable across EP sizes; the same under DeepSpeed ZeRO 1/2, whose
-checkpoints resume at the same EP split (the refusal of another split is the CLI's:
-`tests/integration/test_expert_parallel_cli.py`)."""
+says how strictly), resumable across EP sizes; the same under DeepSpeed ZeRO 1/2 (their resumes at another world or
+EP size: `test_zero_world_free.py`)."""
 
 from __future__ import annotations
 

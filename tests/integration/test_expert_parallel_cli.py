@@ -1,6 +1,7 @@
 """Expert parallelism through `gppf-train` itself: a run at ep_size=2 is, loss for loss, the run
 the pooled workers make (`tests/dist/test_expert_parallel_runs.py` checks the numerics there),
-and a ZeRO-2 checkpoint refuses another EP split before any worker starts."""
+and a ZeRO-2 checkpoint refuses another ZeRO stage before any worker starts (another world or EP
+size it takes: `tests/dist/test_zero_world_free.py`)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def test_the_cli_run_is_the_pooled_run(
     ]
 
 
-def test_zero2_checkpoint_refuses_another_ep_split(
+def test_zero2_checkpoint_refuses_another_stage(
     pool_runs: PoolRuns, demo_shards: Path, tmp_path: Path
 ) -> None:
     pool_runs.train(
@@ -46,11 +47,11 @@ def test_zero2_checkpoint_refuses_another_ep_split(
     )  # fmt: skip
     refused = subprocess.run(
         train_cmd(
-            tmp_path, demo_shards, "parallel.zero_stage=2", "parallel.ep_size=1",
+            tmp_path, demo_shards, "parallel.zero_stage=1", "parallel.ep_size=2",
             "trainer.max_steps=7", *COMMON,
         ),
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert refused.returncode != 0
-    assert "it cannot resume with `parallel.ep_size`=1" in refused.stderr + refused.stdout
+    assert "use `parallel.zero_stage`=2" in refused.stderr + refused.stdout
     assert sorted(losses(tmp_path)) == list(range(1, STEPS + 1))  # no step ran

@@ -1,5 +1,6 @@
-"""Which layouts a checkpoint resumes at: ZeRO 0 anywhere; ZeRO 1/2 only where DeepSpeed's
-partitioned files hold the same parameters (same stage, EP on the same side of 1)."""
+"""Which layouts a checkpoint resumes at: ZeRO 0 anywhere; ZeRO 1/2 at any world and EP size of
+the same stage when it holds our named partitions (`zero_state.py`), else (older checkpoints,
+DeepSpeed's per-rank files only) only where those hold the same parameters."""
 
 from __future__ import annotations
 
@@ -10,14 +11,40 @@ import pytest
 
 from gppf_dist.checkpoint.manager import COMPLETE
 from gppf_dist.checkpoint.topology import Topology, check_topology
+from gppf_dist.checkpoint.zero_state import partition_file
 
 
-def saved(tmp_path: Path, world: int, ep: int, zero: int) -> Path:
+def saved(tmp_path: Path, world: int, ep: int, zero: int, partitions: bool = False) -> Path:
     tag = tmp_path / "step_00000003"
-    tag.mkdir()
+    (tag / "gppf").mkdir(parents=True)
     marker = {"step": 3, "world_size": world, "ep_size": ep, "zero_stage": zero}
     (tag / COMPLETE).write_text(json.dumps(marker))
+    if partitions:
+        for rank in range(world):
+            (tag / "gppf" / partition_file(rank)).write_bytes(b"")
     return tag
+
+
+@pytest.mark.parametrize(
+    ("was", "now"),
+    [
+        ((2, 1, 2), Topology(1, 1, 2)),  # shrink
+        ((2, 1, 1), Topology(4, 1, 1)),  # grow
+        ((2, 2, 2), Topology(1, 1, 2)),  # EP 2 -> 1, legos from their whole files
+        ((1, 1, 1), Topology(2, 2, 1)),  # EP 1 -> 2
+    ],
+)
+def test_named_zero_partitions_resume_at_any_world_and_ep_size(
+    tmp_path: Path, was: tuple[int, int, int], now: Topology
+) -> None:
+    check_topology(saved(tmp_path, *was, partitions=True), now)
+
+
+def test_named_zero_partitions_keep_their_stage(tmp_path: Path) -> None:
+    tag = saved(tmp_path, 2, 1, 2, partitions=True)
+    for stage in (0, 1):
+        with pytest.raises(ValueError, match="use `parallel.zero_stage`=2"):
+            check_topology(tag, Topology(2, 1, stage))
 
 
 @pytest.mark.parametrize(
@@ -40,7 +67,7 @@ def test_resumable_layouts_pass(tmp_path: Path, was: tuple[int, int, int], now: 
         ((2, 2, 2), Topology(2, 2, 0), "`parallel.zero_stage`=0"),
         ((2, 2, 1), Topology(2, 1, 1), "`parallel.ep_size`=1"),
         ((2, 1, 2), Topology(2, 2, 2), "`parallel.ep_size`=2"),
-        ((2, 2, 1), Topology(4, 2, 1), "to 2"),  # ZeRO partitions are per rank
+        ((2, 2, 1), Topology(4, 2, 1), "to 2"),  # DeepSpeed's partitions are per rank
         ((4, 1, 2), Topology(2, 1, 2), "to 4"),
     ],
 )

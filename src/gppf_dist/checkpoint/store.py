@@ -48,6 +48,18 @@ from gppf_dist.checkpoint.saving import (
     write_deferred,
 )
 from gppf_dist.checkpoint.topology import check_topology
+from gppf_dist.checkpoint.zero_state import (
+    MASTER,
+    STATE_KEYS,
+    Partition,
+    Sources,
+    fill_partition,
+    fill_whole,
+    fresh_adam_state,
+    has_partitions,
+    partition_files,
+    save_partitions,
+)
 from gppf_dist.model.owners import OwnerMap
 
 
@@ -69,6 +81,13 @@ class EngineState(Protocol):
     ) -> dict[str, Any]:
         """Load the engine's state; returns the saved client state."""
         ...
+
+    def zero_partitions(self) -> list[Partition]:
+        """Under ZeRO 1/2: this rank's optimizer partitions, by parameter name and offset."""
+        ...
+
+    def refresh_from_master(self) -> None:
+        """Under ZeRO 1/2: the parameters take the (changed) master weights, on every rank."""
 
 
 SLOW_SAVE_ENV = "GPPF_FAULT_SLOW_SAVE"
@@ -228,6 +247,9 @@ class Checkpointer:
         """This rank's files; what went wrong, if anything."""
         try:
             self.engine.save_state(self.directory, tag, state.to_dict())
+            if self.topology.zero_stage > 0:
+                parts = self.engine.zero_partitions()
+                save_partitions(parts, self.directory / tag, dist.get_rank())
             named = self.named
             if named is not None:
                 save_named_state(
@@ -328,6 +350,8 @@ class Checkpointer:
         tag_dir = self.directory / tag
         check_topology(tag_dir, self.topology)
         engine, named = self.engine, self.named
+        if self.topology.zero_stage > 0 and has_partitions(tag_dir):
+            return self._load_partitions(tag_dir, tag)
         if named is not None and named.legos_only:
             saved = engine.load_state(self.directory, tag, module_strict=False, optimizer=True)
             load_named_state(engine.module, named.optimizer, named.owners, tag_dir, legos_only=True)
@@ -349,3 +373,44 @@ class Checkpointer:
             for group, lr in zip(groups, scheduler.get_last_lr(), strict=True):
                 group["lr"] = lr
         return ClientState.from_dict(saved)
+
+    @torch.no_grad()
+    def _load_partitions(self, tag_dir: Path, tag: str) -> ClientState:
+        """ZeRO 1/2 at any world and EP size (`zero_state.py`): DeepSpeed restores the module
+        and the schedule; every rank's saved partitions and the legos' whole-tensor files are
+        the sources of this layout's master weights, moments and steps."""
+        engine, named = self.engine, self.named
+        saved = engine.load_state(self.directory, tag, module_strict=False, optimizer=False)
+        sources = Sources()
+        for path in partition_files(tag_dir):
+            sources.add_partition_file(path)
+        for path, entry in lego_files(tag_dir):
+            for name, value in entry["params"].items():
+                state = (entry["optim"] or {}).get(name) or {}
+                tensors = {MASTER: value, **{k: state[k] for k in STATE_KEYS if k in state}}
+                sources.add_whole(name, tensors, float(state.get("step", 0)), path.name)
+        for part in engine.zero_partitions():
+            fill_partition(part, sources)
+        engine.refresh_from_master()
+        scheduler = engine.lr_scheduler
+        for group, lr in zip(engine.optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr  # as the saving run had it (the scheduler writes it after a step)
+        if named is not None and named.legos_only:
+            optimizer = named.optimizer
+            names = {id(p): n for n, p in engine.module.named_parameters()}
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    state = optimizer.state[param]
+                    if not state:
+                        on_device = bool(group.get("fused") or group.get("capturable"))
+                        state.update(fresh_adam_state(param, on_device))
+                    fill_whole(names[id(param)], param, state, sources)
+            assert named.follow_schedule is not None
+            named.follow_schedule(scheduler)
+        return ClientState.from_dict(saved)
+
+
+def lego_files(tag_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The whole-tensor lego files of an expert-parallel ZeRO 1/2 run (`named_state.py`)."""
+    return [(p, torch.load(p, weights_only=False, mmap=True, map_location="cpu"))
+            for p in sorted((tag_dir / "gppf").glob("lego_*.pt"))]  # fmt: skip

@@ -1,10 +1,11 @@
 """Which layouts a checkpoint can resume at, from the topology its COMPLETE marker records.
 
 ZeRO 0 checkpoints are topology-free (parameters and optimizer state by name and global lego
-id): they resume at any world and EP size. Under ZeRO 1/2 DeepSpeed's partitioned files hold the
-optimizer state of the parameters its optimizer holds: all of them at `ep_size` 1, all but the
-expert-parallel legos above (those are saved by name, `named_state.py`). A resume that
-would load such files into another stage or another split is refused before any worker starts.
+id): they resume at any world and EP size. ZeRO 1/2 checkpoints hold each rank's partition with
+the names and offsets of what it holds (`zero_state.py`), and the expert-parallel legos whole
+(`named_state.py`): they resume at any world and EP size of the same stage. Older ZeRO 1/2
+checkpoints, with only DeepSpeed's per-rank optimizer files, resume only where they were saved.
+A resume that cannot load is refused before any worker starts.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gppf_dist.checkpoint.marker import ZERO_UNKNOWN, Topology, read_marker
+from gppf_dist.checkpoint.zero_state import has_partitions
 
 __all__ = ["Topology", "check_topology"]
 
@@ -34,7 +36,7 @@ def check_topology(tag_dir: Path, now: Topology) -> None:
             f"{where}; it cannot resume with `parallel.zero_stage`={now.zero_stage}: "
             f"use `parallel.zero_stage`={stage}"
         )
-    if now.zero_stage == 0:
+    if now.zero_stage == 0 or has_partitions(tag_dir):
         return
     if (was.ep_size > 1) != (now.ep_size > 1):
         raise ValueError(

@@ -23,6 +23,13 @@ import torch.distributed as dist
 from torch import nn
 
 from gppf_dist.checkpoint.saving import write_torch
+from gppf_dist.checkpoint.zero_state import (
+    MASTER,
+    STATE_KEYS,
+    Partition,
+    Piece,
+    fresh_adam_state,
+)
 from gppf_dist.config.schema import RunConfig
 
 if not torch.cuda.is_available():
@@ -129,6 +136,10 @@ class Engine:
 
     def __init__(self, ds: Any) -> None:
         self.ds = ds
+        if self.zero_stage > 0:
+            # its per-rank optimizer files load only at the world size that wrote them; ours
+            # (`zero_partitions`, `checkpoint/zero_state.py`) hold the same state by name
+            ds.save_zero_checkpoint = False
 
     @property
     def module(self) -> nn.Module:
@@ -146,6 +157,38 @@ class Engine:
     @property
     def zero_stage(self) -> int:
         return int(self.ds.zero_optimization_stage())
+
+    def zero_partitions(self) -> list[Partition]:
+        """Under ZeRO 1/2: this rank's partition of every parameter group (master weights,
+        AdamW moments, step) with the pieces of named parameters it holds; the moments are
+        created (zero, at step 0) when no step has run yet, as a resume needs them."""
+        zero = self.ds.optimizer
+        inner = zero.optimizer
+        names = {id(p): n for n, p in self.module.named_parameters()}
+        parts = []
+        for i, flat in enumerate(zero.single_partition_of_fp32_groups):
+            state = inner.state[flat]
+            if not state:
+                group = inner.param_groups[i]
+                state.update(
+                    fresh_adam_state(flat, bool(group.get("fused") or group.get("capturable")))
+                )
+            pieces = []
+            for lp in zero.bit16_groups[i]:
+                mapping = getattr(lp, "_hp_mapping", None)
+                if mapping is None:
+                    continue
+                lp_at, hp_at = mapping.lp_fragment_address, mapping.hp_fragment_address
+                pieces.append(Piece(names[id(lp)], int(lp_at.start), int(lp_at.numel),
+                                    int(hp_at.start)))  # fmt: skip
+            tensors = {MASTER: flat, **{k: state[k] for k in STATE_KEYS}}
+            parts.append(Partition(tensors, state["step"], pieces))
+        return parts
+
+    def refresh_from_master(self) -> None:
+        """Under ZeRO 1/2, after the master weights changed: every rank's parameters take
+        them (each copies its partition, then they are all-gathered)."""
+        self.ds.optimizer.update_lp_params()
 
     def lr(self) -> float:
         """The first parameter group's current learning rate."""
