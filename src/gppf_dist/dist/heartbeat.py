@@ -1,10 +1,19 @@
 """Heartbeats: where each rank is (steps done, phase) and that its process still runs.
 
-One small JSON file per rank under `<run.dir>/heartbeat/`, replaced atomically by the rank's
-watchdog thread (`engine/watchdog.py`) when its phase changes and at least every few seconds
-while the process runs. The watchdog of a waiting rank and the local launcher read them to name
-a rank that stopped answering or died. A file, not the rendezvous store: the run directory is
-already shared by every node (checkpoints), and it survives the process group and the process.
+Two levels, so that a shared filesystem sees one writer per node, not one per rank:
+
+- each rank's watchdog thread (`engine/watchdog.py`) replaces its own small JSON file in a
+  node-local folder (`local_directory`: tmpfs where there is one), at most once a second;
+- one rank per node, the lowest whose own beat is fresh, then publishes every beat of that
+  folder as one file `<run.dir>/heartbeat/node_<host>.json` (`publish_node`, under a node-local
+  lock, so a later publication never drops an earlier beat). A stopped rank stops beating, not
+  its node: the next rank up publishes its stale beat, and the rank is named.
+
+The watchdog of a waiting rank (one per node scans: `scanner`) and the local launcher read the
+beats (`read_beats`: node files, per-rank files, and this node's local folder, the newest beat of
+each rank winning) to name a rank that stopped answering or died. Files, not the rendezvous
+store: the run directory is already shared by every node (checkpoints), and it survives the
+process group and the process.
 
 Times are wall-clock seconds (`time.time()`), since they are compared across processes and nodes
 (cluster clocks agree to well under the seconds these checks use).
@@ -12,14 +21,24 @@ Times are wall-clock seconds (`time.time()`), since they are compared across pro
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
+import re
 import socket
+import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 HEARTBEAT_DIR = "heartbeat"
+LOCAL_ENV = "GPPF_LOCAL_HEARTBEAT_DIR"
+"""Where the node-local folders go (default: /dev/shm where writable, else the temp folder)."""
+FRESH_S = 3.0
+"""A beat at most this old comes from a live watchdog thread (they beat at least once a
+second): its rank may publish its node's beats and scan."""
 
 ORDER = {
     "logging": 0,
@@ -109,17 +128,86 @@ def write_beat(directory: Path, beat: Beat) -> None:
     os.replace(tmp, path)
 
 
+def node_path(directory: Path, host: str) -> Path:
+    return directory / f"node_{re.sub(r'[^A-Za-z0-9._-]', '_', host)}.json"
+
+
+def local_directory(shared: Path) -> Path:
+    """This node's folder for the per-rank beats of the run whose heartbeat folder is `shared`
+    (the same on every rank of the node, another for another run)."""
+    base = os.environ.get(LOCAL_ENV)
+    if not base:
+        shm = Path("/dev/shm")
+        base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else tempfile.gettempdir()
+    key = hashlib.sha256(os.path.abspath(shared).encode()).hexdigest()[:16]
+    return Path(base) / f"gppf-beats-{key}"
+
+
+def _rank_files(directory: Path) -> list[Beat]:
+    out = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith("rank_") and entry.name.endswith(".json"):
+                with contextlib.suppress(OSError):
+                    beat = decode(Path(entry.path).read_text())
+                    if beat is not None:
+                        out.append(beat)
+    return out
+
+
+def _node_files(directory: Path) -> list[Beat]:
+    out = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if entry.name.startswith("node_") and entry.name.endswith(".json"):
+                with contextlib.suppress(OSError, ValueError):
+                    listed = json.loads(Path(entry.path).read_text())
+                    beats = (decode(json.dumps(b)) for b in listed.get("beats", []))
+                    out.extend(b for b in beats if b is not None)
+    return out
+
+
+def publish_node(local: Path, shared: Path, host: str, attempt: str) -> None:
+    """Every beat of `attempt` in the node-local folder `local`, as this node's one file in
+    `shared`. Under the folder's lock: each publisher reads after the previous one wrote."""
+    with open(local / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        beats = sorted((b for b in _rank_files(local) if b.attempt == attempt),
+                       key=lambda b: b.rank)  # fmt: skip
+        path = node_path(shared, host)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"beats": [asdict(b) for b in beats]}))
+        os.replace(tmp, path)
+
+
+def local_beats(local: Path, attempt: str) -> list[Beat]:
+    """This node's beats of `attempt` (its ranks' own files)."""
+    return [b for b in _rank_files(local) if b.attempt == attempt]
+
+
+def publisher(beats: list[Beat], now: float) -> int | None:
+    """The rank that publishes a node's beats: the lowest whose beat is fresh."""
+    return min((b.rank for b in beats if now - b.at <= FRESH_S), default=None)
+
+
 def read_beat(directory: Path, rank: int) -> Beat | None:
-    try:
-        return decode(beat_path(directory, rank).read_text())
-    except OSError:
-        return None
+    return read_beats(directory, rank + 1).get(rank)
 
 
 def read_beats(directory: Path, world_size: int) -> dict[int, Beat]:
-    """rank -> its beat, for the ranks of a world of `world_size` that have a readable one."""
-    beats = {r: read_beat(directory, r) for r in range(world_size)}
-    return {r: b for r, b in beats.items() if b is not None}
+    """rank -> its newest beat, for the ranks of a world of `world_size` that have a readable
+    one: from the node files and per-rank files in `directory`, and this node's local folder
+    (fresher for its own ranks). One listing of each folder, whatever the world size."""
+    found: dict[int, Beat] = {}
+    sources = (_node_files(directory), _rank_files(directory),
+               _rank_files(local_directory(directory)))  # fmt: skip
+    for beats in sources:
+        for beat in beats:
+            if 0 <= beat.rank < world_size:
+                known = found.get(beat.rank)
+                if known is None or beat.at > known.at:
+                    found[beat.rank] = beat
+    return found
 
 
 def attempt_token(env: Mapping[str, str]) -> str:

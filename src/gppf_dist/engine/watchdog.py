@@ -4,12 +4,15 @@ The training code marks its phases with `phase(kind, task)` (a few calls per ste
 a step, each forward, the gradient all-reduce, logging, checkpoint saves, each task's
 evaluation). A mark only replaces a tuple and sets an event (about 2 µs): no file, no device
 sync, no collective. A daemon thread does the rest. It writes this rank's heartbeat
-(`dist/heartbeat.py`) on a timer: when the phase has changed, at most once every `MIN_GAP_S`
-(one second: a shared file system sees at most one replace per rank per second, however fast
-the steps), and at least every `Limits.beat_s`. A phase a rank is stuck in is therefore on
-disk within a second; a killed rank's last beat may be up to a second old. When this rank has
-been in one phase past its allowance (`dist/stall.py`: `parallel.timeout_s` less a lead;
-start-up twice the timeout) it reads the other ranks' heartbeats; if some rank exited, is
+(`dist/heartbeat.py`) into the node-local folder on a timer: when the phase has changed, at most
+once every `MIN_GAP_S` (one second, however fast the steps), and at least every
+`Limits.beat_s`; the node's publisher (its lowest rank with a fresh beat) then replaces the
+node's one file in the shared folder, so a shared file system sees about one replace per node
+per second. A phase a rank is stuck in is therefore published within a second or two; a killed
+rank's last beat may be that old. When this rank has been in one phase past its allowance
+(`dist/stall.py`: `parallel.timeout_s` less a lead; start-up twice the timeout) and is its
+node's scanner (the lowest of its node's ranks that are themselves waiting past their allowance
+with a live watchdog), it reads every rank's heartbeat; if some rank exited, is
 stopped, went silent or is behind, it prints one line naming it (rank, step, phase) and ends
 this process with `EXIT_STALLED`, so the launcher tears the group down (or restarts it under
 `launcher.max_restarts`). Without a suspect it does nothing but wait twice as long before it
@@ -35,10 +38,15 @@ from types import TracebackType
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.dist.env import rank_info_from_env
 from gppf_dist.dist.heartbeat import (
+    FRESH_S,
     HEARTBEAT_DIR,
     Beat,
     attempt_token,
+    local_beats,
+    local_directory,
     process_state,
+    publish_node,
+    publisher,
     read_beats,
     write_beat,
 )
@@ -52,8 +60,9 @@ from gppf_dist.dist.stall import (
 )
 
 MIN_GAP_S = 1.0
-"""A rank's heartbeat is written at most once a second (1,024 ranks: about a thousand replaces
-a second in the heartbeat folder, whatever the step time)."""
+"""A rank's heartbeat is written at most once a second, and so is its node's file (1,024 ranks
+on 128 nodes: about 128 replaces a second in the shared heartbeat folder, whatever the step
+time)."""
 COLLECTIVE_ERROR = re.compile(
     r"gloo|nccl|timed out|timeout|connection (closed|reset|refused)|broken pipe|peer", re.I
 )
@@ -81,6 +90,7 @@ class Watchdog:
 
     def __init__(self, run_dir: Path, rank: int, world_size: int, timeout_s: float) -> None:
         self.directory = run_dir / HEARTBEAT_DIR
+        self.local = local_directory(self.directory)
         self.rank, self.world_size = rank, world_size
         self.limits = Limits(float(timeout_s))
         self.attempt = attempt_token(os.environ)
@@ -108,7 +118,8 @@ class Watchdog:
     def __enter__(self) -> Watchdog:
         global _active
         self.directory.mkdir(parents=True, exist_ok=True)
-        write_beat(self.directory, self.beat())
+        self.local.mkdir(parents=True, exist_ok=True)
+        self._publish(always=True)
         self._thread.start()
         _active = self
         return self
@@ -131,7 +142,26 @@ class Watchdog:
         if error is None:
             self.enter("finished")
         with contextlib.suppress(OSError):
-            write_beat(self.directory, self.beat())
+            self._publish(always=True)
+
+    def _publish(self, always: bool = False) -> None:
+        """This rank's beat into the node's folder; the node's file too when this rank is its
+        publisher (or `always`: the first and the last beat)."""
+        me = self.beat()
+        write_beat(self.local, me)
+        if always or publisher(local_beats(self.local, self.attempt), me.at) == self.rank:
+            publish_node(self.local, self.directory, self.host, self.attempt)
+
+    def _is_scanner(self) -> bool:
+        """The lowest of this node's ranks with a live watchdog that wait past their
+        allowance: one scan per node, and a stopped rank never holds it."""
+        now = time.time()
+        waiting = [
+            b.rank
+            for b in local_beats(self.local, self.attempt)
+            if now - b.at <= FRESH_S and now - b.since > self.limits.allowance(b.kind)
+        ]
+        return min(waiting, default=self.rank) >= self.rank
 
     def suspects(self, me: Beat) -> list[Suspect]:
         beats = read_beats(self.directory, self.world_size)
@@ -145,10 +175,14 @@ class Watchdog:
             if self._stop.is_set():
                 return
             with contextlib.suppress(OSError):  # a full or flaky disk must not end the run
-                write_beat(self.directory, self.beat())
+                self._publish()
             _, kind, _, _, started = self._state
             now = time.monotonic()
-            if now - started > self.limits.allowance(kind) and now >= self._next_scan:
+            if (
+                now - started > self.limits.allowance(kind)
+                and now >= self._next_scan
+                and self._is_scanner()
+            ):
                 self._check(now - started)
             # the timer: at most one beat a second (under a very short `timeout_s`, a beat_s)
             self._stop.wait(min(MIN_GAP_S, self.limits.beat_s))
