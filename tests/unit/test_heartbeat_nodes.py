@@ -74,6 +74,17 @@ def test_a_node_publishes_one_file_for_all_its_ranks(tmp_path: Path, local_base:
             dog.__exit__(None, None, None)
     assert {b["kind"] for b in in_node_file(shared, dogs[0].host).values()} == {"finished"}
     assert sorted(p.name for p in shared.iterdir()) == [node.name]
+    assert not local_directory(shared).exists()  # a clean end leaves nothing on the node
+
+
+def test_a_failed_end_leaves_the_local_beats_for_the_launcher(tmp_path: Path) -> None:
+    dog = Watchdog(tmp_path, rank=0, world_size=1, timeout_s=600)
+    dog.__enter__()
+    dog.enter("forward", "det", done=3)
+    dog.__exit__(ValueError, ValueError("boom"), None)
+    local = local_directory(tmp_path / "heartbeat")
+    assert [p.name for p in local.glob("rank_*.json")] == ["rank_00000.json"]
+    assert read_beats(tmp_path / "heartbeat", 1)[0].kind == "forward"
 
 
 def test_the_next_rank_publishes_a_stopped_ranks_stale_beat(tmp_path: Path) -> None:

@@ -174,10 +174,27 @@ def publish_node(local: Path, shared: Path, host: str, attempt: str) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         beats = sorted((b for b in _rank_files(local) if b.attempt == attempt),
                        key=lambda b: b.rank)  # fmt: skip
+        if not beats:  # the node's folder was retired meanwhile: its file stays as it is
+            return
         path = node_path(shared, host)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"beats": [asdict(b) for b in beats]}))
         os.replace(tmp, path)
+
+
+def retire_node(local: Path, attempt: str) -> None:
+    """Once every beat of `attempt` in the node-local folder says "finished" (a clean end; the
+    node's file in the shared folder keeps them): remove them, and the folder when empty."""
+    with contextlib.suppress(OSError), open(local / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mine = [b for b in _rank_files(local) if b.attempt == attempt]
+        if not mine or any(b.kind != "finished" for b in mine):
+            return
+        for b in mine:
+            beat_path(local, b.rank).unlink(missing_ok=True)
+        if not any(p.name != ".lock" for p in local.iterdir()):
+            (local / ".lock").unlink(missing_ok=True)
+            local.rmdir()
 
 
 def local_beats(local: Path, attempt: str) -> list[Beat]:

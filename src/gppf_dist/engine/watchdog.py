@@ -48,6 +48,7 @@ from gppf_dist.dist.heartbeat import (
     publish_node,
     publisher,
     read_beats,
+    retire_node,
     write_beat,
 )
 from gppf_dist.dist.stall import (
@@ -143,6 +144,8 @@ class Watchdog:
             self.enter("finished")
         with contextlib.suppress(OSError):
             self._publish(always=True)
+        if error is None:
+            retire_node(self.local, self.attempt)  # after a failure the launcher reads it
 
     def _publish(self, always: bool = False) -> None:
         """This rank's beat into the node's folder; the node's file too when this rank is its
