@@ -91,6 +91,10 @@ def create_engine(
         config=deepspeed_config(cfg, world_size, device),
         dist_init_required=False,
     )
+    if cfg.parallel.zero_stage > 0:
+        # its per-rank optimizer files load only at the world size that wrote them; ours
+        # (`Engine.zero_partitions`, `checkpoint/zero_state.py`) hold the same state by name
+        engine.save_zero_checkpoint = False
     return Engine(engine)
 
 
@@ -136,10 +140,6 @@ class Engine:
 
     def __init__(self, ds: Any) -> None:
         self.ds = ds
-        if self.zero_stage > 0:
-            # its per-rank optimizer files load only at the world size that wrote them; ours
-            # (`zero_partitions`, `checkpoint/zero_state.py`) hold the same state by name
-            ds.save_zero_checkpoint = False
 
     @property
     def module(self) -> nn.Module:
