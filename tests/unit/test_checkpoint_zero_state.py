@@ -17,6 +17,7 @@ from gppf_dist.checkpoint.zero_state import (
     Sources,
     fill_partition,
     fill_whole,
+    likely_files,
     partition_files,
     save_partitions,
 )
@@ -79,6 +80,28 @@ def test_another_world_size_gets_every_element(tmp_path: Path, was: int, now: in
             for key, flat in part.tensors.items():
                 want = state[piece.name][key].reshape(-1)[piece.start : piece.start + piece.numel]
                 assert torch.equal(flat[piece.offset : piece.offset + piece.numel], want)
+
+
+@pytest.mark.parametrize(("was", "now"), [(3, 2), (2, 3), (8, 3), (3, 8), (5, 5), (16, 1)])
+def test_each_rank_finds_its_pieces_in_the_files_around_its_share(
+    tmp_path: Path, was: int, now: int
+) -> None:
+    """Only `likely_files` are opened, and they cover the share (same layout: 3 files)."""
+    saved_at(tmp_path, was)
+    files = partition_files(tmp_path)
+    for rank, part in enumerate(partitions(now, None, 0.0)):
+        chosen = likely_files(files, rank, now)
+        assert len(chosen) <= -(-was // now) + 3
+        sources = Sources()
+        for path in chosen:
+            sources.add_partition_file(path)
+        fill_partition(part, sources)
+    if was == now:
+        assert [p.name for p in likely_files(files, 2, now)] == [
+            "zero_00001.pt",
+            "zero_00002.pt",
+            "zero_00003.pt",
+        ]
 
 
 def test_a_whole_parameter_is_assembled_from_the_pieces(tmp_path: Path) -> None:

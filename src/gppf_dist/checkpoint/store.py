@@ -57,6 +57,7 @@ from gppf_dist.checkpoint.zero_state import (
     fill_whole,
     fresh_adam_state,
     has_partitions,
+    likely_files,
     partition_files,
     save_partitions,
 )
@@ -381,8 +382,30 @@ class Checkpointer:
         the sources of this layout's master weights, moments and steps."""
         engine, named = self.engine, self.named
         saved = engine.load_state(self.directory, tag, module_strict=False, optimizer=False)
+        files = partition_files(tag_dir)
+        likely = likely_files(files, dist.get_rank(), dist.get_world_size())
+        try:
+            self._fill_partitions(tag_dir, likely)
+        except ValueError:
+            if len(likely) == len(files):
+                raise
+            self._fill_partitions(tag_dir, files)  # another EP split: the pieces are elsewhere
+        engine.refresh_from_master()
+        scheduler = engine.lr_scheduler
+        for group, lr in zip(engine.optimizer.param_groups, scheduler.get_last_lr(), strict=True):
+            group["lr"] = lr  # as the saving run had it (the scheduler writes it after a step)
+        if named is not None and named.legos_only:
+            assert named.follow_schedule is not None
+            named.follow_schedule(scheduler)
+        return ClientState.from_dict(saved)
+
+    @torch.no_grad()
+    def _fill_partitions(self, tag_dir: Path, files: list[Path]) -> None:
+        """This layout's ZeRO partitions, and the expert-parallel legos' own optimizer state,
+        from the partition `files` and the lego files."""
+        engine, named = self.engine, self.named
         sources = Sources()
-        for path in partition_files(tag_dir):
+        for path in files:
             sources.add_partition_file(path)
         for path, entry in lego_files(tag_dir):
             for name, value in entry["params"].items():
@@ -391,10 +414,6 @@ class Checkpointer:
                 sources.add_whole(name, tensors, float(state.get("step", 0)), path.name)
         for part in engine.zero_partitions():
             fill_partition(part, sources)
-        engine.refresh_from_master()
-        scheduler = engine.lr_scheduler
-        for group, lr in zip(engine.optimizer.param_groups, scheduler.get_last_lr(), strict=True):
-            group["lr"] = lr  # as the saving run had it (the scheduler writes it after a step)
         if named is not None and named.legos_only:
             optimizer = named.optimizer
             names = {id(p): n for n, p in engine.module.named_parameters()}
@@ -405,9 +424,6 @@ class Checkpointer:
                         on_device = bool(group.get("fused") or group.get("capturable"))
                         state.update(fresh_adam_state(param, on_device))
                     fill_whole(names[id(param)], param, state, sources)
-            assert named.follow_schedule is not None
-            named.follow_schedule(scheduler)
-        return ClientState.from_dict(saved)
 
 
 def lego_files(tag_dir: Path) -> list[tuple[Path, dict[str, Any]]]:

@@ -10,10 +10,11 @@ size, so DeepSpeed's own per-rank files only load back at the world size that wr
 Here each rank writes `<tag>/gppf/zero_<rank>.pt`: per group its flat partition tensors (master
 weights, `exp_avg`, `exp_avg_sq`), its step, and the index of `Piece`s (parameter name, first
 element inside the flattened parameter, element count, offset inside the partition). Loading
-under any layout builds `Sources` from every rank's file (memory-mapped: only the bytes a rank
-needs are read) and the legos' whole-tensor files of an expert-parallel run, then fills each
-destination piece element by element; a piece that no source covers fails naming the
-parameter. The engine adapter (`engine/deepspeed.py`) produces the `Partition`s; this module
+under any layout builds `Sources` from the saved partitions around its own share
+(`likely_files`; all of them when those do not cover it), memory-mapped so that only the bytes
+a rank needs are read, and from the legos' whole-tensor files of an expert-parallel run, then
+fills each destination piece element by element; a piece that no source covers fails naming
+the parameter. The engine adapter (`engine/deepspeed.py`) produces the `Partition`s; this module
 never sees DeepSpeed.
 """
 
@@ -44,6 +45,18 @@ def partition_files(tag_dir: Path) -> list[Path]:
 
 def has_partitions(tag_dir: Path) -> bool:
     return bool(partition_files(tag_dir))
+
+
+def likely_files(files: list[Path], rank: int, world: int) -> list[Path]:
+    """The saved partitions (one per saving rank, in rank order) that rank `rank` of `world`
+    most likely needs: ZeRO cuts each group's flat tensor into equal consecutive shares, so
+    share `rank` of `world` overlaps the saving ranks around the same fraction (one more on
+    each side for padding). Another EP split reorders the groups: then every file is needed
+    (`Checkpointer` falls back to them all). Same layout: 3 files, not W."""
+    saved = len(files)
+    lo = max(0, rank * saved // world - 1)
+    hi = min(saved, -(-(rank + 1) * saved // world) + 1)
+    return files[lo:hi]
 
 
 @dataclass(frozen=True)
