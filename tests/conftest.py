@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +27,11 @@ CONF = REPO / "conf"
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Node-local heartbeat folders (`dist/heartbeat.py`) of the session's runs, killed ones included,
+# go to one temporary folder, not /dev/shm; removed when the session ends.
+_BEATS = tempfile.mkdtemp(prefix="gppf-test-beats-")
+os.environ.setdefault("GPPF_LOCAL_HEARTBEAT_DIR", _BEATS)
+atexit.register(shutil.rmtree, _BEATS, ignore_errors=True)
 
 # The slow tier, decided here once (`make test-fast` runs everything else, `make test` both):
 SLOW_FOLDERS = {"integration"}

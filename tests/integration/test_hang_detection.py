@@ -35,12 +35,15 @@ def start(run_dir: Path, shards: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def pid_after_steps(proc: subprocess.Popen[bytes], run_dir: Path, log: Path, rank: int) -> int:
-    """The pid of `rank`, from its heartbeat, once rank 0 has logged 3 steps."""
+    """The pid of `rank`, from its heartbeat, once rank 0 has logged 3 steps and the rank's own
+    heartbeat is past start-up (the demo's first steps can all fit inside the one-second
+    heartbeat timer: a rank signalled then is named, but "last seen in start-up")."""
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         beat = read_beat(run_dir / HEARTBEAT_DIR, rank)
         metrics = run_dir / "metrics.jsonl"
-        if beat is not None and metrics.exists() and len(read_metrics(metrics)) >= 3:
+        trained = metrics.exists() and len(read_metrics(metrics)) >= 3
+        if beat is not None and beat.kind != "start-up" and trained:
             return beat.pid
         time.sleep(0.1)
     raise AssertionError(f"the run did not reach step 3:\n{log.read_text()[-3000:]}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -43,7 +44,7 @@ def in_node_file(shared: Path, host: str) -> dict[int, dict[str, object]]:
     return {b["rank"]: b for b in listed["beats"]}
 
 
-def wait_for(predicate: object, timeout: float = 6.0) -> bool:
+def wait_for(predicate: object, timeout: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():  # type: ignore[operator]
@@ -122,3 +123,15 @@ def test_one_scanner_per_node_among_the_live_waiting_ranks(tmp_path: Path) -> No
     assert dog._is_scanner()  # rank 0 is busy, not waiting
     write_beat(local, replace(waiting, attempt="other/0"))
     assert dog._is_scanner()  # another attempt's leftover
+
+
+def test_without_a_setting_the_local_folder_is_on_tmpfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GPPF_LOCAL_HEARTBEAT_DIR")
+    local = local_directory(tmp_path / "run" / "heartbeat")
+    if os.access("/dev/shm", os.W_OK):
+        assert local.parent == Path("/dev/shm")
+    else:
+        assert local.parent == Path(tempfile.gettempdir())
+    assert local != local_directory(tmp_path / "other" / "heartbeat")

@@ -5,20 +5,20 @@ a step, each forward, the gradient all-reduce, logging, checkpoint saves, each t
 evaluation). A mark only replaces a tuple and sets an event (about 2 µs): no file, no device
 sync, no collective. A daemon thread does the rest. It writes this rank's heartbeat
 (`dist/heartbeat.py`) into the node-local folder on a timer: when the phase has changed, at most
-once every `MIN_GAP_S` (one second, however fast the steps), and at least every
-`Limits.beat_s`; the node's publisher (its lowest rank with a fresh beat) then replaces the
-node's one file in the shared folder, so a shared file system sees about one replace per node
-per second. A phase a rank is stuck in is therefore published within a second or two; a killed
-rank's last beat may be that old. When this rank has been in one phase past its allowance
-(`dist/stall.py`: `parallel.timeout_s` less a lead; start-up twice the timeout) and is its
-node's scanner (the lowest of its node's ranks that are themselves waiting past their allowance
-with a live watchdog), it reads every rank's heartbeat; if some rank exited, is
-stopped, went silent or is behind, it prints one line naming it (rank, step, phase) and ends
-this process with `EXIT_STALLED`, so the launcher tears the group down (or restarts it under
-`launcher.max_restarts`). Without a suspect it does nothing but wait twice as long before it
-reads them again (from `Limits.beat_s` up to `Limits.silent_s`): a phase slow on every rank is
-no hang, and a long one is not a scan of every file every few seconds. The same line is
-printed before the traceback when a collective raises (gloo's timeout, a peer's closed
+once every `MIN_GAP_S` (one second, however fast the steps), and at least every `Limits.beat_s`.
+The node's publisher (its lowest rank with a fresh beat) beats every second and each time
+replaces the node's one file in the shared folder with all of the node's beats, so a shared file
+system sees about one replace per node per second. A phase a rank is stuck in is therefore
+published within about two seconds; a killed rank's last beat may be that old. When this rank
+has been in one phase past its allowance (`dist/stall.py`: `parallel.timeout_s` less a lead;
+start-up twice the timeout) and is its node's scanner (the lowest of its node's ranks that are
+themselves waiting past their allowance with a live watchdog), it reads every rank's heartbeat;
+if some rank exited, is stopped, went silent or is behind, it prints one line naming it (rank,
+step, phase) and ends this process with `EXIT_STALLED`, so the launcher tears the group down (or
+restarts it under `launcher.max_restarts`). Without a suspect it does nothing but wait twice as
+long before it reads them again (from `Limits.beat_s` up to `Limits.silent_s`): a phase slow on
+every rank is no hang, and a long one is not a scan of every file every few seconds. The same
+line is printed before the traceback when a collective raises (gloo's timeout, a peer's closed
 connection), whichever comes first.
 """
 
@@ -103,6 +103,8 @@ class Watchdog:
         self._next_scan = 0.0
         """Monotonic time before which a scan that named nobody is not repeated."""
         self._scan_gap = self.limits.beat_s
+        self._publishing = False
+        """Whether this rank published its node's file at its last beat."""
         self._thread = threading.Thread(target=self._run, name="gppf-watchdog", daemon=True)
 
     def enter(self, kind: str, task: str = "", done: int | None = None) -> None:
@@ -152,7 +154,8 @@ class Watchdog:
         publisher (or `always`: the first and the last beat)."""
         me = self.beat()
         write_beat(self.local, me)
-        if always or publisher(local_beats(self.local, self.attempt), me.at) == self.rank:
+        self._publishing = publisher(local_beats(self.local, self.attempt), me.at) == self.rank
+        if always or self._publishing:
             publish_node(self.local, self.directory, self.host, self.attempt)
 
     def _is_scanner(self) -> bool:
@@ -173,7 +176,8 @@ class Watchdog:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._changed.wait(self.limits.beat_s)
+            if not self._publishing:  # the publisher beats every second: the node's changes
+                self._changed.wait(self.limits.beat_s)
             self._changed.clear()
             if self._stop.is_set():
                 return

@@ -18,9 +18,12 @@ them at once. Either way `launch_local` raises `RunInterruptedError` and the cal
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from gppf_dist.config.schema import LauncherSection
 from gppf_dist.dist.env import free_port
+from gppf_dist.dist.heartbeat import HEARTBEAT_DIR, local_directory
 from gppf_dist.launch.interrupts import RunInterruptedError, agent_signals
 
 SHUTDOWN_TIMEOUT_S = 300
@@ -50,6 +54,17 @@ class WorkersFailedError(RuntimeError):
     pass
 
 
+@contextlib.contextmanager
+def _node_beats_removed(run_dir: Path) -> Iterator[None]:
+    """The run's node-local heartbeat folder goes when the launch ends, however it ends: a
+    failed run's workers leave their beats there for `describe_failures`, which has read them by
+    then (the shared folder keeps the node's file)."""
+    try:
+        yield
+    finally:
+        shutil.rmtree(local_directory(run_dir / HEARTBEAT_DIR), ignore_errors=True)
+
+
 def launch_local(launcher: LauncherSection, config_path: Path) -> None:
     if launcher.max_restarts:
         os.environ.setdefault("TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "1")
@@ -67,7 +82,7 @@ def launch_local(launcher: LauncherSection, config_path: Path) -> None:
         signals_to_handle="SIGTERM,SIGHUP,SIGQUIT",
         shutdown_timeout=int(os.environ.get("TORCH_ELASTIC_SHUTDOWN_TIMEOUT", SHUTDOWN_TIMEOUT_S)),
     )
-    with agent_signals() as stopped:
+    with agent_signals() as stopped, _node_beats_removed(config_path.parent):
         try:
             elastic_launch(config, entrypoint=sys.executable)(
                 "-m", "gppf_dist.cli.worker", str(config_path)
