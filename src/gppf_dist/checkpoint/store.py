@@ -35,7 +35,7 @@ from torch import nn
 from gppf_dist.checkpoint.client_state import ClientState
 from gppf_dist.checkpoint.digest import FileRecord, list_files, record_file, share_of
 from gppf_dist.checkpoint.manager import LATEST, mark_complete, prune, tag_for_step
-from gppf_dist.checkpoint.marker import COMPLETE, Marker, Topology
+from gppf_dist.checkpoint.marker import COMPLETE, NAMED_DIR, Marker, Topology
 from gppf_dist.checkpoint.named_state import has_named_state, load_named_state, save_named_state
 from gppf_dist.checkpoint.resume import select_resume
 from gppf_dist.checkpoint.saving import (
@@ -429,4 +429,4 @@ class Checkpointer:
 def lego_files(tag_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
     """The whole-tensor lego files of an expert-parallel ZeRO 1/2 run (`named_state.py`)."""
     return [(p, torch.load(p, weights_only=False, mmap=True, map_location="cpu"))
-            for p in sorted((tag_dir / "gppf").glob("lego_*.pt"))]  # fmt: skip
+            for p in sorted((tag_dir / NAMED_DIR).glob("lego_*.pt"))]  # fmt: skip
