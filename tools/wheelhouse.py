@@ -10,9 +10,9 @@ versions are the ones our tests ran with. For each target Python, binary wheels 
 x86_64 come from the package index; a package published only as a source archive is built here
 once, and must give a pure-Python wheel (DeepSpeed: built without ops, which it compiles at run
 time). `<out>/requirements.txt` pins the set; `--set gpu-check` leaves out what `gppf-bench
-gpu-check` never imports (W&B; SciPy, which only the pedestrian `.mat` layout reads) or runs
-without (OpenCV: `tasks/pixels.py` has a torch path; its 61 MiB wheel alone is over the set's
-48 MiB).
+gpu-check` never imports (W&B and its workspace API, which only `gppf-wandb` uses; SciPy, which
+only the pedestrian `.mat` layout reads) or runs without (OpenCV: `tasks/pixels.py` has a torch
+path; its 61 MiB wheel alone is over the set's 48 MiB).
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 PROJECT = "gppf_dist"
 NEVER = {"torch"}
 """The cluster's own build stays: no wheel of it, nor of what only it needs."""
-SETS = {"all": set(), "gpu-check": {"wandb", "scipy", "opencv-python-headless"}}
+SETS = {
+    "all": set(),
+    "gpu-check": {"wandb", "wandb-workspaces", "scipy", "opencv-python-headless"},
+}
 """Each set: the project's direct requirements it leaves out (with what only they need)."""
 LIMIT_MIB = {"gpu-check": 48.0}
 """A set's most MiB for one Python: gpu-check's wheels travel with the source tree to a GPU box

@@ -1,8 +1,9 @@
 """What `make wheelhouse-gpu-check` leaves out (`tools/wheelhouse.py`'s "gpu-check" set) is never
 imported on gpu-check's paths: the training step, the task types' train-time preparation and
-the benchmarks run without W&B, without SciPy (only the pedestrian `.mat` layout reads it) and
-without OpenCV (the pixel kernels' torch path). Nor is anything the project no longer depends on
-(albumentations): a `.venv` that still holds it must not hide an import of it."""
+the benchmarks run without W&B (nor its workspace API, which only `gppf-wandb` uses), without
+SciPy (only the pedestrian `.mat` layout reads it) and without OpenCV (the pixel kernels' torch
+path). Nor is anything the project no longer depends on (albumentations): a `.venv` that still
+holds it must not hide an import of it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,12 @@ import pytest
 
 from gppf_dist.tasks.demo import demo_specs
 
-LEFT_OUT = {"wandb": "wandb", "scipy": "scipy", "opencv-python-headless": "cv2"}
+LEFT_OUT = {
+    "wandb": "wandb",
+    "wandb-workspaces": "wandb_workspaces",
+    "scipy": "scipy",
+    "opencv-python-headless": "cv2",
+}
 """Distribution → the module it installs."""
 NOT_DEPENDENCIES = ("albumentations", "albucore")
 WHEELHOUSE = Path(__file__).resolve().parents[2] / "tools" / "wheelhouse.py"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -24,13 +23,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
+from gppf_dist.cli.start import refuse, start
 from gppf_dist.cli.train import CONF_DIR, prepare, train
 from gppf_dist.config.load import load_run_config, to_run_config
 from gppf_dist.config.model import ModelConfig
 from gppf_dist.config.schema import RunConfig, TaskSection
-from gppf_dist.config.store import register_schema
 from gppf_dist.config.suggest import did_you_mean
 
+TOOL = "gppf-finetune"
 ROUTE_FILE = "route.json"
 
 
@@ -150,15 +150,27 @@ def _hydra_main(dcfg: DictConfig) -> None:
         choose(cfg, int(os.environ.get("RANK", "0")) == 0)
         config_path = prepare(cfg)
     except ValueError as err:
-        print(f"gppf-finetune: configuration error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        refuse(TOOL, err)
     if config_path is not None:
-        train(cfg, config_path, after=lambda: export_after(cfg))
+        train(cfg, config_path, after=lambda: export_after(cfg), tool=TOOL)
+
+
+def no_task_keys(args: list[str]) -> list[str]:
+    """Refuse `simt.tasks.*` and `simt.only`: `resolve` makes the run's one task from
+    `finetune.*` and the manifest, so such a key would change nothing (gppf-train's
+    `force_task_keys` has nothing to force here). The arguments are returned as given."""
+    for arg in args:
+        key, sep, _ = arg.lstrip("+~").partition("=")
+        if sep and (key == "simt.only" or key == "simt.tasks" or key.startswith("simt.tasks.")):
+            raise ValueError(
+                f"`{key}` is not used by {TOOL}: its one task is `finetune.task` (from "
+                "data.root's manifest), sized by `finetune.batch_size` and `finetune.input_size`"
+            )
+    return args
 
 
 def main() -> None:
-    register_schema()
-    _hydra_main()
+    start(TOOL, "choosing the route and starting the workers", _hydra_main, rewrite=no_task_keys)
 
 
 if __name__ == "__main__":

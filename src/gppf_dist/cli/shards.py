@@ -4,6 +4,8 @@ gppf-shards synth --out DIR [--samples-per-task N] [--val-per-task M] [--seed S]
 gppf-shards synth-downstream --out DIR [--train-per-task 1000] [--test-per-task 500] [--seed S]
 gppf-shards convert LAYOUT --src SRC --out DIR [--task T] [--split S] [--samples-per-shard N]
     [--seed S] [--workers N]   # shuffled, whole shards per process, a rerun keeps finished ones
+gppf-shards build --spec gppf15m --src-root SRC --out DIR [--workers N] [--samples-per-shard N]
+    [--only NAME ...] [--seed S]   # each spec dataset found under SRC, then a table
 gppf-shards verify DIR            # every shard: size, sha256, count; every sample: decode+schema
 gppf-shards index --root DIR      # sample offsets for shards written by other tools
 gppf-shards upgrade DIR           # a root of the previous format (offsets in manifest.json)
@@ -146,6 +148,31 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build(args: argparse.Namespace) -> int:
+    from gppf_dist.data.build import build_corpus, format_build_table
+    from gppf_dist.data.corpus_spec import load_corpus_spec
+
+    spec = load_corpus_spec(args.spec)
+    report = build_corpus(
+        spec,
+        Path(args.src_root),
+        Path(args.out),
+        only=args.only,
+        samples_per_shard=args.samples_per_shard,
+        seed=args.seed,
+        workers=args.workers,
+        log=lambda line: print(line, flush=True),
+    )
+    print(format_build_table(report))
+    code = report.exit_code()
+    if code == 2:
+        raise ValueError(
+            f"build: found none of spec {spec.name!r}'s datasets under --src-root "
+            f"{args.src_root} (each missing path is in the table above)"
+        )
+    return code
+
+
 def _warn_few_streams(shards: list[ShardInfo], root: str) -> None:
     """A run's default `data.streams_per_task` needs as many shards, or shards with sample
     offsets (our writer records them) and at least as many samples: say so when it has neither."""
@@ -263,6 +290,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("--quiet", action="store_true", help="no progress bar")
     convert.set_defaults(func=_convert)
+    build = sub.add_parser(
+        "build",
+        help="convert every dataset of a corpus spec found under a source root",
+        **examples(
+            "gppf-shards build --spec gppf15m --src-root /data --out /shards --workers 8",
+            "gppf-shards build --spec gppf15m --src-root /data --out /shards --only reid coco",
+        ),
+    )
+    build.add_argument(
+        "--spec", default="gppf15m", help="shipped spec name or a spec .yaml path (default gppf15m)"
+    )
+    build.add_argument(
+        "--src-root", required=True, help="folder holding each dataset's folder (spec `folder`)"
+    )
+    build.add_argument("--out", required=True, help="shard root (manifest merged if present)")
+    build.add_argument(
+        "--only", nargs="+", metavar="NAME", help="only these datasets or tasks (spec names)"
+    )
+    build.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD)
+    build.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="seed of the shuffled sample order"
+    )
+    build.add_argument(
+        "--workers", type=int, default=1, help="processes writing whole shards (same bytes)"
+    )
+    build.set_defaults(func=_build)
     insp = sub.add_parser(
         "inspect",
         help="draw samples of a task with annotations into a PNG",

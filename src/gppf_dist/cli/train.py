@@ -16,32 +16,47 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from gppf_dist.cli.start import refuse, start
 from gppf_dist.config.load import save_run_config, to_run_config
 from gppf_dist.config.resources import conf_dir
 from gppf_dist.config.schema import RunConfig
-from gppf_dist.config.store import register_schema
-from gppf_dist.config.suggest import check_group_choices, check_only_names, check_override_keys
+from gppf_dist.config.suggest import check_only_names
 
 CONF_DIR = conf_dir()
 
 
 def prepare(cfg: RunConfig) -> Path | None:
-    """Validate (raising ValueError naming key and value) and write `<run.dir>/config.yaml`.
+    """Validate (raising ValueError naming key and value), plan memory
+    (`trainer.device_memory_gib`) and write `<run.dir>/config.yaml`.
 
     With `simt.dry_run=true`, print the plan instead and return None.
     """
-    from gppf_dist.engine.validate import planned_world_size, validate_run
+    from gppf_dist.engine.memory_plan import plan_memory
+    from gppf_dist.engine.validate import planned_world_size, run_label_spaces, validate_run
 
     check_only_names(cfg.simt.only, cfg.simt.tasks)  # with the nearest name, before the rest
     env_world = int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else None
     world_size = planned_world_size(cfg, env_world)
+    # A dry run before the corpus exists plans with the corpus spec's label spaces.
+    data = not (cfg.simt.dry_run and cfg.data.spec and not has_manifest(cfg.data.root))
     # Shard files are checked once per launch: here, before workers start; with launcher=none
     # every rank runs this, and each node's local rank 0 checks them.
-    validate_run(cfg, world_size, check_files=int(os.environ.get("LOCAL_RANK", "0")) == 0)
+    check_files = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    manifest = validate_run(cfg, world_size, check_files=check_files, data=data)
+    label_spaces = run_label_spaces(cfg, manifest)
+    memory = plan_memory(cfg, world_size, label_spaces)  # sets max_local_batch caps
     if cfg.simt.dry_run:
-        from gppf_dist.engine.dry_run import describe_plan
+        from gppf_dist.engine.dry_run import describe_plan, print_dry_run
+        from gppf_dist.simt.taskset import TaskSet
 
-        print(describe_plan(cfg, world_size), flush=True)
+        if not data:
+            print(
+                f"{cfg.data.root}/manifest.json does not exist yet: planning with the label "
+                f"spaces of data.spec={cfg.data.spec!r}; the data is not checked",
+                flush=True,
+            )
+        taskset = TaskSet.build(cfg, label_spaces)
+        print_dry_run(*describe_plan(cfg, world_size, taskset, memory))
         return None
     config_path = Path(cfg.run.dir) / "config.yaml"
     if int(os.environ.get("RANK", "0")) == 0:
@@ -49,9 +64,21 @@ def prepare(cfg: RunConfig) -> Path | None:
     return config_path
 
 
-def train(cfg: RunConfig, config_path: Path, after: Callable[[], None] | None = None) -> None:
+def has_manifest(root: str) -> bool:
+    from gppf_dist.data.manifest import MANIFEST_NAME
+
+    return (Path(root) / MANIFEST_NAME).is_file()
+
+
+def train(
+    cfg: RunConfig,
+    config_path: Path,
+    after: Callable[[], None] | None = None,
+    tool: str = "gppf-train",
+) -> None:
     """Run the workers through the chosen launcher, then print the per-task table; the main
-    process then calls `after` (e.g. `gppf-finetune`'s export), if the run finished here."""
+    process then calls `after` (e.g. `gppf-finetune`'s export), if the run finished here.
+    `tool` names the command in the lines printed here."""
     from gppf_dist.engine.report import summary_table
 
     run_dir = Path(cfg.run.dir)
@@ -64,7 +91,7 @@ def train(cfg: RunConfig, config_path: Path, after: Callable[[], None] | None = 
 
         workers = cfg.launcher.nproc * cfg.launcher.nnodes
         print(
-            f"gppf-train: starting {workers} worker{'s' * (workers != 1)} "
+            f"{tool}: starting {workers} worker{'s' * (workers != 1)} "
             f"(launcher={cfg.launcher.name}); run dir {run_dir}",
             flush=True,
         )
@@ -74,7 +101,7 @@ def train(cfg: RunConfig, config_path: Path, after: Callable[[], None] | None = 
             else:
                 launch_deepspeed(cfg.launcher, config_path)
         except WorkersFailedError as err:
-            print(f"gppf-train: {err}", file=sys.stderr, flush=True)
+            print(f"{tool}: {err}", file=sys.stderr, flush=True)
             sys.exit(1)
         except RunInterruptedError as err:
             sys.exit(report(run_dir, cfg.trainer.max_steps, err.signal, sys.argv))
@@ -84,7 +111,7 @@ def train(cfg: RunConfig, config_path: Path, after: Callable[[], None] | None = 
         try:
             submit_slurm(cfg.launcher, config_path, f"gppf-{cfg.run.name}")
         except SubmitError as err:
-            print(f"gppf-train: {err}", file=sys.stderr, flush=True)
+            print(f"{tool}: {err}", file=sys.stderr, flush=True)
             sys.exit(1)
         if not cfg.launcher.wait:
             return  # the job trains on the cluster; its table is in the job's log
@@ -118,25 +145,9 @@ def _hydra_main(dcfg: DictConfig) -> None:
         cfg = to_run_config(dcfg)
         config_path = prepare(cfg)
     except ValueError as err:
-        print(f"gppf-train: configuration error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
+        refuse("gppf-train", err)
     if config_path is not None:
         train(cfg, config_path)
-
-
-_INFO_FLAGS = ("-h", "--help", "--hydra-help", "-c", "--cfg", "--info", "--resolve", "-sc",
-               "--shell-completion")  # fmt: skip
-"""Hydra's flags that print something and start nothing."""
-
-
-def announce(tool: str, what: str) -> None:
-    """The first line, before the heavy imports: what is being checked and started (rank 0
-    only; not for Hydra's own flags such as --help or --cfg)."""
-    args = sys.argv[1:]
-    if int(os.environ.get("RANK", "0")) != 0 or any(a.split("=")[0] in _INFO_FLAGS for a in args):
-        return
-    given = " ".join(args) or "the defaults"
-    print(f"{tool}: checking the configuration ({given}), then {what}", flush=True)
 
 
 def force_task_keys(args: list[str]) -> list[str]:
@@ -153,22 +164,7 @@ def force_task_keys(args: list[str]) -> list[str]:
 
 
 def main() -> None:
-    announce("gppf-train", "starting the workers")
-    try:
-        check_group_choices(sys.argv[1:], CONF_DIR)
-        check_override_keys(sys.argv[1:], RunConfig)
-    except ValueError as err:
-        print(f"gppf-train: configuration error: {err}", file=sys.stderr, flush=True)
-        sys.exit(2)
-    sys.argv[1:] = force_task_keys(sys.argv[1:])
-    try:
-        register_schema()
-        _hydra_main()
-    except KeyboardInterrupt:
-        from gppf_dist.cli.finish import exit_interrupted
-
-        print("gppf-train: interrupted", file=sys.stderr, flush=True)
-        exit_interrupted()
+    start("gppf-train", "starting the workers", _hydra_main, rewrite=force_task_keys)
 
 
 if __name__ == "__main__":

@@ -71,6 +71,14 @@ class TrainerSection:
     set false for bit-level comparisons across world sizes on a GPU)."""
     cudnn_benchmark: bool = True
     """CUDA only: let cuDNN time its convolution algorithms per input shape on first use."""
+    device_memory_gib: float = 0.0
+    """Memory of one device (e.g. 80 for an H100): before launch, each task's activation and the
+    state are predicted without a GPU, and every task's `max_local_batch` is set to the largest
+    micro-batch that fits (a lower one given by the user is kept); the dry run prints every
+    rank's predicted peak (`engine/memory_plan.py`). 0: no memory plan."""
+    memory_margin: float = 0.1
+    """Fraction of `device_memory_gib` kept free for what is not modelled: the CUDA context,
+    communication buffers, cuDNN workspaces, the allocator's fragmentation."""
     cpu_threads: int = 0
     """Intra-op CPU threads per worker; 0 sizes them from the cores the local workers share,
     unless OMP_NUM_THREADS is set (see dist/threads.py)."""
@@ -85,6 +93,15 @@ class TrainerSection:
         )
         _check(self.lr > 0, "trainer.lr", self.lr, "must be > 0")
         _check(self.cpu_threads >= 0, "trainer.cpu_threads", self.cpu_threads, "must be >= 0")
+        _check(
+            self.device_memory_gib >= 0,
+            "trainer.device_memory_gib",
+            self.device_memory_gib,
+            "must be >= 0 (0: no memory plan)",
+        )
+        _check(
+            0 <= self.memory_margin < 1, "trainer.memory_margin", self.memory_margin, "in [0, 1)"
+        )
         _check(self.log_every >= 1, "trainer.log_every", self.log_every, "must be >= 1")
         _check(
             self.checkpoint_every >= 1,
@@ -147,6 +164,11 @@ class DataSection:
     memory): raise it for shards written sorted by other tools, so a batch mixes labels. Shards from
     `gppf-shards convert` are shuffled at write time and need 1; `gppf-shards verify` warns
     about shards whose label mix is far from their task's."""
+
+    spec: str = ""
+    """The corpus spec `data.root` is built from (`gppf-shards build --spec NAME`): a name in
+    `gppf_dist/data/specs/` or a path. A dry run (`simt.dry_run=true`) before the corpus exists
+    plans with the spec's label spaces."""
 
     decoder: str = ""
     """JPEG decoding: `turbo` (libjpeg-turbo, reduced-size where the crop allows), `pillow`, or

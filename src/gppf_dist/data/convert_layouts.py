@@ -16,6 +16,7 @@ from gppf_dist.data.layouts.base import Converted
 from gppf_dist.data.layouts.coco import read_coco_det, read_coco_keypoints
 from gppf_dist.data.layouts.face_rec import read_face_rec
 from gppf_dist.data.layouts.folders import read_face_folders, read_imagefolder
+from gppf_dist.data.layouts.msmt17 import read_msmt17
 from gppf_dist.data.layouts.pedestrian_mat import read_pa100k, read_rap
 from gppf_dist.data.layouts.reid import read_reid
 from gppf_dist.data.layouts.seg import read_ade20k, read_seg_png
@@ -27,6 +28,7 @@ LAYOUTS: dict[str, tuple[Callable[..., Converted], str]] = {
     "seg-png": (read_seg_png, "seg"),
     "ade20k": (read_ade20k, "seg"),
     "reid": (read_reid, "reid"),
+    "msmt17": (read_msmt17, "reid"),
     "face-folders": (read_face_folders, "face"),
     "face-rec": (read_face_rec, "face"),
     "attr-csv": (read_attr_csv, "attr"),

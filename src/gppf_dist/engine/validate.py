@@ -12,6 +12,7 @@ node, not by every rank: by the launcher before it starts workers (`cli/train.py
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gppf_dist.checkpoint.manager import (
     complete_tags,
@@ -56,17 +57,43 @@ def _world_origin(cfg: RunConfig) -> str:
     return f"launcher.nproc={launcher.nproc} x launcher.nnodes={launcher.nnodes}"
 
 
-def validate_run(cfg: RunConfig, world_size: int, check_files: bool = True) -> Manifest:
+def validate_run(
+    cfg: RunConfig, world_size: int, check_files: bool = True, data: bool = True
+) -> Manifest | None:
     """Every check; the manifest of the run's tasks, as read for them. `check_files`: also
-    `stat` every shard of those tasks (see the module doc for who does)."""
+    `stat` every shard of those tasks (see the module doc for who does). `data=False` (a dry
+    run before the corpus exists) checks everything but the data and returns None."""
     _validate_tasks(cfg)
     _validate_parallel(cfg, world_size)
-    manifest = _validate_data(cfg, check_files)
+    manifest = _validate_data(cfg, check_files) if data else None
     _validate_resume(cfg, world_size)
     if cfg.trainer.eval_batch_size < 1:  # the evaluation's loaders would refuse it at the end
         raise ValueError(f"`trainer.eval_batch_size`={cfg.trainer.eval_batch_size} must be >= 1")
     _validate_decoder(cfg)
     return manifest
+
+
+def run_label_spaces(cfg: RunConfig, manifest: Manifest | None) -> dict[str, dict[str, Any]]:
+    """The label space of every active task: from the manifest, else (a dry run before the
+    corpus exists) the planning label spaces of the corpus spec `data.spec`."""
+    if manifest is not None:
+        return manifest.label_spaces()
+    from gppf_dist.data.corpus_spec import load_corpus_spec
+
+    spec = load_corpus_spec(cfg.data.spec)
+    spaces = spec.planning_label_spaces()
+    for name, task in cfg.simt.active_tasks().items():
+        if name not in spec.tasks:
+            raise ValueError(
+                f"`simt.tasks.{name}`: task {name!r} is not in `data.spec`={cfg.data.spec!r} "
+                f"(which has {sorted(spec.tasks)})"
+            )
+        if spec.tasks[name].type != task.type:
+            raise ValueError(
+                f"`simt.tasks.{name}.type`={task.type!r} but `data.spec`={cfg.data.spec!r} "
+                f"says {spec.tasks[name].type!r}"
+            )
+    return spaces
 
 
 def _validate_decoder(cfg: RunConfig) -> None:

@@ -148,10 +148,12 @@ class Plan:
         overhead: float = 0.0,
         unit: str = HINT_UNIT,
         whole_streams: bool = False,
+        rank_notes: list[str] | None = None,
     ) -> str:
         """Per rank its work and predicted load (in `unit`: what the demands' per-sample costs
         are, config hints or measured seconds), the balance, and why any rank is idle
-        (`whole_streams`: the plan hands out whole streams, as the static planner does)."""
+        (`whole_streams`: the plan hands out whole streams, as the static planner does);
+        `rank_notes[r]` ends rank r's line (e.g. its predicted peak memory)."""
         loads = self.predicted_loads(demands, overhead)
         idle = self.idle_ranks()
         because = f" because {idle_reason(self, demands, whole_streams)}" if idle else ""
@@ -161,7 +163,8 @@ class Plan:
         ]
         for rank, works in enumerate(self.per_rank):
             items = ", ".join(_describe_work(w) for w in works) or "(idle: see below)"
-            lines.append(f"  rank {rank}: load {loads[rank]:.1f}  {items}")
+            note = f"  {rank_notes[rank]}" if rank_notes else ""
+            lines.append(f"  rank {rank}: load {loads[rank]:.1f}{note}  {items}")
         efficiency = self.balance_efficiency(demands, overhead)
         lines.append(f"  predicted balance efficiency (mean/max): {efficiency:.3f}")
         lines.append(

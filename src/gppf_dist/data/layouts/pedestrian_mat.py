@@ -2,9 +2,10 @@
 
 PA-100K: `<root>/annotation.mat` with `attributes` (26x1 cell of names), `<part>_images_name`
 (Nx1 cell) and `<part>_label` (Nx26 0/1) for part train/val/test; images in
-`<root>/release_data/release_data/`. `--split train` reads the train part, `--split val` the
-val part (the test part is the held-out one papers report; convert it into another root with
-its own task if wanted, see `read_pa100k`).
+`<root>/release_data/release_data/`. `--split train` reads the train part (80,000 images),
+`--split val` the test part (10,000): the common protocol trains on train and reports test, so
+our `val` is the figure papers compare with. PA-100K's own val part (10,000 images, meant for
+model selection) is not converted (see `PA100K_PARTS`).
 
 RAP: `<root>/RAP_annotation/RAP_annotation.mat`, one struct `RAP_annotation` with the image
 names (`name`, RAP v1 `imagesname`), attribute names (`attribute`, v1 `attribute_eng`), the
@@ -62,14 +63,22 @@ def _image_dirs(images: Path | None, *candidates: Path) -> list[Path]:
     return [images] if images is not None else [d for d in candidates if d.is_dir()]
 
 
+PA100K_PARTS = {"train": "train", "val": "test"}
+"""Our split -> the PA-100K partition it reads: `val` is the test partition, the held-out set
+the common protocol evaluates on (monitoring pre-training on it never trains on it)."""
+
+
 def read_pa100k(src: Path, images: Path | None = None, split: str = "train") -> Converted:
-    """PA-100K: `--src` the dataset root (or its `annotation.mat`)."""
+    """PA-100K: `--src` the dataset root (or its `annotation.mat`); split as `PA100K_PARTS`."""
+    if split not in PA100K_PARTS:
+        raise ValueError(f"convert pa100k: split {split!r} is not one of {sorted(PA100K_PARTS)}")
     mat_file = src if src.is_file() else src / "annotation.mat"
     root = mat_file.parent
     if not mat_file.is_file():
         raise ValueError(f"convert pa100k: --src {src}: {mat_file} does not exist")
     mat = _load_mat(mat_file)
-    keys = ("attributes", f"{split}_images_name", f"{split}_label")
+    part = PA100K_PARTS[split]
+    keys = ("attributes", f"{part}_images_name", f"{part}_label")
     for key in keys:
         if key not in mat:
             raise ValueError(f"convert pa100k: {mat_file} has no `{key}`")
