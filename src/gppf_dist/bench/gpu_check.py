@@ -293,6 +293,10 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         return device_path.run(job["num_batches"], job["batch"], job["size"])
     if kind == "train":
         return _train_job(job["precision"])
+    if kind == "memory":
+        from gppf_dist.bench import memory
+
+        return {"check": memory.check(memory.GPU_SHAPES), "command": "gppf-bench memory --check"}
     raise ValueError(f"job kind {kind!r}: unknown")
 
 
@@ -418,6 +422,8 @@ def check(peak_tflops: float | None, smoke: bool, budget_s: float) -> dict[str, 
     job = {"kind": "device_path", **cfg["device_path"]}
     summary["device_path"] = run("device_path", job, timeouts["device_path"])
     summary["train"] = run("train", {"kind": "train", **cfg["train"]}, timeouts["train"])
+    if summary["cuda"]:  # predicted vs measured peaks of real models (CPU: `make test` checks)
+        summary["memory"] = run("memory", {"kind": "memory"}, timeouts.get("memory", 300))
     summary["failed"] = run.failed
     summary["wall_s"] = round(time.monotonic() - start, 1)
     return summary

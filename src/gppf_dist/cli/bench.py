@@ -22,6 +22,7 @@ BENCHES = {
     "transfer": "gppf_dist.bench.transfer",
     "startup": "gppf_dist.bench.startup",
     "ckpt": "gppf_dist.bench.ckpt",
+    "memory": "gppf_dist.bench.memory",
     "gpu-check": "gppf_dist.bench.gpu_check",
 }
 
@@ -42,6 +43,10 @@ EXAMPLES = {
     "startup": (
         "one rank's start-up on a corpus of any size",
         "gppf-bench startup --samples 15000000 --streams 2048 --world 1024",
+    ),
+    "memory": (
+        "a recipe's memory plan per task; --check: predicted vs measured peaks",
+        "gppf-bench memory --experiment gppf15m_r50 --world 64 --json",
     ),
     "gpu-check": ("the GPU checks of DESIGN.md §6", "gppf-bench gpu-check --out check.json"),
 }

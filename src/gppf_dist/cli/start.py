@@ -56,7 +56,7 @@ def start(
     announce(tool, what)
     try:
         check_group_choices(sys.argv[1:], conf_dir())
-        check_override_keys(sys.argv[1:], RunConfig)
+        check_override_keys(sys.argv[1:], RunConfig, conf_dir())
         if rewrite is not None:
             sys.argv[1:] = rewrite(sys.argv[1:])
     except ValueError as err:

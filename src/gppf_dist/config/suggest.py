@@ -109,13 +109,17 @@ def check_group_choices(args: list[str], conf_dir: Path) -> None:
             raise ValueError(f"`{key}`={value!r} is not an option of conf/{key}/{hint}")
 
 
-def check_override_keys(args: Iterable[str], schema: type) -> None:
+def check_override_keys(args: Iterable[str], schema: type, conf_dir: Path | None = None) -> None:
     """`a.b.c=value` arguments, with or without `+`, name keys of the schema (`hydra.*` and
-    deletions aside): raise ValueError with the nearest known key otherwise, before Hydra."""
+    deletions aside): raise ValueError with the nearest known key otherwise, before Hydra.
+    `+group=option` adding a config group of `conf_dir` that the defaults do not list (e.g.
+    `+scale=smoke`) is a group choice, which `check_group_choices` checks."""
     for arg in args:
         key, sep, value = arg.lstrip("+").partition("=")
         flag = arg.startswith(("~", "-"))  # a deletion, or one of Hydra's own flags
         if not sep or flag or "@" in key or "/" in key or key.startswith("hydra."):
+            continue
+        if arg.startswith("+") and conf_dir is not None and (conf_dir / key).is_dir():
             continue
         nested: dict[str, Any] = {}
         node = nested
