@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from gppf_dist.checkpoint.manager import select_checkpoint, step_of_tag
+from gppf_dist.launch.command import command_name
 
 
 def last_step(run_dir: Path) -> int:
@@ -64,7 +65,8 @@ def report(run_dir: Path, max_steps: int, sig: signal.Signals, argv: list[str]) 
     else:
         saved = f"newest complete checkpoint: step {newest[0]} ({newest[1]})"
     print(
-        f"gppf-train: {sig.name}: stopped {where}; {saved}.\nresume with: {resume_command(argv)}",
+        f"{command_name()}: {sig.name}: stopped {where}; {saved}.\n"
+        f"resume with: {resume_command(argv)}",
         file=sys.stderr,
         flush=True,
     )

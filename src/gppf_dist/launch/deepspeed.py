@@ -28,6 +28,7 @@ from pathlib import Path
 from gppf_dist.config.hostfile import Host, planned_hosts
 from gppf_dist.config.schema import LauncherSection
 from gppf_dist.dist.env import free_port
+from gppf_dist.launch.command import command_name
 from gppf_dist.launch.local import WorkersFailedError
 
 FORWARDED = re.compile(r"^(WANDB_|HYDRA_|WDS_|GPPF_|DS_ACCELERATOR$|OMP_NUM_THREADS$)")
@@ -88,7 +89,7 @@ def launch_deepspeed(launcher: LauncherSection, config_path: Path) -> None:
     env, port = launch_environment(hosts, run_dir, dict(os.environ), launcher.master_port)
     cmd = deepspeed_command(launcher, hosts, hostfile, config_path, sys.executable, port)
     print(
-        f"gppf-train: DeepSpeed launcher, {len(hosts)} host(s), "
+        f"{command_name()}: DeepSpeed launcher, {len(hosts)} host(s), "
         f"{sum(h.slots for h in hosts)} worker(s), hostfile {hostfile}",
         file=sys.stderr,
         flush=True,

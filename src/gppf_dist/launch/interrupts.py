@@ -20,6 +20,8 @@ from types import FrameType
 import psutil
 from torch.distributed.elastic.multiprocessing.api import SignalException
 
+from gppf_dist.launch.command import command_name
+
 _AGENT_LOGGERS = (
     "torch.distributed.elastic.agent.server.api",
     "torch.distributed.elastic.multiprocessing.api",
@@ -63,7 +65,8 @@ def agent_signals() -> Iterator[Stopped]:
         if stopped.signal is None:
             stopped.signal = signal.SIGINT
             print(
-                "gppf-train: interrupted; stopping the workers (Ctrl-C again stops them at once)",
+                f"{command_name()}: interrupted; stopping the workers "
+                "(Ctrl-C again stops them at once)",
                 file=sys.stderr,
                 flush=True,
             )
