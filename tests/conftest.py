@@ -27,7 +27,7 @@ CONF = REPO / "conf"
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# Node-local heartbeat folders (`dist/heartbeat.py`) of the session's runs, killed ones included,
+# Node-local heartbeat folders (`health/heartbeat.py`) of the session's runs, killed ones included,
 # go to one temporary folder, not /dev/shm; removed when the session ends.
 _BEATS = tempfile.mkdtemp(prefix="gppf-test-beats-")
 os.environ.setdefault("GPPF_LOCAL_HEARTBEAT_DIR", _BEATS)
@@ -130,7 +130,7 @@ def pool_runs(compose_run: Callable[..., RunConfig]) -> Iterator[PoolRuns]:
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """All 8 synthetic tasks: 4 train shards of 16 samples and 1 val shard each."""
-    from gppf_dist.data.synth import write_synthetic_corpus
+    from gppf_dist.data.synth.corpus import write_synthetic_corpus
 
     root = tmp_path_factory.mktemp("shards")
     write_synthetic_corpus(root, samples_per_task=64, val_per_task=16, seed=0, samples_per_shard=16)
@@ -140,7 +140,7 @@ def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def demo_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The demo's own corpus (`gppf-shards synth` defaults), for checks stated on the demo."""
-    from gppf_dist.data.synth import write_synthetic_corpus
+    from gppf_dist.data.synth.corpus import write_synthetic_corpus
 
     root = tmp_path_factory.mktemp("demo_shards")
     write_synthetic_corpus(root)

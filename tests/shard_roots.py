@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from gppf_dist.data.offsets import INDEX_DIR, index_name, read_index, write_index
+from gppf_dist.data.format.offsets import INDEX_DIR, index_name, read_index, write_index
 
 Offsets = list[list[int]]
 

@@ -140,7 +140,7 @@ class PoolRuns:
 
     def train(self, run_dir: Path, shards: Path, *overrides: str) -> PoolRun:
         from gppf_dist.cli.train import force_task_keys, prepare
-        from gppf_dist.engine.validate import planned_world_size
+        from gppf_dist.preflight.validate import planned_world_size
 
         args = [*CLI_DEFAULTS, f"run.dir={run_dir}", f"data.root={shards}", *overrides]
         cfg = self._compose(*force_task_keys(args))  # as gppf-train's command line

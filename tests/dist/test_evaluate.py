@@ -22,7 +22,7 @@ def _evaluate(root: str, fail: bool) -> Any:
     import yaml
 
     from gppf_dist.config.model import model_config_from_dict
-    from gppf_dist.data.manifest import load_manifest
+    from gppf_dist.data.format.manifest import load_manifest
     from gppf_dist.engine.evaluate import evaluate
     from gppf_dist.model.build import build_model
     from gppf_dist.tasks.demo import demo_specs

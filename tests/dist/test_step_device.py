@@ -75,7 +75,7 @@ def _demo_step(precision: str = "fp32", channels_last: bool = False, batch: int 
 def _count_syncs() -> dict[str, Any]:
     import torch.distributed as dist
 
-    from gppf_dist.engine.host_sync import HostSyncCounter, watch_optimizer_step
+    from gppf_dist.bench.host_sync import HostSyncCounter, watch_optimizer_step
     from gppf_dist.engine.step import run_iteration
 
     ctx, plan, present = _demo_step()

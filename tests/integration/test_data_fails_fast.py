@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from gppf_dist.data.gpu_decode import installed_backends
+from gppf_dist.data.decode.gpu import installed_backends
 from tests.integration.test_train_cli import train_cmd
 from tests.unit.test_validate_data import edited_root, no_det_val
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gppf_dist.data.manifest import Manifest, TaskManifest, save_manifest
-from gppf_dist.data.writer import ShardWriter
+from gppf_dist.data.format.manifest import Manifest, TaskManifest, save_manifest
+from gppf_dist.data.format.writer import ShardWriter
 from gppf_dist.logging.metrics import read_metrics
 
 from .test_train_cli import run_train

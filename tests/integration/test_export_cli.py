@@ -13,9 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gppf_dist.cli.trained import load_run
-from gppf_dist.model.build import GppfModel
-from gppf_dist.model.pretrained import WEIGHTS_NAME, load_pretrained
+from gppf_dist.checkpoint.trained import load_run
+from gppf_dist.model.pretrained import WEIGHTS_NAME, from_pretrained, load_pretrained
 from gppf_dist.model.summary import sample_input, tensor_leaves
 
 BIN = Path(sys.executable).parent
@@ -53,7 +52,7 @@ def test_it_loads_back_to_the_run_s_outputs_without_unpickling(
     monkeypatch.setattr(torch, "load", refuse)
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
-    model = GppfModel.from_pretrained(out)
+    model = from_pretrained(out)
     assert not model.training
     with torch.no_grad():
         for task, spec in run.specs.items():

@@ -190,8 +190,8 @@ def test_few_shot_trains_on_k_samples_per_class(
 ) -> None:
     from collections import Counter
 
-    from gppf_dist.data.decode import read_shard
-    from gppf_dist.data.manifest import load_manifest
+    from gppf_dist.data.decode.sample import read_shard
+    from gppf_dist.data.format.manifest import load_manifest
 
     run_dir = tmp_path / "few"
     finetune(run_dir, demo_export[1], shapes, "finetune.route=inherit:cls_object",

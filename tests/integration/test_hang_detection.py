@@ -11,8 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from gppf_dist.dist.heartbeat import HEARTBEAT_DIR, read_beat
-from gppf_dist.engine.watchdog import MIN_GAP_S
+from gppf_dist.health.heartbeat import HEARTBEAT_DIR, read_beat
+from gppf_dist.health.watchdog import MIN_GAP_S
 from gppf_dist.logging.metrics import read_metrics
 
 from .test_train_cli import train_cmd

@@ -25,7 +25,7 @@ STEPS = 60
 
 @pytest.fixture(scope="module")
 def demo_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from gppf_dist.data.synth import write_synthetic_corpus
+    from gppf_dist.data.synth.corpus import write_synthetic_corpus
 
     root = tmp_path_factory.mktemp("demo_shards")
     write_synthetic_corpus(

@@ -20,7 +20,7 @@ from gppf_dist.checkpoint.weights import MODEL_STATES
 from gppf_dist.cli import extract as extract_cli
 from gppf_dist.config.load import save_run_config
 from gppf_dist.config.schema import RunConfig
-from gppf_dist.data.manifest import load_manifest
+from gppf_dist.data.format.manifest import load_manifest
 from gppf_dist.model.build import build_model
 from gppf_dist.tasks.registry import make_spec
 from tests.dist.run_pool import PoolRuns

@@ -187,7 +187,7 @@ def test_a_truncated_tag_asked_for_by_name_is_refused_before_workers_start(
 ) -> None:
     """The launcher compares sizes only (a stat per file): the workers checksum the checkpoint
     they load once, in shares (tests/dist/test_checkpoint_resume_shared.py)."""
-    from gppf_dist.engine.validate import validate_run
+    from gppf_dist.preflight.validate import validate_run
 
     tag_dir = save(tmp_path / "run" / "checkpoints", 4)
     lego = tag_dir / LEGO
@@ -206,7 +206,7 @@ def test_the_launcher_reads_no_checkpoint_byte(
     """`validate_run` (the launcher, and each worker before the shared check) stats files but
     hashes nothing, for auto and for never; never still refuses a run.dir with checkpoints."""
     from gppf_dist.checkpoint.digest import bytes_hashed
-    from gppf_dist.engine.validate import validate_run
+    from gppf_dist.preflight.validate import validate_run
 
     save(tmp_path / "run" / "checkpoints", 4)
     common = (f"data.root={tiny_shards}", f"run.dir={tmp_path / 'run'}", "parallel.zero_stage=0")

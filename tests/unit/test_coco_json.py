@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gppf_dist.data.layouts.coco_json import read_coco_tables
+from gppf_dist.data.convert.layouts.coco_json import read_coco_tables
 
 ANNOTATIONS = [  # interleaved across images, as real files are not
     {"id": 7, "image_id": 20, "category_id": 3, "bbox": [1, 2, 3, 4], "iscrowd": 0},

@@ -10,7 +10,7 @@ from hydra.errors import ConfigCompositionException
 
 from gppf_dist.config.load import load_run_config, save_run_config
 from gppf_dist.config.schema import RunConfig, TaskSection
-from gppf_dist.engine.validate import validate_run
+from gppf_dist.preflight.validate import validate_run
 
 Compose = Callable[..., RunConfig]
 

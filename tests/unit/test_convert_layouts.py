@@ -16,9 +16,9 @@ import scipy.io
 from PIL import Image
 
 from gppf_dist.cli.shards import main as shards_main
-from gppf_dist.data.convert_layouts import LAYOUTS
-from gppf_dist.data.manifest import load_manifest
-from gppf_dist.data.recordio import MAGIC
+from gppf_dist.data.convert.readers import LAYOUTS
+from gppf_dist.data.convert.recordio import MAGIC
+from gppf_dist.data.format.manifest import load_manifest
 
 
 def _jpeg_bytes(seed: int, size: tuple[int, int] = (40, 32)) -> bytes:

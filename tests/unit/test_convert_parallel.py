@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from gppf_dist.cli.shards import main as shards_main
-from gppf_dist.data.manifest import Manifest, TaskManifest, load_manifest, save_manifest
-from gppf_dist.data.writer import ShardWriter
+from gppf_dist.data.format.manifest import Manifest, TaskManifest, load_manifest, save_manifest
+from gppf_dist.data.format.writer import ShardWriter
 
 CLASSES, PER_CLASS = 10, 30
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gppf_dist.data.convert_layouts import LAYOUTS
-from gppf_dist.data.corpus_spec import SPEC_DIR, SpecTask, load_corpus_spec
+from gppf_dist.data.convert.corpus_spec import SPEC_DIR, SpecTask, load_corpus_spec
+from gppf_dist.data.convert.readers import LAYOUTS
 from gppf_dist.tasks.reference import COCO_KEYPOINTS
 from gppf_dist.tasks.registry import make_spec
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from deepspeed.runtime import engine as ds_engine
 
 from gppf_dist.config.schema import RunConfig
-from gppf_dist.data.workers import WorkerPool
+from gppf_dist.data.load.workers import WorkerPool
 from gppf_dist.dist.env import cuda_index
 from gppf_dist.engine.deepspeed import check_accelerator, create_engine
 from gppf_dist.tasks.base import move_to

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gppf_dist.data.decode import RawSample, SampleError, decode_sample, read_shard
-from gppf_dist.data.loader import TaskLoader, iter_eval_batches
-from gppf_dist.data.manifest import Manifest, ShardInfo, TaskManifest
-from gppf_dist.data.streams import StreamPosition
-from gppf_dist.data.writer import ShardWriter
+from gppf_dist.data.decode.sample import RawSample, SampleError, decode_sample, read_shard
+from gppf_dist.data.format.manifest import Manifest, ShardInfo, TaskManifest
+from gppf_dist.data.format.writer import ShardWriter
+from gppf_dist.data.load.loader import TaskLoader, iter_eval_batches
+from gppf_dist.data.load.streams import StreamPosition
 from tests.fake_task import ResizeTaskType, fake_spec
 
 
@@ -116,7 +116,7 @@ def test_bad_samples_skipped_counted_batches_full(
 ) -> None:
     _, _, good = bad_root
     loader = _loader(bad_root, [0, 1])
-    with caplog.at_level(logging.WARNING, logger="gppf_dist.data.decode"):
+    with caplog.at_level(logging.WARNING, logger="gppf_dist.data.decode.sample"):
         batches = [next(loader) for _ in range(10)]
     assert all(len(b.keys) == 6 for b in batches)
     seen = [k for b in batches for k in b.keys]

@@ -14,15 +14,15 @@ import scipy.io
 from PIL import Image
 
 from gppf_dist.cli.shards import main as shards_main
-from gppf_dist.data.build import (
+from gppf_dist.data.convert.build import (
     CONVERTED,
     MISSING,
     build_corpus,
     format_build_table,
     select_datasets,
 )
-from gppf_dist.data.corpus_spec import load_corpus_spec
-from gppf_dist.data.manifest import load_manifest
+from gppf_dist.data.convert.corpus_spec import load_corpus_spec
+from gppf_dist.data.format.manifest import load_manifest
 
 SPEC = """\
 name: tiny

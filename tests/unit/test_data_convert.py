@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from gppf_dist.cli.shards import main as shards_main
-from gppf_dist.data.loader import TaskLoader
-from gppf_dist.data.manifest import load_manifest
+from gppf_dist.data.format.manifest import load_manifest
+from gppf_dist.data.load.loader import TaskLoader
 from gppf_dist.tasks.registry import get_task_type, make_spec
 
 

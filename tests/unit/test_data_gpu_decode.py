@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from gppf_dist.bench.decode import jpeg_bytes, photo_like
-from gppf_dist.data.decode import RawSample, SampleError, decode_sample
-from gppf_dist.data.gpu_decode import gpu_decoder, installed_backends
-from gppf_dist.engine.validate import validate_run
+from gppf_dist.data.decode.gpu import gpu_decoder, installed_backends
+from gppf_dist.data.decode.sample import RawSample, SampleError, decode_sample
+from gppf_dist.preflight.validate import validate_run
 
 pytestmark = pytest.mark.skipif(
     torch.cuda.is_available() and bool(installed_backends()), reason="a GPU decoder works here"
@@ -65,7 +65,7 @@ def test_the_decoder_is_checked_before_the_run(
 
 def test_data_decoder_is_the_config_key(compose_run: Any, tiny_shards: Path) -> None:
     from gppf_dist.config import schema
-    from gppf_dist.data import jpeg
+    from gppf_dist.data.decode import jpeg
 
     assert set(schema.DECODERS) == set(jpeg.DECODERS)
     cfg = compose_run(f"data.root={tiny_shards}", "data.decoder=gpu")

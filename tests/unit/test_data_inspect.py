@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from gppf_dist.cli.shards import main as shards_main
-from gppf_dist.data.inspect import PAD, PALETTE, TEXT_H, inspect_task
-from gppf_dist.data.synth import write_synthetic_corpus
+from gppf_dist.data.synth.corpus import write_synthetic_corpus
+from gppf_dist.data.tools.inspect import PAD, PALETTE, TEXT_H, inspect_task
 
 # task -> image size (h, w) of the synthetic corpus and the integer upscale factor to >= 128 px
 SIZES = {

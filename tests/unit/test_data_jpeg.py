@@ -22,11 +22,11 @@ import torch
 from PIL import Image
 
 from gppf_dist.bench.decode import TASKS, jpeg_bytes, make_samples, photo_like
-from gppf_dist.data.decode import RawSample, SampleError, decode_sample
-from gppf_dist.data.jpeg import allowed_eighths, check_decoder
-from gppf_dist.data.pipeline import reduction_for
+from gppf_dist.data.decode.jpeg import allowed_eighths, check_decoder
+from gppf_dist.data.decode.sample import RawSample, SampleError, decode_sample
+from gppf_dist.data.load.pipeline import reduction_for
+from gppf_dist.tasks.common.transforms import Geometry, warp_array, warp_bilinear
 from gppf_dist.tasks.registry import get_task_type, make_spec
-from gppf_dist.tasks.transforms import Geometry, warp_array, warp_bilinear
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

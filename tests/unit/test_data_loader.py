@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gppf_dist.data.loader import TaskLoader, iter_eval_batches
-from gppf_dist.data.manifest import Manifest, load_manifest
-from gppf_dist.data.streams import StreamPosition
-from gppf_dist.data.synth import write_synthetic_corpus
+from gppf_dist.data.format.manifest import Manifest, load_manifest
+from gppf_dist.data.load.loader import TaskLoader, iter_eval_batches
+from gppf_dist.data.load.streams import StreamPosition
+from gppf_dist.data.synth.corpus import write_synthetic_corpus
 from gppf_dist.tasks.base import Batch
 from tests.fake_task import ResizeTaskType, fake_spec
 

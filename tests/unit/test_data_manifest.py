@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from gppf_dist.data.manifest import (
+from gppf_dist.data.format.manifest import (
     Manifest,
     TaskManifest,
     load_manifest,
     manifest_to_dict,
     save_manifest,
 )
-from gppf_dist.data.writer import ShardWriter
+from gppf_dist.data.format.writer import ShardWriter
 
 
 def _write_task(root: Path, n: int = 10, per_shard: int = 4) -> Manifest:

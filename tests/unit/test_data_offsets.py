@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from gppf_dist.cli.shards import main as shards_main
-from gppf_dist.data import offsets as offsets_mod
-from gppf_dist.data.index import upgrade_root
-from gppf_dist.data.loader import TaskLoader
-from gppf_dist.data.manifest import load_manifest
-from gppf_dist.data.offsets import ShardOffsets, read_index
-from gppf_dist.data.synth import write_synthetic_corpus
+from gppf_dist.data.format import offsets as offsets_mod
+from gppf_dist.data.format.index import upgrade_root
+from gppf_dist.data.format.manifest import load_manifest
+from gppf_dist.data.format.offsets import ShardOffsets, read_index
+from gppf_dist.data.load.loader import TaskLoader
+from gppf_dist.data.synth.corpus import write_synthetic_corpus
 from tests.fake_task import ResizeTaskType, fake_spec
 from tests.shard_roots import to_format_1
 
@@ -93,12 +93,12 @@ def test_a_crash_midway_through_the_upgrade_leaves_a_readable_corpus(
             raise OSError("killed")
         return real(path, per_shard)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("gppf_dist.data.manifest.write_index", dies_on_the_third)
+    monkeypatch.setattr("gppf_dist.data.format.manifest.write_index", dies_on_the_third)
     with pytest.raises(OSError, match="killed"):
         upgrade_root(old)
     assert (old / "manifest.json").read_bytes() == before  # still the whole previous format
     assert not list(old.rglob(".*.tmp.*"))
-    monkeypatch.setattr("gppf_dist.data.manifest.write_index", real)
+    monkeypatch.setattr("gppf_dist.data.format.manifest.write_index", real)
     assert upgrade_root(old) is not None  # the rerun finishes the job
     assert snapshot(old) == snapshot(corpus)
 
@@ -122,8 +122,8 @@ def test_decode_workers_receive_only_the_shards_of_their_streams(corpus: Path) -
 
 
 def test_next_slots_say_where_the_next_step_reads_without_reading(corpus: Path) -> None:
-    from gppf_dist.data.decode import read_shard
-    from gppf_dist.data.streams import StreamPosition
+    from gppf_dist.data.decode.sample import read_shard
+    from gppf_dist.data.load.streams import StreamPosition
 
     manifest = load_manifest(corpus)
     loader = TaskLoader(

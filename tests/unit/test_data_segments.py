@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from gppf_dist.cli.shards import main as shards_main
-from gppf_dist.data.decode import read_shard
-from gppf_dist.data.loader import TaskLoader
-from gppf_dist.data.manifest import Manifest, load_manifest
-from gppf_dist.data.streams import StreamPosition, stream_units
-from gppf_dist.data.synth import write_synthetic_corpus
+from gppf_dist.data.decode.sample import read_shard
+from gppf_dist.data.format.manifest import Manifest, load_manifest
+from gppf_dist.data.load.loader import TaskLoader
+from gppf_dist.data.load.streams import StreamPosition, stream_units
+from gppf_dist.data.synth.corpus import write_synthetic_corpus
 from tests.fake_task import ResizeTaskType, fake_spec
 from tests.shard_roots import edited_root, without_offsets
 
@@ -110,7 +110,7 @@ def test_shards_without_offsets_are_indexed_by_the_command(
 def test_a_run_with_more_streams_than_shards_is_checked_before_it_starts(
     compose_run: Any, corpus: tuple[Path, Manifest], tmp_path: Path
 ) -> None:
-    from gppf_dist.engine.validate import validate_run
+    from gppf_dist.preflight.validate import validate_run
 
     root, _ = corpus
 
@@ -157,7 +157,7 @@ def test_stale_offsets_are_ignored_and_malformed_ones_named(
 def test_verify_finds_offsets_that_do_not_match_and_index_force_rebuilds_them(
     corpus: tuple[Path, Manifest], tmp_path: Path
 ) -> None:
-    from gppf_dist.data.verify import verify_root
+    from gppf_dist.data.tools.verify import verify_root
 
     root, _ = corpus
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gppf_dist.data.streams import epoch_plan, eval_range, sample_rng, stream_shards, task_seed
+from gppf_dist.data.load.streams import epoch_plan, eval_range, sample_rng, stream_shards, task_seed
 
 
 def test_stream_shards_partition_all_shards() -> None:

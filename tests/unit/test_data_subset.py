@@ -1,4 +1,4 @@
-"""Few-shot and fractional training sets (`data/subset.py`) on real shards."""
+"""Few-shot and fractional training sets (`data/tools/subset.py`) on real shards."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gppf_dist.data.decode import read_shard
-from gppf_dist.data.manifest import load_manifest
-from gppf_dist.data.subset import select_subset, write_subset
-from gppf_dist.data.synth import write_synthetic_corpus
+from gppf_dist.data.decode.sample import read_shard
+from gppf_dist.data.format.manifest import load_manifest
+from gppf_dist.data.synth.corpus import write_synthetic_corpus
+from gppf_dist.data.tools.subset import select_subset, write_subset
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import webdataset as wds
 from PIL import Image
 
 from gppf_dist.cli.shards import main as shards_main
-from gppf_dist.data.manifest import load_manifest
-from gppf_dist.data.synth import SYNTH_TASKS, generate_sample, write_synthetic_corpus
+from gppf_dist.data.format.manifest import load_manifest
+from gppf_dist.data.synth.corpus import SYNTH_TASKS, generate_sample, write_synthetic_corpus
 
 TASK_TYPES = {
     "cls_object": "classification",

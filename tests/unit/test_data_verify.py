@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gppf_dist.cli.shards import main as shards_main
-from gppf_dist.data.synth import write_synthetic_corpus
+from gppf_dist.data.synth.corpus import write_synthetic_corpus
 
 
 @pytest.fixture(scope="module")

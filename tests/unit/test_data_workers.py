@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-from gppf_dist.data.loader import TaskLoader
-from gppf_dist.data.manifest import Manifest, TaskManifest, load_manifest
-from gppf_dist.data.streams import StreamPosition
-from gppf_dist.data.workers import deal_streams
-from gppf_dist.data.writer import ShardWriter
+from gppf_dist.data.format.manifest import Manifest, TaskManifest, load_manifest
+from gppf_dist.data.format.writer import ShardWriter
+from gppf_dist.data.load.loader import TaskLoader
+from gppf_dist.data.load.streams import StreamPosition
+from gppf_dist.data.load.workers import deal_streams
 from gppf_dist.simt.plan import TaskDemand, plan_static
 from gppf_dist.tasks.base import Batch
 from gppf_dist.tasks.registry import get_task_type, make_spec

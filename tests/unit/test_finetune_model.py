@@ -1,4 +1,4 @@
-"""The fine-tuning model (`engine/finetune.py`): which parameters each tune mode trains,
+"""The fine-tuning model (`finetune/backbone.py`): which parameters each tune mode trains,
 counted (a "frozen" module attribute that freezes nothing would pass a looser check), and the
 chosen route fixed."""
 
@@ -9,7 +9,7 @@ import torch
 
 from gppf_dist.config.finetune import FinetuneSection
 from gppf_dist.config.model import ModelConfig
-from gppf_dist.engine.finetune import prepare_model
+from gppf_dist.finetune.backbone import prepare_model
 from gppf_dist.model.build import build_model
 from tests.fake_task import fake_spec
 

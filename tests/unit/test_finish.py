@@ -1,4 +1,4 @@
-"""How a finished worker process leaves (cli/finish.py): the normal interpreter exit, so
+"""How a finished worker process leaves (launch/finish.py): the normal interpreter exit, so
 finalization runs (atexit handlers, buffered output); a non-daemon thread that never ends is
 named and does not hold a finished run forever."""
 
@@ -19,7 +19,7 @@ def test_a_finished_process_exits_through_finalization() -> None:
     proc = _run(
         """
         import atexit
-        from gppf_dist.cli.finish import exit_finished
+        from gppf_dist.launch.finish import exit_finished
         atexit.register(lambda: print("finalized", flush=True))
         print("finished", end="")
         exit_finished()
@@ -33,7 +33,7 @@ def test_a_thread_that_never_ends_is_named_and_the_process_still_exits_0() -> No
     proc = _run(
         """
         import threading
-        from gppf_dist.cli import finish
+        from gppf_dist.launch import finish
         finish.THREAD_WAIT_S = 0.5
         threading.Thread(target=threading.Event().wait, name="stuck-uploader").start()
         finish.exit_finished()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gppf_dist.dist.heartbeat import (
+from gppf_dist.health.heartbeat import (
     Beat,
     attempt_token,
     beat_path,
@@ -24,7 +24,7 @@ from gppf_dist.dist.heartbeat import (
     read_beats,
     write_beat,
 )
-from gppf_dist.dist.stall import (
+from gppf_dist.health.stall import (
     EXIT_STALLED,
     Limits,
     exit_line,
@@ -32,7 +32,7 @@ from gppf_dist.dist.stall import (
     find_suspects,
     stall_line,
 )
-from gppf_dist.engine.watchdog import Watchdog
+from gppf_dist.health.watchdog import Watchdog
 
 NOW = 1_000_000.0
 HOST = socket.gethostname()
@@ -202,7 +202,7 @@ def test_the_watchdog_writes_on_phase_changes(tmp_path: Path) -> None:
 WAITING_RANK = """
 import sys, time
 from pathlib import Path
-from gppf_dist.engine.watchdog import Watchdog
+from gppf_dist.health.watchdog import Watchdog
 dog = Watchdog(Path(sys.argv[1]), rank=0, world_size=2, timeout_s=int(sys.argv[2]))
 with dog:
     dog.enter("gradient all-reduce", done=6)
@@ -251,7 +251,7 @@ def test_a_flood_of_phase_changes_is_written_once_a_second(
     """However fast the phases change (here every millisecond, as tiny steps on a GPU would),
     a rank replaces its heartbeat at most once a second, and its latest phase is on disk
     within a second of the changes stopping."""
-    from gppf_dist.engine import watchdog
+    from gppf_dist.health import watchdog
 
     writes: list[float] = []
     real = watchdog.write_beat

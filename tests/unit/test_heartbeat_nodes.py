@@ -1,4 +1,4 @@
-"""One writer and one scanner per node (`dist/heartbeat.py`, `engine/watchdog.py`): ranks beat
+"""One writer and one scanner per node (`health/heartbeat.py`, `health/watchdog.py`): ranks beat
 into a node-local folder, the node's lowest live rank publishes them all as one file in the
 shared folder, a stopped rank's stale beat is published by the next rank up, and of a node's
 ranks that wait past their allowance only the lowest live one scans."""
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gppf_dist.dist.heartbeat import (
+from gppf_dist.health.heartbeat import (
     Beat,
     local_directory,
     node_path,
@@ -22,7 +22,7 @@ from gppf_dist.dist.heartbeat import (
     read_beats,
     write_beat,
 )
-from gppf_dist.engine.watchdog import Watchdog
+from gppf_dist.health.watchdog import Watchdog
 
 
 @pytest.fixture(autouse=True)

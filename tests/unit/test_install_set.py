@@ -40,15 +40,15 @@ SCRIPT = textwrap.dedent(
 
     sys.meta_path.insert(0, Refuse())
     import numpy as np
-    from gppf_dist.tasks import pixels
+    from gppf_dist.tasks.common import pixels
     assert pixels.BACKEND == "torch", pixels.BACKEND
     import gppf_dist.bench.gpu_check, gppf_dist.engine.worker, gppf_dist.cli.train
     from gppf_dist.tasks.demo import demo_specs
     from gppf_dist.tasks.registry import get_task_type, make_spec
-    from gppf_dist.data.synth import write_synthetic_corpus
+    from gppf_dist.data.synth.corpus import write_synthetic_corpus
     import tempfile, pathlib
-    from gppf_dist.data.manifest import load_manifest
-    from gppf_dist.data.decode import decode_sample, read_shard
+    from gppf_dist.data.format.manifest import load_manifest
+    from gppf_dist.data.decode.sample import decode_sample, read_shard
     """
 )
 

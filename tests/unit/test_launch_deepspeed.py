@@ -10,13 +10,13 @@ import torch
 
 from gppf_dist.config.hostfile import Host, planned_hosts, read_hostfile
 from gppf_dist.config.schema import LauncherSection, RunConfig
-from gppf_dist.engine.validate import planned_world_size
 from gppf_dist.launch.deepspeed import (
     MULTI_HOST_PORT,
     deepspeed_command,
     forwarded_env,
     launch_environment,
 )
+from gppf_dist.preflight.validate import planned_world_size
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ import scipy.io
 from PIL import Image
 
 from gppf_dist.cli.shards import main as shards_main
-from gppf_dist.data.convert_layouts import LAYOUTS
-from gppf_dist.data.manifest import load_manifest
+from gppf_dist.data.convert.readers import LAYOUTS
+from gppf_dist.data.format.manifest import load_manifest
 
 
 def _jpeg(path: Path, seed: int, size: tuple[int, int] = (24, 48)) -> None:

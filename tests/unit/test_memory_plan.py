@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from gppf_dist.engine.memory_plan import MemoryPlan
 from gppf_dist.model.memory import GIB, ActivationMemory, state_memory
+from gppf_dist.preflight.memory_plan import MemoryPlan
 from gppf_dist.simt.plan import Plan, Work
 
 

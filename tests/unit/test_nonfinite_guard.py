@@ -1,4 +1,4 @@
-"""Counting skipped non-finite steps (`engine/nonfinite.py`) from real step records."""
+"""Counting skipped non-finite steps (`health/nonfinite.py`) from real step records."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from gppf_dist.engine.nonfinite import NonFiniteError, NonFiniteGuard
+from gppf_dist.health.nonfinite import NonFiniteError, NonFiniteGuard
 from gppf_dist.logging.record import step_record
 
 

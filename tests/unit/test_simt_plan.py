@@ -196,7 +196,7 @@ def test_a_negative_cap_names_the_key() -> None:
 
 
 def test_read_amplification_follows_the_loaders_rule() -> None:
-    from gppf_dist.data import stream_reader
+    from gppf_dist.data.load import stream_reader
     from gppf_dist.simt import plan as plan_module
 
     assert plan_module.READ_WHOLE_ABOVE == stream_reader.READ_WHOLE_ABOVE

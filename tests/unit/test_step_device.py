@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import gppf_dist
-from gppf_dist.data.prefetch import DevicePrefetcher
-from gppf_dist.engine.host_sync import HostSyncCounter
+from gppf_dist.bench.host_sync import HostSyncCounter
+from gppf_dist.data.load.prefetch import DevicePrefetcher
 from gppf_dist.engine.reduction import SimtReduction
 from gppf_dist.engine.step import StepContext, TaskRuntime, _local_stats
 from gppf_dist.engine.timing import DeviceTimer
@@ -248,8 +248,8 @@ def test_every_loader_read_is_on_one_thread_in_the_order_asked() -> None:
 
 @pytest.mark.parametrize("ahead", [False, True])
 def test_prefetcher_positions_resume_exactly(tiny_shards: Path, ahead: bool) -> None:
-    from gppf_dist.data.loader import TaskLoader
-    from gppf_dist.data.manifest import load_manifest
+    from gppf_dist.data.format.manifest import load_manifest
+    from gppf_dist.data.load.loader import TaskLoader
     from tests.fake_task import ResizeTaskType, fake_spec
 
     manifest = load_manifest(tiny_shards)

@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from gppf_dist.cli.shards import main as shards_main
-from gppf_dist.data.manifest import load_manifest
-from gppf_dist.data.synth import SYNTH_TASKS
-from gppf_dist.data.synth_downstream import (
+from gppf_dist.data.format.manifest import load_manifest
+from gppf_dist.data.synth.corpus import SYNTH_TASKS
+from gppf_dist.data.synth.downstream import (
     DOWNSTREAM_TASKS,
     generate_downstream,
     write_downstream_suite,

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from gppf_dist.tasks.augment import JITTER, plan_augment, warp_for
 from gppf_dist.tasks.base import Sample
+from gppf_dist.tasks.common.augment import JITTER, plan_augment, warp_for
+from gppf_dist.tasks.common.transforms import plan_geometry
 from gppf_dist.tasks.demo import demo_specs
 from gppf_dist.tasks.registry import get_task_type
-from gppf_dist.tasks.transforms import plan_geometry
 
 SPECS = demo_specs()
 

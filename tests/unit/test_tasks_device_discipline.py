@@ -3,7 +3,7 @@
 On a GPU, reading a value back (`.item()`, `bool(t)`, `.tolist()`, `.cpu()`), data-dependent
 shapes (`nonzero`, boolean-mask indexing, `masked_select`, one-argument `torch.where`) and tensors
 made from Python data onto a device (`torch.tensor(..., device=d)`: a host-to-device copy) stall
-the host until the device catches up. `HostSyncCounter` (engine/host_sync.py) sees these calls,
+the host until the device catches up. `HostSyncCounter` (bench/host_sync.py) sees these calls,
 and the aten ops beneath library functions such as `F.one_hot`, on any device, so this CPU test
 catches what would stall a GPU: every task type's head forward, loss and backward must record
 none. A second check runs them on the `meta` device, which has no values to read back at all.
@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from gppf_dist.bench.host_sync import HostSyncCounter
 from gppf_dist.config.model import model_config_from_dict
-from gppf_dist.engine.host_sync import HostSyncCounter
 from gppf_dist.model.build import GppfModel, build_model
 from gppf_dist.tasks.base import move_to
-from gppf_dist.tasks.box_ops import generalized_iou
+from gppf_dist.tasks.common.box_ops import generalized_iou
 from gppf_dist.tasks.demo import demo_specs, synthetic_batch
 from gppf_dist.tasks.detection import (
     DetectionTask,

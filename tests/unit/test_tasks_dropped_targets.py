@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gppf_dist.data.decode import SkipCounter
-from gppf_dist.data.loader import TaskLoader
-from gppf_dist.data.manifest import Manifest, TaskManifest
-from gppf_dist.data.pipeline import SampleContext, load_shard_samples, prepare_sample
-from gppf_dist.data.writer import ShardWriter
+from gppf_dist.data.decode.sample import SkipCounter
+from gppf_dist.data.format.manifest import Manifest, TaskManifest
+from gppf_dist.data.format.writer import ShardWriter
+from gppf_dist.data.load.loader import TaskLoader
+from gppf_dist.data.load.pipeline import SampleContext, load_shard_samples, prepare_sample
 from gppf_dist.tasks.base import Sample
 from gppf_dist.tasks.registry import get_task_type, make_spec
 

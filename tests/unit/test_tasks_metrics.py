@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from gppf_dist.tasks.attributes import MeanAccuracy
-from gppf_dist.tasks.box_ops import batched_nms, box_iou
+from gppf_dist.tasks.common.box_ops import batched_nms, box_iou
+from gppf_dist.tasks.common.detection_metric import mean_average_precision
 from gppf_dist.tasks.demo import demo_specs
-from gppf_dist.tasks.detection_metric import mean_average_precision
 from gppf_dist.tasks.face import _best_threshold, verification_accuracy
 from gppf_dist.tasks.registry import TASK_TYPES, get_task_type
 from gppf_dist.tasks.reid import retrieval_metrics

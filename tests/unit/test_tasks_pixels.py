@@ -1,5 +1,5 @@
-"""The per-pixel kernels (`tasks/pixels.py`): bilinear resampling against a per-pixel reference
-written out in float64, jitter's formulas, and OpenCV and torch agreeing."""
+"""The per-pixel kernels (`tasks/common/pixels.py`): bilinear resampling against a per-pixel
+reference written out in float64, jitter's formulas, and OpenCV and torch agreeing."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from gppf_dist.tasks import pixels
-from gppf_dist.tasks.pixels import _resize_from_pixel_corner
-from gppf_dist.tasks.transforms import Geometry
+from gppf_dist.tasks.common import pixels
+from gppf_dist.tasks.common.pixels import _resize_from_pixel_corner
+from gppf_dist.tasks.common.transforms import Geometry
 
 BACKENDS = ("opencv", "torch")
 
@@ -137,7 +137,7 @@ def test_the_backends_agree_on_photograph_like_images() -> None:
 def test_without_opencv_the_torch_path_is_taken() -> None:
     code = (
         "import sys; sys.modules['cv2'] = None\n"
-        "from gppf_dist.tasks import pixels\n"
+        "from gppf_dist.tasks.common import pixels\n"
         "print(pixels.BACKEND)"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from gppf_dist.tasks.base import Sample
+from gppf_dist.tasks.common.transforms import flip_permutation
 from gppf_dist.tasks.demo import demo_specs
 from gppf_dist.tasks.registry import TASK_TYPES, get_task_type, make_spec
-from gppf_dist.tasks.transforms import flip_permutation
 
 SPECS = demo_specs()
 

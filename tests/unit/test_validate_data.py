@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gppf_dist.engine.validate import validate_run
+from gppf_dist.preflight.validate import validate_run
 from tests.shard_roots import edited_root
 
 
@@ -77,7 +77,7 @@ def test_the_launcher_and_the_worker_in_one_process_parse_the_manifest_once(
 ) -> None:
     """launcher=none: the process validates as the launcher (checking the shard files), then
     as the worker; the manifest is parsed once. A rewritten manifest is read again."""
-    import gppf_dist.data.manifest as manifest_mod
+    import gppf_dist.data.format.manifest as manifest_mod
 
     parsed: list[str] = []
     real = manifest_mod.manifest_from_dict

@@ -28,9 +28,9 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from gppf_dist.data.loader import TaskLoader
-from gppf_dist.data.manifest import Manifest, load_manifest
-from gppf_dist.data.synth import write_synthetic_corpus
+from gppf_dist.data.format.manifest import Manifest, load_manifest
+from gppf_dist.data.load.loader import TaskLoader
+from gppf_dist.data.synth.corpus import write_synthetic_corpus
 from gppf_dist.tasks.base import Sample
 from gppf_dist.tasks.registry import get_task_type, make_spec
 

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gppf_dist.data.decode import RawSample, decode_sample
-from gppf_dist.data.pipeline import reduction_for
+from gppf_dist.data.decode.sample import RawSample, decode_sample
+from gppf_dist.data.load.pipeline import reduction_for
 from gppf_dist.tasks.registry import get_task_type, make_spec
 
 WIDTH, HEIGHT = 500, 375

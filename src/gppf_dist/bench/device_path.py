@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from gppf_dist.data.prefetch import DevicePrefetcher
+from gppf_dist.data.load.prefetch import DevicePrefetcher
 from gppf_dist.engine.timing import DeviceTimer
 from gppf_dist.tasks.base import Batch
 

@@ -120,9 +120,9 @@ def _host_syncs_job(model: str, batch: int, warmup: int, steps: int) -> dict[str
     import warnings
 
     from gppf_dist.bench._procs import join_local_group, time_steps
+    from gppf_dist.bench.host_sync import HostSyncCounter, watch_optimizer_step
     from gppf_dist.bench.step import _setup, _simt_runner
     from gppf_dist.dist.env import free_port
-    from gppf_dist.engine.host_sync import HostSyncCounter, watch_optimizer_step
 
     cuda = torch.cuda.is_available()
     device = join_local_group(0, 1, free_port(), 1, "cuda" if cuda else "cpu")
@@ -189,7 +189,7 @@ def _short_path(filename: str) -> str:
 
 def _data_job(seconds: float, tasks: list[str]) -> dict[str, Any]:
     from gppf_dist.bench import data
-    from gppf_dist.data.synth import write_synthetic_corpus
+    from gppf_dist.data.synth.corpus import write_synthetic_corpus
 
     torch.set_num_threads(1)  # one worker = one core, as `gppf-bench data` runs it
     with tempfile.TemporaryDirectory(prefix="gppf-gpu-check-data-") as tmp:
@@ -224,7 +224,7 @@ def _train_job(precision: str) -> dict[str, Any]:
     restored onto the device), the evaluation at the end of each; then one step started as
     `srun --gpus-per-task=1` starts a rank (`launcher=none`, LOCAL_RANK=3, one visible
     device) through `deepspeed.initialize`."""
-    from gppf_dist.data.synth import write_synthetic_corpus
+    from gppf_dist.data.synth.corpus import write_synthetic_corpus
     from gppf_dist.dist.env import free_port
 
     env = dict(os.environ)

@@ -163,10 +163,10 @@ def recipe_table(experiment: str, world: int, overrides: list[str]) -> dict[str,
     from gppf_dist.config.load import to_run_config
     from gppf_dist.config.resources import conf_dir
     from gppf_dist.config.store import register_schema
-    from gppf_dist.data.manifest import load_manifest
-    from gppf_dist.engine.dry_run import saved_costs
-    from gppf_dist.engine.memory_plan import predict_memory
-    from gppf_dist.engine.validate import run_label_spaces
+    from gppf_dist.data.format.manifest import load_manifest
+    from gppf_dist.preflight.dry_run import saved_costs
+    from gppf_dist.preflight.memory_plan import predict_memory
+    from gppf_dist.preflight.validate import run_label_spaces
     from gppf_dist.simt.taskset import TaskSet
 
     register_schema()

@@ -4,7 +4,7 @@
 
 Plans the reference profile (or the given batches and per-sample costs) with the `cost`
 planner for each world size, with 2 W canonical streams per task by default (at most the
-task's batch; streams may outnumber shards, see `data/streams.py`, and slices then mostly start
+task's batch; streams may outnumber shards, see `data/load/streams.py`, and slices then mostly start
 and end on stream boundaries) and prints the predicted balance efficiency, idle ranks, planning
 time (best of 3), read amplification, and per rank and step the bytes of the gradient
 all-reduce and of the expert-parallel all-to-all, with a predicted step time from an

@@ -75,8 +75,8 @@ def _shard_offsets(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def write_corpus(root: Path, samples: int, tasks: int) -> None:
     """The synthetic corpus (see the module doc); reused when its marker matches."""
-    from gppf_dist.data.manifest import Manifest, ShardInfo, TaskManifest, save_manifest
-    from gppf_dist.data.synth import SYNTH_TASKS
+    from gppf_dist.data.format.manifest import Manifest, ShardInfo, TaskManifest, save_manifest
+    from gppf_dist.data.synth.corpus import SYNTH_TASKS
 
     params = {"samples": samples, "tasks": tasks, "samples_per_shard": SAMPLES_PER_SHARD,
               "sample_kib": SAMPLE_KIB, "format": 2}  # fmt: skip
@@ -125,8 +125,8 @@ def prepare_run(
     from gppf_dist.config.load import save_run_config, to_run_config
     from gppf_dist.config.resources import conf_dir
     from gppf_dist.config.store import register_schema
-    from gppf_dist.data.manifest import load_manifest
-    from gppf_dist.data.streams import stream_units
+    from gppf_dist.data.format.manifest import load_manifest
+    from gppf_dist.data.load.streams import stream_units
     from gppf_dist.simt.costs import CostTable
     from gppf_dist.simt.taskset import TaskSet
 
@@ -196,9 +196,9 @@ def measure(config: Path, world: int, rank: int, positions_file: Path | None) ->
 
     base = _status_mib("VmRSS")
     from gppf_dist.config.load import load_run_config
-    from gppf_dist.data.streams import StreamPosition
-    from gppf_dist.data.task_loaders import TaskLoaders
-    from gppf_dist.engine.validate import validate_run
+    from gppf_dist.data.load.streams import StreamPosition
+    from gppf_dist.data.load.task_loaders import TaskLoaders
+    from gppf_dist.preflight.validate import validate_run
     from gppf_dist.simt.costs import CostTable
     from gppf_dist.simt.taskset import TaskSet
 
@@ -234,7 +234,7 @@ def measure(config: Path, world: int, rank: int, positions_file: Path | None) ->
 
 def node_check(root: Path) -> dict[str, Any]:
     """The launcher's once-per-launch shard check, timed."""
-    from gppf_dist.data.manifest import check_shard_files, load_manifest
+    from gppf_dist.data.format.manifest import check_shard_files, load_manifest
 
     manifest = load_manifest(root, check_files=False)
     started = time.perf_counter()
@@ -255,7 +255,7 @@ def _child(args: list[str]) -> dict[str, Any]:
 def run(
     samples: int, tasks: int, streams: int, world: int, root: Path, rank: int | None
 ) -> dict[str, Any]:
-    from gppf_dist.data.manifest import MANIFEST_NAME
+    from gppf_dist.data.format.manifest import MANIFEST_NAME
 
     root.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 Positions = dict[str, dict[int, Any]]
-"""task -> canonical stream id -> the stream's position (`data/streams.py`)."""
+"""task -> canonical stream id -> the stream's position (`data/load/streams.py`)."""
 
 
 @dataclass

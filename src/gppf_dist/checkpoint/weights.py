@@ -23,7 +23,7 @@ MODEL_STATES = "mp_rank_00_model_states.pt"
 def _client_state_globals() -> list[Any]:
     import numpy as np
 
-    from gppf_dist.data.streams import StreamPosition
+    from gppf_dist.data.load.streams import StreamPosition
 
     reconstruct = np._core.multiarray._reconstruct  # type: ignore[attr-defined]
     dtypes = [type(np.dtype(t)) for t in ("int64", "int32", "uint32", "float64", "float32")]

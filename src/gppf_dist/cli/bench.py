@@ -19,7 +19,7 @@ BENCHES = {
     "throughput": "gppf_dist.bench.throughput",
     "placement": "gppf_dist.bench.placement",
     "plan": "gppf_dist.bench.plan",
-    "transfer": "gppf_dist.bench.transfer",
+    "transfer": "gppf_dist.experiments.transfer",
     "startup": "gppf_dist.bench.startup",
     "ckpt": "gppf_dist.bench.ckpt",
     "memory": "gppf_dist.bench.memory",

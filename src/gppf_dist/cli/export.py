@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from gppf_dist.cli.trained import TrainedRun, load_run
+from gppf_dist.checkpoint.trained import TrainedRun, load_run
 from gppf_dist.cli.usage import wants_help
 from gppf_dist.model.pretrained import WEIGHTS_NAME, load_pretrained, routes_of, save_pretrained
 from gppf_dist.model.summary import sample_input, tensor_leaves
@@ -94,8 +94,8 @@ def model_card(run: TrainedRun, run_dir: Path) -> str:
         "## Use",
         "",
         "```python",
-        "from gppf_dist.model.build import GppfModel",
-        'model = GppfModel.from_pretrained("<this folder>")  # safetensors only, eval mode',
+        "from gppf_dist.model.pretrained import from_pretrained",
+        'model = from_pretrained("<this folder>")  # safetensors only, eval mode',
         f'outputs = model("{next(iter(run.specs))}", images)  # uint8 B x 3 x H x W',
         "```",
         "",

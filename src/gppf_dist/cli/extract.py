@@ -32,10 +32,10 @@ from typing import Any
 
 import torch
 
-from gppf_dist.cli.trained import load_run
+from gppf_dist.checkpoint.trained import load_run
 from gppf_dist.cli.usage import wants_help
-from gppf_dist.data.eval_loader import iter_eval_batches
-from gppf_dist.data.manifest import load_manifest
+from gppf_dist.data.format.manifest import load_manifest
+from gppf_dist.data.load.eval_loader import iter_eval_batches
 from gppf_dist.model.build import GppfModel
 from gppf_dist.model.export_contract import CONTRACT_NAME, contract, contract_json
 from gppf_dist.model.extract import extract_task, tensors_only

@@ -4,10 +4,10 @@ gppf-finetune finetune.pretrained=release/demo data.root=downstream finetune.tas
 gppf-finetune finetune.pretrained=none model=gppf_r50_tiny ... finetune.route=random   # scratch
 
 Reads the task's type and label space from `data.root`'s manifest and the architecture from the
-export, chooses the route once (`engine/route_select.py`; recorded in the run's config.yaml
+export, chooses the route once (`finetune/route_select.py`; recorded in the run's config.yaml
 and, with the candidates' scores, in `<run.dir>/route.json`), then trains exactly like
 `gppf-train` (same launchers, same exactness, resume) with the tune mode's parameters
-(`engine/finetune.py`), and writes the fine-tuned model as an export into `<run.dir>/export/`.
+(`finetune/backbone.py`), and writes the fine-tuned model as an export into `<run.dir>/export/`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ ROUTE_FILE = "route.json"
 
 def resolve(cfg: RunConfig) -> RunConfig:
     """The run's model and its one task, from the export and the manifest."""
-    from gppf_dist.data.manifest import load_manifest
+    from gppf_dist.data.format.manifest import load_manifest
     from gppf_dist.model.pretrained import read_config
 
     ft = cfg.finetune
@@ -67,10 +67,11 @@ def resolve(cfg: RunConfig) -> RunConfig:
 
 
 def _subset(cfg: RunConfig, manifest: Any) -> Path:
-    """The few-shot / fractional training set of this run (`data/subset.py`), written once into
+    """The few-shot / fractional training set of this run (`data/tools/subset.py`), written once
+    into
     `<run.dir>/subset` (every process of a torchrun start writes its own copy of the same bytes;
     the first rename wins) and reused when the run resumes."""
-    from gppf_dist.data.subset import select_subset, write_subset
+    from gppf_dist.data.tools.subset import select_subset, write_subset
 
     ft, root = cfg.finetune, Path(cfg.data.root)
     out = (Path(cfg.run.dir) / "subset").resolve()
@@ -110,8 +111,8 @@ def _saved_route(cfg: RunConfig) -> bool:
 
 
 def choose(cfg: RunConfig, is_main: bool) -> None:
-    from gppf_dist.data.manifest import load_manifest
-    from gppf_dist.engine.route_select import choose_route
+    from gppf_dist.data.format.manifest import load_manifest
+    from gppf_dist.finetune.route_select import choose_route
     from gppf_dist.tasks.registry import make_spec
 
     if _saved_route(cfg):

@@ -20,18 +20,18 @@ import time
 from pathlib import Path
 
 from gppf_dist.cli.usage import examples
-from gppf_dist.data.convert import (
+from gppf_dist.data.convert.readers import LAYOUTS
+from gppf_dist.data.convert.run import (
     DEFAULT_SAMPLES_PER_SHARD,
     DEFAULT_SEED,
     DEFAULT_SHARD_BYTES,
     write_converted,
 )
-from gppf_dist.data.convert_layouts import LAYOUTS
-from gppf_dist.data.inspect import inspect_task
-from gppf_dist.data.manifest import ShardInfo
-from gppf_dist.data.synth import write_synthetic_corpus
-from gppf_dist.data.synth_downstream import write_downstream_suite
-from gppf_dist.data.verify import format_problems, format_table, verify_root
+from gppf_dist.data.format.manifest import ShardInfo
+from gppf_dist.data.synth.corpus import write_synthetic_corpus
+from gppf_dist.data.synth.downstream import write_downstream_suite
+from gppf_dist.data.tools.inspect import inspect_task
+from gppf_dist.data.tools.verify import format_problems, format_table, verify_root
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -88,7 +88,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _index(args: argparse.Namespace) -> int:
-    from gppf_dist.data.index import index_root
+    from gppf_dist.data.format.index import index_root
 
     done, kept = index_root(Path(args.root), force=args.force)
     print(f"indexed {done} shards ({kept} already had sample offsets) in {args.root}/manifest.json")
@@ -96,7 +96,7 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _upgrade(args: argparse.Namespace) -> int:
-    from gppf_dist.data.index import upgrade_root
+    from gppf_dist.data.format.index import upgrade_root
 
     manifest = upgrade_root(Path(args.dir))
     if manifest is None:
@@ -149,8 +149,8 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from gppf_dist.data.build import build_corpus, format_build_table
-    from gppf_dist.data.corpus_spec import load_corpus_spec
+    from gppf_dist.data.convert.build import build_corpus, format_build_table
+    from gppf_dist.data.convert.corpus_spec import load_corpus_spec
 
     spec = load_corpus_spec(args.spec)
     report = build_corpus(

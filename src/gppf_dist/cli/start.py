@@ -6,7 +6,7 @@ a misspelled key or group choice refused before Hydra runs, with status 2 and th
 name (Hydra would list every option, or accept a `+key` that changes nothing); and a Ctrl-C that
 arrives before the workers do (imports, composition, route selection) ending with status 130
 and one line instead of a traceback. Once the workers run, `train.train` reports the
-interruption itself (`cli/interrupted.py`: the step reached and the command that resumes).
+interruption itself (`launch/interrupted.py`: the step reached and the command that resumes).
 
 Module-level imports stay light: this runs before the first line is printed.
 """
@@ -65,7 +65,7 @@ def start(
         register_schema()
         app()
     except KeyboardInterrupt:
-        from gppf_dist.cli.finish import exit_interrupted
+        from gppf_dist.launch.finish import exit_interrupted
 
         print(f"{tool}: interrupted", file=sys.stderr, flush=True)
         exit_interrupted()

@@ -31,8 +31,8 @@ def prepare(cfg: RunConfig) -> Path | None:
 
     With `simt.dry_run=true`, print the plan instead and return None.
     """
-    from gppf_dist.engine.memory_plan import plan_memory
-    from gppf_dist.engine.validate import planned_world_size, run_label_spaces, validate_run
+    from gppf_dist.preflight.memory_plan import plan_memory
+    from gppf_dist.preflight.validate import planned_world_size, run_label_spaces, validate_run
 
     check_only_names(cfg.simt.only, cfg.simt.tasks)  # with the nearest name, before the rest
     env_world = int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else None
@@ -46,7 +46,7 @@ def prepare(cfg: RunConfig) -> Path | None:
     label_spaces = run_label_spaces(cfg, manifest)
     memory = plan_memory(cfg, world_size, label_spaces)  # sets max_local_batch caps
     if cfg.simt.dry_run:
-        from gppf_dist.engine.dry_run import describe_plan, print_dry_run
+        from gppf_dist.preflight.dry_run import describe_plan, print_dry_run
         from gppf_dist.simt.taskset import TaskSet
 
         if not data:
@@ -65,7 +65,7 @@ def prepare(cfg: RunConfig) -> Path | None:
 
 
 def has_manifest(root: str) -> bool:
-    from gppf_dist.data.manifest import MANIFEST_NAME
+    from gppf_dist.data.format.manifest import MANIFEST_NAME
 
     return (Path(root) / MANIFEST_NAME).is_file()
 
@@ -79,13 +79,13 @@ def train(
     """Run the workers through the chosen launcher, then print the per-task table; the main
     process then calls `after` (e.g. `gppf-finetune`'s export), if the run finished here.
     `tool` names the command in the lines printed here."""
-    from gppf_dist.engine.report import summary_table
+    from gppf_dist.logging.report import summary_table
 
     run_dir = Path(cfg.run.dir)
     is_main = int(os.environ.get("RANK", "0")) == 0
     if cfg.launcher.name in ("local", "deepspeed"):
-        from gppf_dist.cli.interrupted import report
         from gppf_dist.launch.deepspeed import launch_deepspeed
+        from gppf_dist.launch.interrupted import report
         from gppf_dist.launch.interrupts import RunInterruptedError
         from gppf_dist.launch.local import WorkersFailedError, launch_local
 
@@ -118,9 +118,9 @@ def train(
     else:
         import signal
 
-        from gppf_dist.cli.finish import exit_finished, quiet_interrupt
-        from gppf_dist.cli.interrupted import report
         from gppf_dist.engine.worker import run_worker
+        from gppf_dist.launch.finish import exit_finished, quiet_interrupt
+        from gppf_dist.launch.interrupted import report
 
         def said() -> None:
             if is_main:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from gppf_dist.cli.finish import exit_finished, quiet_interrupt
+from gppf_dist.launch.finish import exit_finished, quiet_interrupt
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,5 @@
 """The `finetune` section: transfer a pre-trained GPPF export to a downstream task
-(`gppf-finetune`, `engine/finetune.py`). Empty `task` means a pre-training run."""
+(`gppf-finetune`, `finetune/backbone.py`). Empty `task` means a pre-training run."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from gppf_dist.config.finetune import FinetuneSection
 from gppf_dist.config.model import ModelConfig
 
 DECODERS = ("turbo", "pillow", "gpu")
-"""The image decoders `data/jpeg.py` knows (a test keeps the two lists equal)."""
+"""The image decoders `data/decode/jpeg.py` knows (a test keeps the two lists equal)."""
 
 
 @dataclass(kw_only=True)
@@ -75,7 +75,7 @@ class TrainerSection:
     """Memory of one device (e.g. 80 for an H100): before launch, each task's activation and the
     state are predicted without a GPU, and every task's `max_local_batch` is set to the largest
     micro-batch that fits (a lower one given by the user is kept); the dry run prints every
-    rank's predicted peak (`engine/memory_plan.py`). 0: no memory plan."""
+    rank's predicted peak (`preflight/memory_plan.py`). 0: no memory plan."""
     memory_margin: float = 0.1
     """Fraction of `device_memory_gib` kept free for what is not modelled: the CUDA context,
     communication buffers, cuDNN workspaces, the allocator's fragmentation."""
@@ -167,8 +167,8 @@ class DataSection:
 
     spec: str = ""
     """The corpus spec `data.root` is built from (`gppf-shards build --spec NAME`): a name in
-    `gppf_dist/data/specs/` or a path. A dry run (`simt.dry_run=true`) before the corpus exists
-    plans with the spec's label spaces."""
+    `gppf_dist/data/convert/specs/` or a path. A dry run (`simt.dry_run=true`) before the corpus
+    exists plans with the spec's label spaces."""
 
     decoder: str = ""
     """JPEG decoding: `turbo` (libjpeg-turbo, reduced-size where the crop allows), `pillow`, or
@@ -231,7 +231,7 @@ class ParallelSection:
     """Each worker publishes its step and phase under `<run.dir>/heartbeat/`; a rank that has
     waited in one phase for nearly `timeout_s` (start-up: twice it) names the rank it waits for
     (stopped, gone, silent or behind: rank, step, phase) and ends, so the launcher tears the
-    group down or restarts it (`engine/watchdog.py`)."""
+    group down or restarts it (`health/watchdog.py`)."""
     remote_lego_cost: float = 0.25
     """Locality-aware placement (EP, frozen routes): predicted extra cost of a task whose lego
     calls are all remote, as a fraction of its compute per sample (0 disables)."""

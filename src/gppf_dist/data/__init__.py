@@ -1,35 +1,12 @@
-"""Layer 1 — data: webdataset shards, their manifest, the synthetic corpus and the loaders.
+"""Layer 1 — data: the shard format and everything that writes or reads it, one subpackage per job.
 
-- `manifest`: `Manifest`/`TaskManifest`/`ShardInfo`, `load_manifest`, `save_manifest`
-- `writer`: `ShardWriter` (reproducible tars)
-- `synth`: `write_synthetic_corpus` (all 8 tasks from one procedural world)
-- `streams`: canonical-stream arithmetic (pure), `StreamPosition`
-- `loader`: `TaskLoader` (train, resumable) and `iter_eval_batches` (one eval pass)
-- `stream_reader`, `workers`: one stream's reader; worker processes with the same semantics
-- `task_loaders`, `prefetch`: a rank's loaders for its planned work; batches on the device early
-- `schema`, `verify`: annotation schemas per task type; `gppf-shards verify`
-- `convert`, `convert_parallel`: `gppf-shards convert` (shuffled, whole shards per process,
-  resumable); `convert_layouts` names the readers in `layouts/` (`recordio`: MXNet RecordIO)
-- `label_mix`: how far a shard's label mix is from its task's (`gppf-shards verify` warns)
-
-The format is documented in shards/README.md.
+- `format`: the manifest, annotation schemas, the reproducible tar writer, per-sample offsets
+  and indexes, label mixes (documented in shards/README.md)
+- `convert`: `gppf-shards convert` and `build` (the corpus spec in `convert/specs/`), the
+  layout readers of public datasets (`convert/layouts/`), MXNet RecordIO
+- `synth`: the synthetic 8-task corpus from one procedural world; the downstream suite
+- `decode`: a sample's members to arrays; reduced JPEG decoding; nvJPEG on the device
+- `load`: canonical streams (pure arithmetic), one stream's reader, worker processes, the train
+  and eval loaders, a rank's loaders for its plan, prefetch to the device
+- `tools`: `gppf-shards verify`, `inspect`, `subset`
 """
-
-from gppf_dist.data.loader import TaskLoader, iter_eval_batches
-from gppf_dist.data.manifest import Manifest, ShardInfo, TaskManifest, load_manifest, save_manifest
-from gppf_dist.data.streams import StreamPosition
-from gppf_dist.data.synth import write_synthetic_corpus
-from gppf_dist.data.writer import ShardWriter
-
-__all__ = [
-    "Manifest",
-    "ShardInfo",
-    "ShardWriter",
-    "StreamPosition",
-    "TaskLoader",
-    "TaskManifest",
-    "iter_eval_batches",
-    "load_manifest",
-    "save_manifest",
-    "write_synthetic_corpus",
-]

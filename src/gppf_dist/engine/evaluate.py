@@ -15,9 +15,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from gppf_dist.data.loader import iter_eval_batches
-from gppf_dist.data.manifest import Manifest
-from gppf_dist.engine.watchdog import phase
+from gppf_dist.data.format.manifest import Manifest
+from gppf_dist.data.load.loader import iter_eval_batches
+from gppf_dist.health.watchdog import phase
 from gppf_dist.parallel.expert import EPSession, PeerWork
 from gppf_dist.tasks.base import Batch, TaskSpec, TaskType, move_to
 

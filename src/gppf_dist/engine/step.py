@@ -8,7 +8,7 @@ when the step is assembled (`assemble.py`).
 
 Device discipline (DESIGN.md §6): every tensor the step computes stays on the compute device,
 statistics included; between the first forward and the optimizer step nothing waits for the
-device (`engine/host_sync.py` finds such calls; `tests/unit/test_step_device.py` counts them).
+device (`bench/host_sync.py` finds such calls; `tests/unit/test_step_device.py` counts them).
 The step's one host sync is documented where it is made: reading the all-reduced statistics,
 the regularizer and the gradient norm back, in one copy, after the optimizer step. Compute times
 come from `DeviceTimer` (CUDA events on GPUs), read after that sync, so a step's times ride in
@@ -28,12 +28,12 @@ from typing import Any
 
 import torch
 
-from gppf_dist.data.prefetch import batch_to_device
-from gppf_dist.engine import watchdog
+from gppf_dist.data.load.prefetch import batch_to_device
 from gppf_dist.engine.deepspeed import Engine
 from gppf_dist.engine.reduction import Reduction
 from gppf_dist.engine.replay import ReplayShare, float_leaves, surrogate
 from gppf_dist.engine.timing import DeviceTimer
+from gppf_dist.health import watchdog
 from gppf_dist.parallel.expert import EPSession, PeerWork
 from gppf_dist.simt.objective import TaskWeights, local_objective
 from gppf_dist.simt.plan import Plan, Work
@@ -92,7 +92,7 @@ class StepContext:
     device: torch.device
     reduction: Reduction
     loaders: dict[str, Iterator[Batch]]
-    """task -> this rank's batches of it (`data/task_loaders.py`), for the tasks it runs."""
+    """task -> this rank's batches of it (`data/load/task_loaders.py`), for the tasks it runs."""
     stop_requested: Callable[[], bool] = lambda: False
     """This rank's preemption flag; the step's all-reduce turns it into a global decision."""
     ep: EPSession | None = None

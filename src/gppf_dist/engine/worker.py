@@ -26,8 +26,8 @@ from gppf_dist.checkpoint.saving import CheckpointSaveError
 from gppf_dist.checkpoint.store import Checkpointer
 from gppf_dist.config.load import to_container
 from gppf_dist.config.schema import RunConfig
-from gppf_dist.data.manifest import Manifest
-from gppf_dist.data.task_loaders import TaskLoaders
+from gppf_dist.data.format.manifest import Manifest
+from gppf_dist.data.load.task_loaders import TaskLoaders
 from gppf_dist.dist.env import (
     RankInfo,
     configure_cuda_math,
@@ -41,23 +41,23 @@ from gppf_dist.engine.assemble import AssembledStep, assemble_step
 from gppf_dist.engine.deepspeed import destroy_groups
 from gppf_dist.engine.evaluate import evaluate
 from gppf_dist.engine.experts import locality_affinity, resumed_placement
-from gppf_dist.engine.finetune import prepare_model
-from gppf_dist.engine.nonfinite import NonFiniteGuard
-from gppf_dist.engine.preempt import PreemptionFlag
 from gppf_dist.engine.step import TaskRuntime, run_iteration
-from gppf_dist.engine.validate import validate_run
-from gppf_dist.engine.watchdog import phase, watch
+from gppf_dist.finetune.backbone import prepare_model
+from gppf_dist.health.nonfinite import NonFiniteGuard
+from gppf_dist.health.preempt import PreemptionFlag
+from gppf_dist.health.watchdog import phase, watch
 from gppf_dist.logging.heatmap import render_usage
 from gppf_dist.logging.metrics import MetricsFile
 from gppf_dist.logging.record import step_record
 from gppf_dist.logging.run_files import read_json, write_json_atomic
 from gppf_dist.logging.wandb_run import Run, open_run
 from gppf_dist.model.build import GppfModel, build_model
+from gppf_dist.preflight.validate import validate_run
 from gppf_dist.simt.costs import CostTable
 from gppf_dist.simt.objective import TaskWeights
 from gppf_dist.simt.plan import Plan, present_tasks
 from gppf_dist.simt.taskset import TaskSet
-from gppf_dist.tasks import pixels
+from gppf_dist.tasks.common import pixels
 
 
 @dataclass
@@ -109,7 +109,8 @@ def build(cfg: RunConfig, opened: ExitStack) -> Worker:
     info = init_distributed(cfg.parallel.backend, device, cfg.parallel.timeout_s)
     opened.push(_leave_groups)
     if info.is_main:
-        # the pixel kernels' backend: a resume is bit-exact only on the same one (tasks/pixels.py)
+        # the pixel kernels' backend (tasks/common/pixels.py): a resume is bit-exact only on
+        # the same one
         print(
             f"workers: {info.world_size} on {device.type}; rank 0 runs {threads}; "
             f"images resampled by {pixels.BACKEND}",

@@ -1,6 +1,6 @@
 """What the local launcher says about workers that failed: for each, how it ended (exit status
 or signal, e.g. SIGKILL from the OOM killer) and where its last heartbeat placed it (step and
-phase, `dist/heartbeat.py`), since a killed process cannot say so itself."""
+phase, `health/heartbeat.py`), since a killed process cannot say so itself."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.errors import ProcessFailure
 
-from gppf_dist.dist.heartbeat import HEARTBEAT_DIR, read_beat
-from gppf_dist.dist.stall import exit_line
+from gppf_dist.health.heartbeat import HEARTBEAT_DIR, read_beat
+from gppf_dist.health.stall import exit_line
 
 
 def describe_failures(run_dir: Path, run_id: str, failures: Mapping[int, ProcessFailure]) -> str:

@@ -11,7 +11,7 @@ TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 makes rank 0 of each attempt host its own s
 
 Signals (workers run in sessions of their own, so only this process sees a terminal's Ctrl-C):
 SIGTERM, SIGHUP and SIGQUIT are the agent's: it passes the signal on to the workers and waits
-for them (SIGTERM: they checkpoint and exit 0; `engine/preempt.py`). SIGINT is ours
+for them (SIGTERM: they checkpoint and exit 0; `health/preempt.py`). SIGINT is ours
 (`interrupts.py`): the first one says so and stops the workers the same way, a second one kills
 them at once. Either way `launch_local` raises `RunInterruptedError` and the caller reports.
 """
@@ -34,7 +34,7 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from gppf_dist.config.schema import LauncherSection
 from gppf_dist.dist.env import free_port
-from gppf_dist.dist.heartbeat import HEARTBEAT_DIR, local_directory
+from gppf_dist.health.heartbeat import HEARTBEAT_DIR, local_directory
 from gppf_dist.launch.interrupts import RunInterruptedError, agent_signals
 
 SHUTDOWN_TIMEOUT_S = 300

@@ -98,19 +98,6 @@ class GppfModel(nn.Module):
         route = self.router.route(task)
         return {(layer, int(i)) for layer, ids in enumerate(route.indices) for i in ids}
 
-    @classmethod
-    def from_pretrained(cls, directory: Any, strict: bool = True) -> GppfModel:
-        """A model exported by `gppf-export` (`pretrained.py`: safetensors only), in eval mode."""
-        from gppf_dist.model.pretrained import load_pretrained
-
-        return load_pretrained(directory, strict)[0]
-
-    def save_pretrained(self, directory: Any, meta: dict[str, Any] | None = None) -> None:
-        """config.json + model.safetensors in `directory` (`pretrained.py`)."""
-        from gppf_dist.model.pretrained import save_pretrained
-
-        save_pretrained(self, directory, meta)
-
     def param_owners(self) -> OwnerMap:
         """Who owns each parameter: shared, one task, or one lego (`owners.py`)."""
         return OwnerMap.of_gppf(self)

@@ -1,7 +1,7 @@
 """How deep a parameter sits: 0 for the stem (patch embedding), i + 1 for lego layer i (with its
 block's other parameters), `num_layers + 1` for what follows the last lego layer (final norm,
 feature pyramid, heads, router). Used by fine-tuning's layer-wise learning-rate decay and frozen
-layers (`engine/finetune.py`, `engine/optim.py`)."""
+layers (`finetune/backbone.py`, `engine/optim.py`)."""
 
 from __future__ import annotations
 

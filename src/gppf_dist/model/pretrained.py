@@ -129,6 +129,11 @@ def specs_of(config: dict[str, Any]) -> dict[str, TaskSpec]:
     }
 
 
+def from_pretrained(directory: Path | str, strict: bool = True) -> GppfModel:
+    """The exported model in `directory`, in eval mode (safetensors only: nothing unpickled)."""
+    return load_pretrained(Path(directory), strict)[0]
+
+
 def load_pretrained(directory: Path, strict: bool = True) -> tuple[GppfModel, LoadReport]:
     """The exported model, in eval mode, and what loading found (see the module docstring)."""
     directory = Path(directory)

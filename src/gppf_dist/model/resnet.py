@@ -30,7 +30,7 @@ from torch import nn
 
 from gppf_dist.config.model import ModelConfig
 from gppf_dist.model.lego import LegoLayer, Route
-from gppf_dist.tasks.layers import conv_gn, group_norm
+from gppf_dist.tasks.common.layers import conv_gn, group_norm
 
 
 class BottleneckLego(nn.Module):

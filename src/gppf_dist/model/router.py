@@ -118,7 +118,7 @@ class TaskRouter(nn.Module):
 
     def fix_route(self, task: str, legos: list[list[int]], logits: torch.Tensor) -> None:
         """Give `task` these logits and fix its selection to `legos` ([layer][k] ids) from now
-        on (a fine-tuned task's route, `engine/finetune.py`). The router must be frozen or
+        on (a fine-tuned task's route, `finetune/backbone.py`). The router must be frozen or
         hold this task only: a frozen router fixes every task's selection at once."""
         t = self.task_names.index(task)
         if len(self.task_names) > 1 and self._frozen_lists is None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from gppf_dist.config.model import ModelConfig
 from gppf_dist.model.lego import LegoLayer, Route
-from gppf_dist.tasks.layers import group_norm
+from gppf_dist.tasks.common.layers import group_norm
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
 

@@ -120,8 +120,8 @@ class Plan:
 
     def read_amplification(self, demands: list[TaskDemand], indexed: bool = True) -> float:
         """Predicted sample bytes the ranks' loaders read / bytes they decode. A rank prepares
-        only the samples of its slice (`data/stream_reader.py`); it reads a stream's share whole
-        when its part of that share is at least `READ_WHOLE_ABOVE`, else (with `indexed`: the
+        only the samples of its slice (`data/load/stream_reader.py`); it reads a stream's share
+        whole when its part of that share is at least `READ_WHOLE_ABOVE`, else (with `indexed`: the
         manifest has sample offsets) each sample by its byte range."""
         per_stream = {d.name: d.per_stream_batch for d in demands}
         read = used = 0

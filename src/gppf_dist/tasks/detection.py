@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gppf_dist.tasks.augment import warp_for
 from gppf_dist.tasks.base import Sample, TaskSpec
-from gppf_dist.tasks.box_ops import batched_nms, generalized_iou
-from gppf_dist.tasks.detection_metric import mean_average_precision
-from gppf_dist.tasks.layers import conv_gn
-from gppf_dist.tasks.necks import FPNLite, neck_width
-from gppf_dist.tasks.transforms import (
+from gppf_dist.tasks.common.augment import warp_for
+from gppf_dist.tasks.common.box_ops import batched_nms, generalized_iou
+from gppf_dist.tasks.common.detection_metric import mean_average_precision
+from gppf_dist.tasks.common.layers import conv_gn
+from gppf_dist.tasks.common.necks import FPNLite, neck_width
+from gppf_dist.tasks.common.transforms import (
     check_image,
     plan_geometry,
     require,

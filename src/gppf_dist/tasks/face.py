@@ -23,17 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gppf_dist.tasks.augment import warp_for
 from gppf_dist.tasks.base import Sample, TaskSpec
-from gppf_dist.tasks.embedding_metric import EmbeddingMetric
-from gppf_dist.tasks.reid import identity_ce
-from gppf_dist.tasks.transforms import (
+from gppf_dist.tasks.common.augment import warp_for
+from gppf_dist.tasks.common.embedding_metric import EmbeddingMetric
+from gppf_dist.tasks.common.transforms import (
     check_image,
     plan_geometry,
     require_int_in,
     to_chw,
     whole_image_window,
 )
+from gppf_dist.tasks.reid import identity_ce
 
 ARC_SCALE = 30.0
 ARC_MARGIN = 0.3

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from gppf_dist.tasks.augment import warp_for
 from gppf_dist.tasks.base import Sample, TaskSpec
-from gppf_dist.tasks.necks import DecoderHead
-from gppf_dist.tasks.transforms import (
+from gppf_dist.tasks.common.augment import warp_for
+from gppf_dist.tasks.common.necks import DecoderHead
+from gppf_dist.tasks.common.transforms import (
     check_image,
     flip_permutation,
     plan_geometry,

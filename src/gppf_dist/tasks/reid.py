@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gppf_dist.tasks.augment import warp_for
 from gppf_dist.tasks.base import Sample, TaskSpec
-from gppf_dist.tasks.embedding_metric import EmbeddingMetric
-from gppf_dist.tasks.transforms import (
+from gppf_dist.tasks.common.augment import warp_for
+from gppf_dist.tasks.common.embedding_metric import EmbeddingMetric
+from gppf_dist.tasks.common.transforms import (
     check_image,
     plan_geometry,
     require_int_in,

@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gppf_dist.tasks.augment import warp_for
 from gppf_dist.tasks.base import Sample, TaskSpec
-from gppf_dist.tasks.necks import DecoderHead
-from gppf_dist.tasks.transforms import (
+from gppf_dist.tasks.common.augment import warp_for
+from gppf_dist.tasks.common.necks import DecoderHead
+from gppf_dist.tasks.common.transforms import (
     check_image,
     plan_geometry,
     to_chw,

@@ -1,0 +1,2 @@
+"""Decoding a shard sample: members to arrays (`sample`), reduced JPEG decoding (`jpeg`), nvJPEG on
+the device (`gpu`)."""

@@ -1,0 +1,1 @@
+"""Tools over a corpus: `gppf-shards verify`, `inspect` and `subset`."""
