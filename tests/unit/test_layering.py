@@ -195,3 +195,25 @@ def test_product_code_holds_no_test_code() -> None:
         or p.stem in ("testing", "conftest")
     ]
     assert not bad, bad
+
+
+def test_the_checkpoint_folder_is_spelled_in_one_module() -> None:
+    """`<run.dir>/checkpoints` is `checkpoint.manager.checkpoints_dir`; no other module of src/
+    builds the path itself (docstrings aside)."""
+    spellers = set()
+    for path in SRC.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        docstrings = {
+            id(node.value)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        }
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and id(node) not in docstrings
+                and "checkpoints" in node.value.replace("\\", "/").split("/")
+            ):
+                spellers.add(str(path.relative_to(SRC)))
+    assert spellers == {"checkpoint/manager.py"}, spellers

@@ -34,7 +34,7 @@ from torch import nn
 
 from gppf_dist.checkpoint.client_state import ClientState
 from gppf_dist.checkpoint.digest import FileRecord, list_files, record_file, share_of
-from gppf_dist.checkpoint.manager import LATEST, mark_complete, prune, tag_for_step
+from gppf_dist.checkpoint.manager import LATEST, checkpoints_dir, mark_complete, prune, tag_for_step
 from gppf_dist.checkpoint.marker import COMPLETE, NAMED_DIR, Marker, Topology
 from gppf_dist.checkpoint.named_state import has_named_state, load_named_state, save_named_state
 from gppf_dist.checkpoint.resume import select_resume
@@ -143,7 +143,7 @@ class Checkpointer:
 
     @property
     def directory(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return checkpoints_dir(self.run_dir)
 
     def save(self, state: ClientState, *, background: bool = False) -> None:
         """Collective checkpoint of step `state.step` (i.e. after that many iterations).

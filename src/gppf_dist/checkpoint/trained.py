@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gppf_dist.checkpoint.manager import find_latest, step_of_tag
+from gppf_dist.checkpoint.manager import checkpoints_dir, find_latest, step_of_tag
 from gppf_dist.checkpoint.weights import load_weights
 from gppf_dist.config.load import load_run_config
 from gppf_dist.data.format.manifest import Manifest, load_manifest
@@ -40,7 +40,7 @@ def load_run(run_dir: Path) -> TrainedRun:
         )
         for name, t in cfg.simt.active_tasks().items()
     }
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(run_dir)
     tag = find_latest(ckpt_dir)
     if tag is None:
         raise ValueError(f"`run_dir`={str(run_dir)!r} has no complete checkpoint in {ckpt_dir}")

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from gppf_dist.checkpoint.manager import is_complete, step_of_tag, step_tags
+from gppf_dist.checkpoint.manager import checkpoints_dir, is_complete, step_of_tag, step_tags
 from gppf_dist.checkpoint.verify import Verdict, verify_checkpoint
 from gppf_dist.cli.usage import examples
 
@@ -39,7 +39,7 @@ def format_table(rows: list[tuple[Verdict, bool]]) -> str:
 
 def verify_run(run_dir: Path, *, checksums: bool) -> int:
     """Print the table for `run_dir`; the exit status (1: the newest complete one is damaged)."""
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(run_dir)
     if not ckpt_dir.is_dir():
         raise ValueError(f"`RUN_DIR`={str(run_dir)!r} has no checkpoints folder ({ckpt_dir})")
     tags = step_tags(ckpt_dir)

@@ -12,17 +12,21 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from gppf_dist.config.plugins import absolute, load_plugins
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.config.suggest import check_known_keys
 
 
 def to_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
-    """Refuse keys the schema does not know (naming the nearest known one), merge onto the
-    schema and convert to dataclasses (runs every `__post_init__`)."""
+    """Refuse keys the schema does not know (naming the nearest known one), import `plugins`,
+    merge onto the schema and convert to dataclasses (runs every `__post_init__`)."""
     schema = OmegaConf.structured(RunConfig)
     try:
         given = OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, DictConfig) else cfg
         check_known_keys(given, RunConfig)  # type: ignore[arg-type]
+        if isinstance(given, dict) and given.get("plugins"):
+            given["plugins"] = absolute(list(given["plugins"]))
+            load_plugins(given["plugins"])  # before the checks that look task types up
         merged = OmegaConf.merge(schema, given)  # untyped: the result is a RunConfig
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:

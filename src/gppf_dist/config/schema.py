@@ -352,3 +352,7 @@ class RunConfig:
     logger: LoggerSection = field(default_factory=LoggerSection)
     finetune: FinetuneSection = field(default_factory=FinetuneSection)
     """Transfer to a downstream task (`gppf-finetune`); unused by pre-training."""
+    plugins: list[str] = field(default_factory=list)
+    """Modules (dotted names) or `.py` files of your own, imported in every process before the
+    rest of the config is checked: task types and launchers that register themselves
+    (`config/plugins.py`). Files are saved with absolute paths."""

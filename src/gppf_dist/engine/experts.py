@@ -13,6 +13,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from gppf_dist.checkpoint.manager import checkpoints_dir
 from gppf_dist.checkpoint.marker import read_marker
 from gppf_dist.checkpoint.named_state import read_buffers
 from gppf_dist.config.schema import RunConfig
@@ -131,7 +132,7 @@ def resumed_placement(
     contiguous split. Routes that freeze during a run take effect at its next start."""
     found: list[Any] = [None]
     if dist.get_rank() == 0:
-        tag_dir = Path(cfg.run.dir) / "checkpoints" / tag if tag else None
+        tag_dir = checkpoints_dir(cfg.run.dir) / tag if tag else None
         found[0] = placement_from_checkpoint(
             tag_dir, task_names, batch_sizes, cfg.model.num_legos, cfg.parallel.ep_size
         )

@@ -21,6 +21,7 @@ from gppf_dist.checkpoint.client_state import (
     rng_state,
     seed_everything,
 )
+from gppf_dist.checkpoint.manager import checkpoints_dir
 from gppf_dist.checkpoint.resume import select_resume
 from gppf_dist.checkpoint.saving import CheckpointSaveError
 from gppf_dist.checkpoint.store import Checkpointer
@@ -128,7 +129,7 @@ def build(cfg: RunConfig, opened: ExitStack) -> Worker:
         prepare_model(model, cfg.finetune)
     model = model.to(device)
     # the checkpoint to resume, checksummed once with every rank reading a share
-    resume_from = select_resume(Path(cfg.run.dir) / "checkpoints", cfg.resume)
+    resume_from = select_resume(checkpoints_dir(cfg.run.dir), cfg.resume)
     placement: tuple[tuple[int, ...], ...] = ()
     if cfg.parallel.ep_size > 1 and cfg.parallel.place_legos:
         names = model.router.task_names

@@ -14,7 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
-from gppf_dist.checkpoint.manager import select_checkpoint, step_of_tag
+from gppf_dist.checkpoint.manager import checkpoints_dir, select_checkpoint, step_of_tag
 from gppf_dist.launch.command import command_name
 
 
@@ -34,7 +34,7 @@ def last_step(run_dir: Path) -> int:
 def newest_checkpoint(run_dir: Path) -> tuple[int, Path] | None:
     """The newest complete checkpoint whose files have their recorded sizes (resume also checks
     their checksums), as (step, directory)."""
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoints_dir(run_dir)
     try:
         tag = select_checkpoint(ckpt_dir, "auto", checksums=False).tag
     except ValueError:

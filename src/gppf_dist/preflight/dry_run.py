@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from gppf_dist.checkpoint.manager import find_latest
+from gppf_dist.checkpoint.manager import checkpoints_dir, find_latest
 from gppf_dist.checkpoint.marker import read_marker
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.model.memory import GIB
@@ -26,7 +25,7 @@ from gppf_dist.simt.taskset import TaskSet
 
 def saved_costs(cfg: RunConfig) -> tuple[CostTable, str | None]:
     """The cost table of the newest complete checkpoint in run.dir, and its tag."""
-    ckpt_dir = Path(cfg.run.dir) / "checkpoints"
+    ckpt_dir = checkpoints_dir(cfg.run.dir)
     tag = find_latest(ckpt_dir)
     marker = read_marker(ckpt_dir / tag) if tag is not None else None
     return CostTable.from_state(marker.costs if marker is not None else None), tag

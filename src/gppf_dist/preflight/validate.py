@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gppf_dist.checkpoint.manager import (
+    checkpoints_dir,
     complete_tags,
     is_complete,
     select_checkpoint,
@@ -263,7 +264,7 @@ def _validate_resume(cfg: RunConfig, world_size: int) -> None:
     """Sizes only: the workers checksum the checkpoint they resume, once, in shares
     (`checkpoint.resume`); here a file of the wrong size (a truncated save) is refused and
     nothing is read."""
-    ckpt_dir = Path(cfg.run.dir) / "checkpoints"
+    ckpt_dir = checkpoints_dir(cfg.run.dir)
     if cfg.resume == "never":
         if complete_tags(ckpt_dir):
             raise ValueError(
