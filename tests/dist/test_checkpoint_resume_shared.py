@@ -8,8 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from gppf_dist.checkpoint.digest import list_files, record_file
-from gppf_dist.checkpoint.manager import mark_complete, tag_for_step
-from gppf_dist.checkpoint.marker import COMPLETE, Marker, Topology
+from gppf_dist.checkpoint.layout import tag_for_step
+from gppf_dist.checkpoint.manager import mark_complete
+from gppf_dist.checkpoint.layout import COMPLETE
+from gppf_dist.checkpoint.marker import Marker, Topology
 
 from .harness import run_distributed
 

@@ -22,8 +22,9 @@ import torch.distributed as dist
 from torch import nn
 
 from gppf_dist.checkpoint.client_state import ClientState
-from gppf_dist.checkpoint.manager import LATEST, step_tags, tag_for_step
-from gppf_dist.checkpoint.marker import COMPLETE, Topology, read_marker
+from gppf_dist.checkpoint.layout import COMPLETE, LATEST, tag_for_step
+from gppf_dist.checkpoint.manager import step_tags
+from gppf_dist.checkpoint.marker import Topology, read_marker
 from gppf_dist.checkpoint.saving import CheckpointSaveError, write_torch
 from gppf_dist.checkpoint.store import SLOW_SAVE_ENV, Checkpointer
 from gppf_dist.dist.env import init_distributed, leave_distributed

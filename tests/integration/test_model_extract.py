@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from gppf_dist.checkpoint.layout import DEEPSPEED_MODULE_FILE
 from gppf_dist.checkpoint.manager import mark_complete
-from gppf_dist.checkpoint.weights import MODEL_STATES
 from gppf_dist.cli import extract as extract_cli
 from gppf_dist.config.load import save_run_config
 from gppf_dist.config.schema import RunConfig
@@ -116,7 +116,7 @@ def fake_run_dir(run_dir: Path, cfg: RunConfig) -> None:
     save_run_config(cfg, run_dir / "config.yaml")
     tag_dir = run_dir / "checkpoints" / "step_00000007"
     tag_dir.mkdir(parents=True)
-    torch.save({"module": model.state_dict()}, tag_dir / MODEL_STATES)
+    torch.save({"module": model.state_dict()}, tag_dir / DEEPSPEED_MODULE_FILE)
     mark_complete(run_dir / "checkpoints", "step_00000007", {"step": 7})
 
 

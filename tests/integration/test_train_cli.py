@@ -12,6 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from gppf_dist.checkpoint.layout import (
+    COMPLETE,
+    DEEPSPEED_MODULE_FILE,
+    checkpoints_dir,
+    tag_for_step,
+)
 from gppf_dist.logging.metrics import read_metrics
 
 TRAIN = str(Path(sys.executable).parent / "gppf-train")
@@ -54,7 +60,9 @@ def test_train_completes_and_leaves_a_run_dir(
     for key in ["loss", "lr", "samples_per_s", *[f"loss/{t}" for t in TASKS]]:
         assert all(key in r for r in records), key
     assert (run_dir / "config.yaml").is_file()
-    assert (run_dir / "checkpoints" / "step_00000003" / "COMPLETE").is_file()
+    tag = checkpoints_dir(run_dir) / tag_for_step(3)
+    assert (tag / COMPLETE).is_file()
+    assert (tag / DEEPSPEED_MODULE_FILE).is_file()  # the name tools read without an engine
     evals = json.loads((run_dir / "eval.json").read_text())
     assert sorted(evals["tasks"]) == TASKS and sorted(evals["start"]) == TASKS
     assert "cls_object" in proc.stdout  # the closing per-task table

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from gppf_dist.checkpoint.client_state import ClientState
+from gppf_dist.checkpoint.layout import COMPLETE
 from gppf_dist.checkpoint.manager import mark_complete, resume_tag
-from gppf_dist.checkpoint.marker import COMPLETE, ZERO_UNKNOWN, Marker, Topology, read_marker
+from gppf_dist.checkpoint.marker import ZERO_UNKNOWN, Marker, Topology, read_marker
 from gppf_dist.data.load.streams import StreamPosition
 from gppf_dist.logging.run_files import read_json, write_json_atomic
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from gppf_dist.checkpoint.layout import tag_for_step
 from gppf_dist.checkpoint.manager import (
     complete_tags,
     find_latest,
     mark_complete,
     prune,
     step_of_tag,
-    tag_for_step,
 )
 
 

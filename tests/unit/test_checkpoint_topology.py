@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gppf_dist.checkpoint.manager import COMPLETE
+from gppf_dist.checkpoint.layout import COMPLETE
 from gppf_dist.checkpoint.topology import Topology, check_topology
 from gppf_dist.checkpoint.zero_state import partition_file
 

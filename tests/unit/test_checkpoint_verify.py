@@ -10,16 +10,15 @@ from pathlib import Path
 import pytest
 
 from gppf_dist.checkpoint.digest import list_files, record_file, share_of
+from gppf_dist.checkpoint.layout import COMPLETE, LATEST, tag_for_step
 from gppf_dist.checkpoint.manager import (
-    LATEST,
     find_latest,
     mark_complete,
     prune,
     resume_tag,
     select_checkpoint,
-    tag_for_step,
 )
-from gppf_dist.checkpoint.marker import COMPLETE, Marker, Topology, read_marker
+from gppf_dist.checkpoint.marker import Marker, Topology, read_marker
 from gppf_dist.checkpoint.saving import describe_failure, write_torch
 from gppf_dist.checkpoint.verify import verify_checkpoint
 from gppf_dist.cli.ckpt import main as ckpt_main

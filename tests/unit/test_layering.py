@@ -198,7 +198,7 @@ def test_product_code_holds_no_test_code() -> None:
 
 
 def test_the_checkpoint_folder_is_spelled_in_one_module() -> None:
-    """`<run.dir>/checkpoints` is `checkpoint.manager.checkpoints_dir`; no other module of src/
+    """`<run.dir>/checkpoints` is `checkpoint.layout.checkpoints_dir`; no other module of src/
     builds the path itself (docstrings aside)."""
     spellers = set()
     for path in SRC.rglob("*.py"):
@@ -216,4 +216,4 @@ def test_the_checkpoint_folder_is_spelled_in_one_module() -> None:
                 and "checkpoints" in node.value.replace("\\", "/").split("/")
             ):
                 spellers.add(str(path.relative_to(SRC)))
-    assert spellers == {"checkpoint/manager.py"}, spellers
+    assert spellers == {"checkpoint/layout.py"}, spellers

@@ -5,37 +5,24 @@ has finished writing: rank 0 then writes `<tag>/COMPLETE` and atomically replace
 A crash mid-save leaves a tag without COMPLETE, which lookup ignores, so the previous checkpoint
 stays the one that resumes (DESIGN.md §5.6).
 
-A run's checkpoints live in `checkpoints_dir(run.dir)`. Lookup (`select_checkpoint`, the one
-rule for "newest", which `find_latest` and every tool use) picks the newest *intact* complete
-checkpoint: one whose files still match the sizes and checksums its marker records
-(`verify.py`, DESIGN.md §5.8). The choice is a pure function of the files, so every process
-that looks (the launcher's checks, rank 0's restore, the tools) agrees.
+A run's checkpoints live in `checkpoints_dir(run.dir)` (every name: `layout.py`). Lookup
+(`select_checkpoint`, the one rule for "newest", which `find_latest` and every tool use)
+picks the newest *intact* complete checkpoint: one whose files still match the sizes and
+checksums its marker records (`verify.py`, DESIGN.md §5.8). The choice is a pure function of
+the files, so every process that looks (the launcher's checks, rank 0's restore, the tools) agrees.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from gppf_dist.checkpoint.marker import COMPLETE
+from gppf_dist.checkpoint.layout import COMPLETE, LATEST, TAG
 from gppf_dist.checkpoint.verify import Verdict, verify_checkpoint
 
-CHECKPOINTS = "checkpoints"
-"""The folder of a run's checkpoints, `<run.dir>/checkpoints`: spelled here only."""
-LATEST = "LATEST"
-_TAG = re.compile(r"^step_(\d{8})$")
-
-
-def checkpoints_dir(run_dir: str | Path) -> Path:
-    """Where the run in `run_dir` keeps its checkpoints (one folder per tag)."""
-    return Path(run_dir) / CHECKPOINTS
-
-
-def tag_for_step(step: int) -> str:
-    return f"step_{step:08d}"
+_TAG = TAG
 
 
 def step_of_tag(tag: str) -> int:

@@ -14,11 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gppf_dist.checkpoint.digest import CHECKSUM, FileRecord
-
-COMPLETE = "COMPLETE"
-NAMED_DIR = "gppf"
-"""The topology-free files' folder inside a checkpoint (`named_state.py`)."""
-SHARED_FILE = "shared.pt"
+from gppf_dist.checkpoint.layout import COMPLETE, NAMED_DIR, SHARED_FILE
 
 ZERO_UNKNOWN = -1
 """An old ZeRO 1/2 checkpoint whose stage was not recorded."""

@@ -15,13 +15,15 @@ tools such as gppf-extract, and training resumes load just the legos from here (
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from gppf_dist.checkpoint.marker import NAMED_DIR, SHARED_FILE
+from gppf_dist.checkpoint.layout import NAMED_DIR, SHARED_FILE, lego_file
+from gppf_dist.checkpoint.marker import read_marker
 from gppf_dist.checkpoint.saving import write_torch
 from gppf_dist.model.owners import OwnerMap
 
@@ -30,7 +32,7 @@ DIR = NAMED_DIR
 
 def _lego_file(key: tuple[int, int] | None) -> str:
     assert key is not None
-    return f"lego_{key[0]:02d}_{key[1]:02d}.pt"
+    return lego_file(*key)
 
 
 def _opt_state(optimizer: torch.optim.Optimizer, p: nn.Parameter) -> dict[str, Any]:
@@ -157,3 +159,25 @@ def read_buffers(tag_dir: Path) -> dict[str, torch.Tensor] | None:
     if not path.is_file():
         return None
     return torch.load(path, weights_only=False)["buffers"]
+
+
+@dataclass(frozen=True)
+class SavedRoutes:
+    """What a checkpoint recorded of the routing, for placing legos at the next start."""
+
+    frozen_index: torch.Tensor
+    """[tasks, layers, k] lego ids each task routes to, frozen (the router's `frozen_index`,
+    tasks in the model's order)."""
+    per_sample_s: dict[str, float]
+    """Measured seconds per sample of each task (the marker's cost table; empty if none)."""
+
+
+def saved_routes(tag_dir: Path) -> SavedRoutes | None:
+    """The routes frozen at the checkpoint in `tag_dir` and its measured costs, or None when
+    routes were not frozen yet (or the checkpoint has no topology-free files)."""
+    buffers = read_buffers(tag_dir)
+    if buffers is None or not bool(buffers.get("router.is_frozen", False)):
+        return None
+    marker = read_marker(tag_dir)
+    per_sample = ((marker.costs if marker else None) or {}).get("per_sample_s") or {}
+    return SavedRoutes(buffers["router.frozen_index"], dict(per_sample))

@@ -34,8 +34,9 @@ from torch import nn
 
 from gppf_dist.checkpoint.client_state import ClientState
 from gppf_dist.checkpoint.digest import FileRecord, list_files, record_file, share_of
-from gppf_dist.checkpoint.manager import LATEST, checkpoints_dir, mark_complete, prune, tag_for_step
-from gppf_dist.checkpoint.marker import COMPLETE, NAMED_DIR, Marker, Topology
+from gppf_dist.checkpoint.layout import COMPLETE, LATEST, NAMED_DIR, checkpoints_dir, tag_for_step
+from gppf_dist.checkpoint.manager import mark_complete, prune
+from gppf_dist.checkpoint.marker import Marker, Topology
 from gppf_dist.checkpoint.named_state import has_named_state, load_named_state, save_named_state
 from gppf_dist.checkpoint.resume import select_resume
 from gppf_dist.checkpoint.saving import (

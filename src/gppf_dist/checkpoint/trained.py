@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gppf_dist.checkpoint.manager import checkpoints_dir, find_latest, step_of_tag
+from gppf_dist.checkpoint.layout import checkpoints_dir
+from gppf_dist.checkpoint.manager import find_latest, step_of_tag
 from gppf_dist.checkpoint.weights import load_weights
 from gppf_dist.config.load import load_run_config
 from gppf_dist.data.format.manifest import Manifest, load_manifest

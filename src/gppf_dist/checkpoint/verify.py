@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gppf_dist.checkpoint.digest import FileRecord, file_checksum
-from gppf_dist.checkpoint.marker import COMPLETE, read_marker
+from gppf_dist.checkpoint.layout import COMPLETE
+from gppf_dist.checkpoint.marker import read_marker
 
 
 @dataclass(frozen=True)

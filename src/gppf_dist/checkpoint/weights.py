@@ -1,7 +1,7 @@
 """A checkpoint's model weights alone, for tools (`gppf-extract`): no engine, no optimizer.
 
 From the topology-free files when the checkpoint has them (`named_state.py`, whatever expert-
-parallel layout saved it), else from DeepSpeed's module file (`mp_rank_00_model_states.pt`, key
+parallel layout saved it), else from DeepSpeed's module file (`layout.DEEPSPEED_MODULE_FILE`, key
 `module`), read with `torch.load(weights_only=True)`, allow-listing the types the client state
 saved beside the weights pickles (data positions and numpy arrays).
 """
@@ -14,10 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from gppf_dist.checkpoint.layout import DEEPSPEED_MODULE_FILE
 from gppf_dist.checkpoint.named_state import has_named_state, load_named_state
 from gppf_dist.model.owners import OwnerMap
-
-MODEL_STATES = "mp_rank_00_model_states.pt"
 
 
 def _client_state_globals() -> list[Any]:
@@ -36,5 +35,5 @@ def load_weights(model: nn.Module, owners: OwnerMap, tag_dir: Path) -> None:
         load_named_state(model, None, owners, tag_dir)
         return
     with torch.serialization.safe_globals(_client_state_globals()):
-        states = torch.load(tag_dir / MODEL_STATES, map_location="cpu", weights_only=True)
+        states = torch.load(tag_dir / DEEPSPEED_MODULE_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(states["module"])

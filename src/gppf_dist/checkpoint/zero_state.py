@@ -26,17 +26,13 @@ from typing import Any
 
 import torch
 
-from gppf_dist.checkpoint.marker import NAMED_DIR
+from gppf_dist.checkpoint.layout import NAMED_DIR, partition_file
 from gppf_dist.checkpoint.saving import write_torch
 
 FORMAT = 1
 STATE_KEYS = ("exp_avg", "exp_avg_sq")
 MASTER = "param"
 """The fp32 master weights' key (beside the optimizer's STATE_KEYS)."""
-
-
-def partition_file(rank: int) -> str:
-    return f"zero_{rank:05d}.pt"
 
 
 def partition_files(tag_dir: Path) -> list[Path]:

@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from gppf_dist.checkpoint.manager import checkpoints_dir, is_complete, step_of_tag, step_tags
+from gppf_dist.checkpoint.layout import checkpoints_dir
+from gppf_dist.checkpoint.manager import is_complete, step_of_tag, step_tags
 from gppf_dist.checkpoint.verify import Verdict, verify_checkpoint
 from gppf_dist.cli.usage import examples
 

@@ -13,9 +13,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from gppf_dist.checkpoint.manager import checkpoints_dir
-from gppf_dist.checkpoint.marker import read_marker
-from gppf_dist.checkpoint.named_state import read_buffers
+from gppf_dist.checkpoint.layout import checkpoints_dir
+from gppf_dist.checkpoint.named_state import saved_routes
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.dist.mesh import ExpertGroups
 from gppf_dist.model.owners import OwnerMap
@@ -103,14 +102,12 @@ def placement_from_checkpoint(
     contiguous split stays).
 
     Task costs are the checkpoint's measured per-sample costs times the batch sizes."""
-    buffers = read_buffers(tag_dir) if tag_dir is not None else None
-    if buffers is None or not bool(buffers.get("router.is_frozen", False)):
+    routes = saved_routes(tag_dir) if tag_dir is not None else None
+    if routes is None:
         return None
-    index = buffers["router.frozen_index"]
+    index = routes.frozen_index
     selections = {t: index[j].tolist() for j, t in enumerate(task_names) if t in batch_sizes}
-    marker = read_marker(tag_dir)  # type: ignore[arg-type]
-    per_sample = ((marker.costs if marker else None) or {}).get("per_sample_s") or {}
-    costs = {t: per_sample.get(t, 1.0) * batch_sizes[t] for t in selections}
+    costs = {t: routes.per_sample_s.get(t, 1.0) * batch_sizes[t] for t in selections}
     placement = place_legos(selections, costs, num_legos, ep_size)
     split = contiguous(len(index[0]), num_legos, ep_size)
     return (

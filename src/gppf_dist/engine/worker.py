@@ -21,7 +21,7 @@ from gppf_dist.checkpoint.client_state import (
     rng_state,
     seed_everything,
 )
-from gppf_dist.checkpoint.manager import checkpoints_dir
+from gppf_dist.checkpoint.layout import checkpoints_dir
 from gppf_dist.checkpoint.resume import select_resume
 from gppf_dist.checkpoint.saving import CheckpointSaveError
 from gppf_dist.checkpoint.store import Checkpointer

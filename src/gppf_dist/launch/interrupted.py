@@ -14,7 +14,8 @@ import signal
 import sys
 from pathlib import Path
 
-from gppf_dist.checkpoint.manager import checkpoints_dir, select_checkpoint, step_of_tag
+from gppf_dist.checkpoint.layout import checkpoints_dir
+from gppf_dist.checkpoint.manager import select_checkpoint, step_of_tag
 from gppf_dist.launch.command import command_name
 
 

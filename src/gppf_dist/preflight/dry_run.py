@@ -13,7 +13,8 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from gppf_dist.checkpoint.manager import checkpoints_dir, find_latest
+from gppf_dist.checkpoint.layout import checkpoints_dir
+from gppf_dist.checkpoint.manager import find_latest
 from gppf_dist.checkpoint.marker import read_marker
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.model.memory import GIB

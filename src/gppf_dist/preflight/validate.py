@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from gppf_dist.checkpoint.layout import checkpoints_dir
 from gppf_dist.checkpoint.manager import (
-    checkpoints_dir,
     complete_tags,
     is_complete,
     select_checkpoint,
