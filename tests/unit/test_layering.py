@@ -217,3 +217,16 @@ def test_the_checkpoint_folder_is_spelled_in_one_module() -> None:
             ):
                 spellers.add(str(path.relative_to(SRC)))
     assert spellers == {"checkpoint/layout.py"}, spellers
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    """`from gppf_dist.x import _name` reaches into another module's insides: make it public."""
+    bad = [
+        f"{path.relative_to(SRC)}: from {node.module} import {alias.name}"
+        for path in SRC.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("gppf_dist")
+        for alias in node.names
+        if alias.name.startswith("_") and not alias.name.startswith("__")
+    ]
+    assert not bad, "\n".join(bad)

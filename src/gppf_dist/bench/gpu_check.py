@@ -121,14 +121,14 @@ def _host_syncs_job(model: str, batch: int, warmup: int, steps: int) -> dict[str
 
     from gppf_dist.bench._procs import join_local_group, time_steps
     from gppf_dist.bench.host_sync import HostSyncCounter, watch_optimizer_step
-    from gppf_dist.bench.step import _setup, _simt_runner
+    from gppf_dist.bench.step import build_setup, simt_runner
     from gppf_dist.dist.env import free_port
 
     cuda = torch.cuda.is_available()
     device = join_local_group(0, 1, free_port(), 1, "cuda" if cuda else "cpu")
     args = argparse.Namespace(model=model, batch=batch, precision="bf16")
-    setup = _setup(args, device)
-    step = _simt_runner(setup, args)
+    setup = build_setup(args, device)
+    step = simt_runner(setup, args)
     time_steps(step, warmup)
     module, set_step = setup["model"], setup["model"].set_step
 
@@ -284,7 +284,7 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     if kind == "step":
         from gppf_dist.bench import step
 
-        return step.run(step._parse(job["argv"]))
+        return step.run(step.parse_args(job["argv"]))
     if kind == "data":
         return _data_job(job["seconds"], job["tasks"])
     if kind == "device_path":

@@ -81,7 +81,7 @@ def measured_peak(name: str, kind: str, h: int, w: int, batch: int, precision: s
     import torch
 
     from gppf_dist.model.build import build_model
-    from gppf_dist.model.memory import _floats
+    from gppf_dist.model.memory import float_tensors
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -93,7 +93,7 @@ def measured_peak(name: str, kind: str, h: int, w: int, batch: int, precision: s
 
     def step(x: torch.Tensor) -> None:
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            total = sum(t.float().sum() for t in _floats(model("t", x)))
+            total = sum(t.float().sum() for t in float_tensors(model("t", x)))
         assert isinstance(total, torch.Tensor)
         total.backward()
 

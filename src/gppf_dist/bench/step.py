@@ -33,7 +33,7 @@ from gppf_dist.dist.spawn import spawn_ranks
 DEFAULT_BATCH = 16
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="gppf-bench step", description=__doc__)
     p.add_argument("--nproc", type=int, default=2)
     p.add_argument("--model", default="gppf_r50_tiny", help="a conf/model/ preset")
@@ -55,7 +55,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def _setup(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+def build_setup(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     """Model, plan and this rank's batches; identical construction on every rank."""
     import yaml
 
@@ -89,7 +89,8 @@ def _setup(args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
     }
 
 
-def _simt_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
+def simt_runner(setup: dict[str, Any], args: argparse.Namespace) -> Any:
+    """One SIMT step on `build_setup`'s model and batches, as a callable (`gpu-check` times it)."""
     from gppf_dist.config.schema import RunConfig
     from gppf_dist.engine.assemble import assemble_step
     from gppf_dist.engine.step import TaskRuntime, run_iteration
@@ -166,9 +167,9 @@ def _worker(rank: int, world: int, port: int, args: argparse.Namespace) -> dict[
     device = join_local_group(rank, world, port, threads, args.device)
     trainer = RunConfig().trainer  # cuDNN autotuning and TF32 as training has them, both sides
     configure_cuda_math(device, tf32=trainer.tf32, cudnn_benchmark=trainer.cudnn_benchmark)
-    setup = _setup(args, device)
+    setup = build_setup(args, device)
     bare = _bare_runner(setup, args)  # first: it copies the model before SIMT wraps it
-    simt = _simt_runner(setup, args)
+    simt = simt_runner(setup, args)
     time_steps(simt, args.warmup), time_steps(bare, args.warmup)
     times: dict[str, list[float]] = {"simt": [], "bare": []}
     for _ in range(args.blocks):
@@ -197,7 +198,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    args = _parse(argv)
+    args = parse_args(argv)
     result = run(args)
     simt, bare = result["simt_step_s"], result["bare_step_s"]
     if args.json:

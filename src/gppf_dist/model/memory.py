@@ -105,7 +105,7 @@ def state_memory(
     return StateMemory(params, grads, optimizer)
 
 
-def _floats(out: object) -> list[torch.Tensor]:
+def float_tensors(out: object) -> list[torch.Tensor]:
     leaves = _pytree.tree_leaves(out)
     return [t for t in leaves if isinstance(t, torch.Tensor) and t.is_floating_point()]
 
@@ -182,7 +182,7 @@ class FakeModel:
             )
             with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 out = twin_forward(self.model, task, images, route)
-                total = sum(t.float().sum() for t in _floats(out))
+                total = sum(t.float().sum() for t in float_tensors(out))
             assert isinstance(total, torch.Tensor), f"task {task!r}: no float output"
             total.backward()
             del out, total, route

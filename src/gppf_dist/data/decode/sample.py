@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 ALLOWED_EXTS = frozenset({"jpg", "jpeg", "png", "json", "cls", "txt"})
 """Members ever read from a shard; anything else is ignored unread."""
 
-_NAME_RE = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
+MEMBER_NAME = re.compile(r"^((?:.*/|)[^./]+)\.([^/]*)$")
 
 
 class SampleError(Exception):
@@ -83,7 +83,7 @@ def read_shard(path: Path, byte_range: tuple[int, int] | None = None) -> ShardCo
                 if stop is not None and start + member.offset >= stop:
                     break  # the next sample's header: the range is read
                 end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-                match = _NAME_RE.match(member.name)
+                match = MEMBER_NAME.match(member.name)
                 if match is None:
                     continue
                 key, ext = match.group(1), match.group(2).lower()

@@ -13,7 +13,7 @@ import tarfile
 from dataclasses import replace
 from pathlib import Path
 
-from gppf_dist.data.decode.sample import _NAME_RE
+from gppf_dist.data.decode.sample import MEMBER_NAME
 from gppf_dist.data.format.manifest import (
     FORMAT_1,
     MANIFEST_NAME,
@@ -35,7 +35,7 @@ def shard_offsets(path: Path) -> tuple[int, ...]:
     with tarfile.open(path, mode="r:") as tar:  # random access: headers only, data skipped
         for member in tar:
             end = member.offset_data + -(-member.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-            match = _NAME_RE.match(member.name)
+            match = MEMBER_NAME.match(member.name)
             if match is None:  # not a sample member (as the reader, which skips it)
                 continue
             if match.group(1) != key:

@@ -32,7 +32,7 @@ DATASET = "synth"
 Members = dict[str, bytes]
 
 
-def _jpeg(img: Image.Image) -> bytes:
+def jpeg_bytes(img: Image.Image) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=JPEG_QUALITY)
     return buf.getvalue()
@@ -44,7 +44,7 @@ def _png(mask: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _json(ann: dict[str, Any]) -> bytes:
+def json_bytes(ann: dict[str, Any]) -> bytes:
     return json.dumps(ann, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
@@ -97,26 +97,30 @@ def _objects(
 def gen_cls_object(rng: np.random.Generator) -> Members:
     img, _, _, labels = _objects(rng, 64, 64, 1, 24, 44, False)
     ann = {"label": labels[0], "width": 64, "height": 64}
-    return {"jpg": _jpeg(img), "json": _json(ann), "cls": str(labels[0]).encode()}
+    return {"jpg": jpeg_bytes(img), "json": json_bytes(ann), "cls": str(labels[0]).encode()}
 
 
 def gen_cls_scene(rng: np.random.Generator) -> Members:
     scene = int(rng.integers(len(w.SCENES)))
     img, _, _, _ = _objects(rng, 64, 64, int(rng.integers(0, 3)), 8, 14, False, scene)
     ann = {"label": scene, "width": 64, "height": 64}
-    return {"jpg": _jpeg(img), "json": _json(ann), "cls": str(scene).encode()}
+    return {"jpg": jpeg_bytes(img), "json": json_bytes(ann), "cls": str(scene).encode()}
 
 
 def gen_det(rng: np.random.Generator) -> Members:
     img, _, boxes, labels = _objects(rng, 96, 96, int(rng.integers(1, 5)), 14, 36, False)
     ann = {"boxes": boxes, "labels": labels, "width": 96, "height": 96}
-    return {"jpg": _jpeg(img), "json": _json(ann)}
+    return {"jpg": jpeg_bytes(img), "json": json_bytes(ann)}
 
 
 def gen_seg(rng: np.random.Generator) -> Members:
     img, mask, _, _ = _objects(rng, 64, 64, int(rng.integers(1, 4)), 14, 30, True)
     assert mask is not None
-    return {"jpg": _jpeg(img), "json": _json({"width": 64, "height": 64}), "png": _png(mask)}
+    return {
+        "jpg": jpeg_bytes(img),
+        "json": json_bytes({"width": 64, "height": 64}),
+        "png": _png(mask),
+    }
 
 
 def _person_image(
@@ -157,7 +161,7 @@ def gen_pose(rng: np.random.Generator) -> Members:
         for (x, y), v in zip(kp, vis, strict=True)
     ]
     ann = {"keypoints": keypoints, "box": [round(b, 2) for b in box], "width": wd, "height": h}
-    return {"jpg": _jpeg(img), "json": _json(ann)}
+    return {"jpg": jpeg_bytes(img), "json": json_bytes(ann)}
 
 
 def _camera_person(rng: np.random.Generator, person: people.Person, camera: int) -> Image.Image:
@@ -176,20 +180,20 @@ def gen_reid(rng: np.random.Generator, index: int, ids: _Ids) -> Members:
     camera = int(rng.integers(NUM_CAMERAS))
     img = _camera_person(rng, ids.reid[identity], camera)
     ann = {"identity": identity, "camera": camera, "width": 32, "height": 64}
-    return {"jpg": _jpeg(img), "json": _json(ann)}
+    return {"jpg": jpeg_bytes(img), "json": json_bytes(ann)}
 
 
 def gen_attr(rng: np.random.Generator) -> Members:
     person = people.random_person(rng)
     img = _camera_person(rng, person, int(rng.integers(NUM_CAMERAS)))
     ann = {"attributes": person.attributes(), "width": 32, "height": 64}
-    return {"jpg": _jpeg(img), "json": _json(ann)}
+    return {"jpg": jpeg_bytes(img), "json": json_bytes(ann)}
 
 
 def gen_face(rng: np.random.Generator, index: int) -> Members:
     identity = index % NUM_FACE_IDS
     ann = {"identity": identity, "width": 48, "height": 48}
-    return {"jpg": _jpeg(people.draw_face(identity, 48, rng)), "json": _json(ann)}
+    return {"jpg": jpeg_bytes(people.draw_face(identity, 48, rng)), "json": json_bytes(ann)}
 
 
 @dataclass(frozen=True)

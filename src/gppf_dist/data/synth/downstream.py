@@ -32,7 +32,7 @@ from gppf_dist.data.format.manifest import Manifest, ShardInfo, TaskManifest, sa
 from gppf_dist.data.format.writer import ShardWriter
 from gppf_dist.data.load.streams import task_seed
 from gppf_dist.data.synth import world as w
-from gppf_dist.data.synth.corpus import DATASET, Members, _jpeg, _json
+from gppf_dist.data.synth.corpus import DATASET, Members, jpeg_bytes, json_bytes
 
 SIZE = 64
 """Every downstream image is SIZE x SIZE pixels."""
@@ -181,7 +181,7 @@ def generate_downstream(task: DownstreamTask, split: str, index: int, seed: int)
     rng = np.random.default_rng([seed, task_seed(task.name), _SPLIT_CODE[split], index])
     img = task.generate(rng, label)
     ann = {"label": label, "width": SIZE, "height": SIZE}
-    return {"jpg": _jpeg(img), "json": _json(ann), "cls": str(label).encode()}
+    return {"jpg": jpeg_bytes(img), "json": json_bytes(ann), "cls": str(label).encode()}
 
 
 def _write_split(
