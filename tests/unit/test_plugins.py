@@ -18,7 +18,7 @@ with open(os.environ["GPPF_TEST_PLUGIN_LOG"], "a") as f:
 """
 
 
-def test_a_file_is_imported_once_under_its_absolute_path(
+def test_a_file_is_imported_once_by_its_own_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = tmp_path / "log.txt"
@@ -29,9 +29,8 @@ def test_a_file_is_imported_once_under_its_absolute_path(
     cfg = to_run_config({"plugins": ["my_plugin.py"]})  # relative to the current directory
     assert cfg.plugins == [str(plugin)]  # saved absolute, for workers started elsewhere
     load_plugins(cfg.plugins)  # a worker reading the saved config: not run twice
-    names = log.read_text().split()
-    assert len(names) == 1 and names[0].startswith("gppf_plugin_my_plugin_")
-    assert names[0] in sys.modules
+    assert log.read_text().split() == ["my_plugin"]  # by its own name: spawned loaders find it
+    assert Path(sys.modules["my_plugin"].__file__ or "") == plugin
 
 
 def test_a_module_is_imported_by_its_dotted_name(
@@ -46,6 +45,18 @@ def test_a_module_is_imported_by_its_dotted_name(
         assert log.read_text().split() == ["lab_tasks_for_test"]
     finally:
         sys.modules.pop("lab_tasks_for_test", None)
+
+
+def test_a_file_whose_name_is_taken_gets_a_name_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "log.txt"
+    monkeypatch.setenv("GPPF_TEST_PLUGIN_LOG", str(log))
+    plugin = tmp_path / "json.py"  # the standard library's json keeps its name
+    plugin.write_text(PLUGIN)
+    load_plugins([str(plugin)])
+    (name,) = log.read_text().split()
+    assert name.startswith("gppf_plugin_json_") and sys.modules["json"].__file__ != str(plugin)
 
 
 @pytest.mark.parametrize(
@@ -67,4 +78,4 @@ def test_a_plugin_that_raises_is_not_left_half_imported(tmp_path: Path) -> None:
     for _ in range(2):  # the second try runs the file again instead of finding a husk
         with pytest.raises(RuntimeError, match="broken on purpose"):
             load_plugins([str(plugin)])
-    assert not [m for m in sys.modules if m.startswith("gppf_plugin_broken_plugin_")]
+    assert "broken_plugin" not in sys.modules

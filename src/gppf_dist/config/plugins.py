@@ -5,8 +5,9 @@ from `sys.path`) or files (a path ending in `.py`). Each is imported once per pr
 `gppf-train` before the configuration is checked and in every worker before it builds anything
 (`load.to_run_config` calls `load_plugins`), so a task type or a launcher that registers itself
 on import (`tasks.registry.register_task_type`, `launch.registry.register_launcher`) is known
-wherever the run needs it. A file is imported under a name made from its absolute path, and the
-saved config holds the absolute path, so workers started elsewhere find the same file.
+wherever the run needs it. A file is imported by its own name from its folder (the folder is
+appended to `sys.path`), or, when another module already has that name, under a name made from
+its path; the saved config holds the absolute path, so workers started elsewhere find the file.
 """
 
 from __future__ import annotations
@@ -46,7 +47,22 @@ def load_plugins(entries: Sequence[str]) -> None:
 def _load_file(path: Path, entry: str) -> None:
     if not path.is_file():
         raise ValueError(f"`plugins`: file {entry!r} does not exist")
-    name = f"gppf_plugin_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
+    stem = path.stem
+    loaded = sys.modules.get(stem)
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or ".").resolve() == path:
+        return
+    if stem.isidentifier() and loaded is None:
+        found = importlib.util.find_spec(stem)
+        if found is None or (found.origin and Path(found.origin).resolve() == path):
+            # Importable by its own name from its folder (appended: it shadows nothing), so
+            # loader processes started with `spawn` (data.decoder=gpu), which receive sys.path,
+            # unpickle the task types it defines.
+            if str(path.parent) not in sys.path:
+                sys.path.append(str(path.parent))
+            importlib.import_module(stem)
+            return
+    # The name is taken by another module: import it under a name made from its path.
+    name = f"gppf_plugin_{stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:8]}"
     if name in sys.modules:
         return
     spec = importlib.util.spec_from_file_location(name, path)
