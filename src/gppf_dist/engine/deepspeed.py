@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -38,6 +38,55 @@ if not torch.cuda.is_available():
 import deepspeed  # noqa: E402  (DS_ACCELERATOR must be set first)
 
 
+class DeepSpeedPatch(NamedTuple):
+    """One place where this module replaces something inside DeepSpeed."""
+
+    target: str
+    """Dotted path of what is replaced (a method swapped on an object: the class's method)."""
+    signature: str | None
+    """`str(inspect.signature(target))` in the DeepSpeed the patch was written against (None:
+    a plain attribute that DeepSpeed reads, not a function)."""
+    site: str
+    """Where the patch is applied, in this module."""
+    why: str
+    """What breaks without it."""
+
+
+DEEPSPEED_PATCHES: tuple[DeepSpeedPatch, ...] = (
+    DeepSpeedPatch(
+        "deepspeed.comm.torch.build_shm_op",
+        "()",
+        "_without_shared_memory_all_reduce",
+        "starting a process group on the CPU would JIT-compile DeepSpeed's shared-memory "
+        "all-reduce (~70 CPU-s where not yet built), which training never uses",
+    ),
+    DeepSpeedPatch(
+        "deepspeed.runtime.zero.stage_1_and_2.DeepSpeedZeroOptimizer.scaled_global_norm",
+        "(self, norm_type=2)",
+        "Engine.count_in_grad_norm",
+        "ZeRO 1/2 would clip by, and report, a norm without the expert-parallel lego shards "
+        "held beside its optimizer",
+    ),
+    DeepSpeedPatch(
+        "deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine.TorchCheckpointEngine.save",
+        "(self, state_dict, path: str)",
+        "Engine.save_state",
+        "a failed write would raise mid-save on one rank (its peers wait in the collective), "
+        "a full disk would not say ENOSPC, and the files would go unhashed and unqueued for "
+        "background saves (checkpoint/saving.py)",
+    ),
+    DeepSpeedPatch(
+        "deepspeed.runtime.engine.DeepSpeedEngine.save_zero_checkpoint",
+        None,
+        "create_engine",
+        "under ZeRO 1/2 DeepSpeed would also write its per-rank optimizer files, which load only "
+        "at the world size that wrote them (ours, `Engine.zero_partitions`, load at any)",
+    ),
+)
+"""Every DeepSpeed patch of this module, checked against the installed DeepSpeed by
+tests/unit/test_deepspeed_patches.py; a patch added here needs its row."""
+
+
 def _without_shared_memory_all_reduce() -> None:
     """DeepSpeed's communication layer, when it starts on its CPU accelerator, JIT-compiles a
     C++ shared-memory all-reduce (~70 CPU-s on a machine that has not built it yet; the first
@@ -47,6 +96,7 @@ def _without_shared_memory_all_reduce() -> None:
     import importlib
 
     ds_torch = importlib.import_module("deepspeed.comm.torch")  # not `deepspeed.comm`'s torch
+    # Patch (DEEPSPEED_PATCHES): without it, a CPU process group JIT-builds an unused C++ op.
     ds_torch.build_shm_op = lambda: None
 
 
@@ -92,8 +142,8 @@ def create_engine(
         dist_init_required=False,
     )
     if cfg.parallel.zero_stage > 0:
-        # its per-rank optimizer files load only at the world size that wrote them; ours
-        # (`Engine.zero_partitions`, `checkpoint/zero_state.py`) hold the same state by name
+        # Patch (DEEPSPEED_PATCHES): without it, ZeRO writes optimizer files tied to the world size.
+        # Ours (`Engine.zero_partitions`, `checkpoint/zero_state.py`) hold that state by name.
         engine.save_zero_checkpoint = False
     return Engine(engine)
 
@@ -248,6 +298,7 @@ class Engine:
             extra = extra_sq_norm().to(device=norm.device, dtype=torch.float64)
             return (norm.double().square() + extra).sqrt().to(norm.dtype)
 
+        # Patch (DEEPSPEED_PATCHES): without it, ZeRO clips by a norm that leaves the legos out.
         optimizer.scaled_global_norm = scaled_global_norm
 
     def save_state(self, directory: Path, tag: str, client_state: dict[str, Any]) -> None:
@@ -270,6 +321,7 @@ class Engine:
             except Exception as err:  # a rank raising mid-save: reported once all ranks agree
                 failed.append(err)
 
+        # Patch (DEEPSPEED_PATCHES): without it, a failed write raises mid-save and peers hang.
         writer.save = save
         try:
             self.ds.save_checkpoint(
