@@ -25,6 +25,7 @@ class ResizeTaskType:
     primary_metric = "none"
     higher_is_better = True
     couples_samples = False
+    needs_mask = False
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

@@ -140,11 +140,11 @@ class PoolRuns:
 
     def train(self, run_dir: Path, shards: Path, *overrides: str) -> PoolRun:
         from gppf_dist.cli.train import force_task_keys, prepare
-        from gppf_dist.preflight.validate import planned_world_size
+        from gppf_dist.launch.registry import planned_world
 
         args = [*CLI_DEFAULTS, f"run.dir={run_dir}", f"data.root={shards}", *overrides]
         cfg = self._compose(*force_task_keys(args))  # as gppf-train's command line
-        world = planned_world_size(cfg, None)
+        world = planned_world(cfg.launcher, None).size
         config_path = prepare(cfg)
         assert config_path is not None, "a dry run trains nothing"
         if self._pool is None or not self._pool.alive:

@@ -57,10 +57,10 @@ def test_the_decoder_is_checked_before_the_run(
     compose_run: Any, tiny_shards: Path, monkeypatch: pytest.MonkeyPatch, value: str, message: str
 ) -> None:
     cfg = compose_run(f"data.root={tiny_shards}")
-    validate_run(cfg, 2)
+    validate_run(cfg, 2, workers_here=True)
     monkeypatch.setenv("GPPF_DECODER", value)
     with pytest.raises(ValueError, match=message):
-        validate_run(cfg, 2)
+        validate_run(cfg, 2, workers_here=True)  # the launcher's workers run on this machine
 
 
 def test_data_decoder_is_the_config_key(compose_run: Any, tiny_shards: Path) -> None:
@@ -70,6 +70,7 @@ def test_data_decoder_is_the_config_key(compose_run: Any, tiny_shards: Path) -> 
     assert set(schema.DECODERS) == set(jpeg.DECODERS)
     cfg = compose_run(f"data.root={tiny_shards}", "data.decoder=gpu")
     with pytest.raises(ValueError, match=r"`data.decoder`='gpu' cannot be used here"):
-        validate_run(cfg, 2)
+        validate_run(cfg, 2, workers_here=True)
+    validate_run(cfg, 2)  # workers elsewhere (Slurm, DeepSpeed's hosts) check on their nodes
     with pytest.raises(ValueError, match=r"`data.decoder`='fast'"):
         compose_run(f"data.root={tiny_shards}", "data.decoder=fast")

@@ -9,14 +9,14 @@ import pytest
 import torch
 
 from gppf_dist.config.hostfile import Host, planned_hosts, read_hostfile
-from gppf_dist.config.schema import LauncherSection, RunConfig
+from gppf_dist.config.schema import LauncherSection
 from gppf_dist.launch.deepspeed import (
     MULTI_HOST_PORT,
     deepspeed_command,
     forwarded_env,
     launch_environment,
 )
-from gppf_dist.preflight.validate import planned_world_size
+from gppf_dist.launch.registry import planned_world
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,9 +29,8 @@ def test_hostfile_with_comments_and_several_hosts(tmp_path: Path) -> None:
     path = tmp_path / "hosts"
     path.write_text("# cluster\nnode001 slots=8  # first\n\nnode002 slots=4\n")
     assert read_hostfile(path) == [Host("node001", 8), Host("node002", 4)]
-    cfg = RunConfig()
-    cfg.launcher = LauncherSection(name="deepspeed", hostfile=str(path))
-    assert planned_world_size(cfg, None) == 12
+    world = planned_world(LauncherSection(name="deepspeed", hostfile=str(path)), None)
+    assert (world.size, world.origin) == (12, f"the slots of {path}")
 
 
 def test_without_hostfile_this_machine_runs_nproc_workers() -> None:

@@ -8,26 +8,28 @@ from pathlib import Path
 import pytest
 
 from gppf_dist.config.schema import LauncherSection, RunConfig
+from gppf_dist.launch.registry import get_launcher, planned_world
 from gppf_dist.launch.slurm import SBATCH_SCRIPT, job_environment, sbatch_command
 
 
 def test_slurm_yaml_composes_with_cpu_defaults(compose_run: Callable[..., RunConfig]) -> None:
     cfg = compose_run("launcher=slurm", "launcher.nodes=3")
-    launcher = cfg.launcher
+    launcher = get_launcher("slurm").check(cfg.launcher)
     assert (launcher.name, launcher.nodes, launcher.nnodes) == ("slurm", 3, 3)
     assert (launcher.gpus_per_node, launcher.nproc) == (0, 2)  # CPU nodes: nproc per node
     assert launcher.partition is None and launcher.time is None and launcher.account is None
+    assert planned_world(cfg.launcher, None).size == 6
 
 
 def test_gpus_per_node_sets_processes_per_node(compose_run: Callable[..., RunConfig]) -> None:
     cfg = compose_run("launcher=slurm", "launcher.gpus_per_node=8", "launcher.nproc=2")
-    assert cfg.launcher.nproc == 8
+    assert get_launcher("slurm").check(cfg.launcher).nproc == 8
+    assert planned_world(cfg.launcher, None).size == 8
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "pbs"}, "`launcher`='pbs': must be local, none, deepspeed or slurm"),
         ({"name": "slurm", "nodes": 0}, "`launcher.nodes`=0"),
         ({"name": "slurm", "gpus_per_node": -1}, "`launcher.gpus_per_node`=-1"),
     ],
@@ -35,6 +37,12 @@ def test_gpus_per_node_sets_processes_per_node(compose_run: Callable[..., RunCon
 def test_bad_launcher_values_name_the_key(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         LauncherSection(**kwargs)  # type: ignore[arg-type]
+
+
+def test_slurm_takes_no_options() -> None:
+    section = LauncherSection(name="slurm", options={"qos": "high"})
+    with pytest.raises(ValueError, match=r"`launcher.options.qos`='high' is not an option of "):
+        get_launcher("slurm").check(section)
 
 
 def test_sbatch_command_carries_the_resource_options(tmp_path: Path) -> None:

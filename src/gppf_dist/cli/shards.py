@@ -10,6 +10,7 @@ gppf-shards verify DIR            # every shard: size, sha256, count; every samp
 gppf-shards index --root DIR      # sample offsets for shards written by other tools
 gppf-shards upgrade DIR           # a root of the previous format (offsets in manifest.json)
 gppf-shards inspect DIR --task T --out grid.png [--n 16] [--split S] [--seed S]  # annotated grid
+gppf-shards --plugin my_task.py verify DIR   # a root holding a task type of your own
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 
 from gppf_dist.cli.usage import examples
+from gppf_dist.config.plugins import load_plugins
 from gppf_dist.data.convert.readers import LAYOUTS
 from gppf_dist.data.convert.run import (
     DEFAULT_SAMPLES_PER_SHARD,
@@ -214,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0],
         **examples("gppf-shards synth --out shards", "gppf-shards convert --help"),
     )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE_OR_FILE",
+        help="import this module or .py file first (a task type of your own, as `plugins=[...]` "
+        "in a run); repeatable",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     synth = sub.add_parser(
         "synth",
@@ -334,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        load_plugins(args.plugin)
         return int(args.func(args))
     except ValueError as exc:
         print(f"gppf-shards: error: {exc}", file=sys.stderr)

@@ -26,23 +26,35 @@ CONF_DIR = conf_dir()
 
 
 def prepare(cfg: RunConfig) -> Path | None:
-    """Validate (raising ValueError naming key and value), plan memory
-    (`trainer.device_memory_gib`) and write `<run.dir>/config.yaml`.
+    """Check the `launcher` section through the launcher it names (`launch/registry.py`),
+    validate the run for the world that launcher plans (raising ValueError naming key and
+    value), plan memory (`trainer.device_memory_gib`) and write `<run.dir>/config.yaml`.
 
     With `simt.dry_run=true`, print the plan instead and return None.
     """
+    from gppf_dist.launch.registry import get_launcher
     from gppf_dist.preflight.memory_plan import plan_memory
-    from gppf_dist.preflight.validate import planned_world_size, run_label_spaces, validate_run
+    from gppf_dist.preflight.validate import run_label_spaces, validate_run
 
+    launcher = get_launcher(cfg.launcher.name)  # a plugin's launcher is registered by now
+    cfg.launcher = launcher.check(cfg.launcher)  # saved as checked: the workers plan alike
     check_only_names(cfg.simt.only, cfg.simt.tasks)  # with the nearest name, before the rest
     env_world = int(os.environ["WORLD_SIZE"]) if "WORLD_SIZE" in os.environ else None
-    world_size = planned_world_size(cfg, env_world)
+    world = launcher.world(cfg.launcher, env_world)  # a hostfile is read and checked here
+    world_size = world.size
     # A dry run before the corpus exists plans with the corpus spec's label spaces.
     data = not (cfg.simt.dry_run and cfg.data.spec and not has_manifest(cfg.data.root))
     # Shard files are checked once per launch: here, before workers start; with launcher=none
     # every rank runs this, and each node's local rank 0 checks them.
     check_files = int(os.environ.get("LOCAL_RANK", "0")) == 0
-    manifest = validate_run(cfg, world_size, check_files=check_files, data=data)
+    manifest = validate_run(
+        cfg,
+        world_size,
+        check_files=check_files,
+        data=data,
+        world_origin=world.origin,
+        workers_here=world.here,
+    )
     label_spaces = run_label_spaces(cfg, manifest)
     memory = plan_memory(cfg, world_size, label_spaces)  # sets max_local_batch caps
     if cfg.simt.dry_run:
@@ -76,67 +88,41 @@ def train(
     after: Callable[[], None] | None = None,
     tool: str = "gppf-train",
 ) -> None:
-    """Run the workers through the chosen launcher, then print the per-task table; the main
-    process then calls `after` (e.g. `gppf-finetune`'s export), if the run finished here.
-    `tool` names the command in the lines printed here."""
+    """Run the workers through the launcher `launcher.name` picks, then print the per-task
+    table; the main process then calls `after` (e.g. `gppf-finetune`'s export), if the run
+    finished here. `tool` names the command in the lines printed here."""
+    from gppf_dist.launch.base import LaunchError, Outcome
+    from gppf_dist.launch.finish import exit_finished
+    from gppf_dist.launch.interrupted import report
+    from gppf_dist.launch.interrupts import RunInterruptedError
+    from gppf_dist.launch.registry import get_launcher
     from gppf_dist.logging.report import summary_table
 
     run_dir = Path(cfg.run.dir)
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    if cfg.launcher.name in ("local", "deepspeed"):
-        from gppf_dist.launch.deepspeed import launch_deepspeed
-        from gppf_dist.launch.interrupted import report
-        from gppf_dist.launch.interrupts import RunInterruptedError
-        from gppf_dist.launch.local import WorkersFailedError, launch_local
-
-        workers = cfg.launcher.nproc * cfg.launcher.nnodes
-        print(
-            f"{tool}: starting {workers} worker{'s' * (workers != 1)} "
-            f"(launcher={cfg.launcher.name}); run dir {run_dir}",
-            flush=True,
-        )
-        try:
-            if cfg.launcher.name == "local":
-                launch_local(cfg.launcher, config_path)
-            else:
-                launch_deepspeed(cfg.launcher, config_path)
-        except WorkersFailedError as err:
-            print(f"{tool}: {err}", file=sys.stderr, flush=True)
-            sys.exit(1)
-        except RunInterruptedError as err:
-            sys.exit(report(run_dir, cfg.trainer.max_steps, err.signal, sys.argv))
-    elif cfg.launcher.name == "slurm":
-        from gppf_dist.launch.slurm import SubmitError, submit_slurm
-
-        try:
-            submit_slurm(cfg.launcher, config_path, f"gppf-{cfg.run.name}")
-        except SubmitError as err:
-            print(f"{tool}: {err}", file=sys.stderr, flush=True)
-            sys.exit(1)
-        if not cfg.launcher.wait:
-            return  # the job trains on the cluster; its table is in the job's log
-    else:
-        import signal
-
-        from gppf_dist.engine.worker import run_worker
-        from gppf_dist.launch.finish import exit_finished, quiet_interrupt
-        from gppf_dist.launch.interrupted import report
-
-        def said() -> None:
-            if is_main:
-                report(run_dir, cfg.trainer.max_steps, signal.SIGINT, sys.argv)
-
-        with quiet_interrupt(said):
-            run_worker(cfg)  # this process is the worker (torchrun, srun)
-        if is_main:
-            print(summary_table(run_dir), flush=True)
-            if after is not None:
-                after()
-        exit_finished()
-    if is_main:
+    launcher = get_launcher(cfg.launcher.name)
+    try:
+        outcome = launcher.launch(cfg, config_path, tool=tool, worker=run_worker_here)
+    except LaunchError as err:
+        print(f"{tool}: {err}", file=sys.stderr, flush=True)
+        sys.exit(1)
+    except RunInterruptedError as err:
+        sys.exit(report(run_dir, cfg.trainer.max_steps, err.signal, sys.argv))
+    if outcome is Outcome.SUBMITTED:
+        return
+    if int(os.environ.get("RANK", "0")) == 0:
         print(summary_table(run_dir), flush=True)
         if after is not None:
             after()
+    if outcome is Outcome.IN_PROCESS:
+        exit_finished()
+
+
+def run_worker_here(cfg: RunConfig) -> None:
+    """One worker in this process (launcher=none: under torchrun, srun); the engine is
+    imported only when a launcher runs a worker here."""
+    from gppf_dist.engine.worker import run_worker
+
+    run_worker(cfg)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")

@@ -9,6 +9,7 @@ manifest) live in `validate.py`. Below the CLI layer, code only ever sees these 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from gppf_dist.config.checks import check as _check
 from gppf_dist.config.finetune import FinetuneSection
@@ -261,15 +262,17 @@ class ParallelSection:
 @dataclass(kw_only=True)
 class LauncherSection:
     name: str = "local"
-    """local: torch elastic agent starting `nproc` workers; none: run one worker in this process
+    """A registered launcher (`launch/registry.py`, checked there before any worker starts):
+    local: torch elastic agent starting `nproc` workers; none: run one worker in this process
     (under torchrun/srun, which set RANK/WORLD_SIZE); deepspeed: DeepSpeed's launcher, one
     worker per slot of `hostfile`; slurm: submit `launch/slurm/gppf.sbatch` with sbatch (one
-    srun task per node, torchrun inside), print the job id and return."""
+    srun task per node, torchrun inside), print the job id and return; or one of your own,
+    registered by a file in `plugins`."""
     nproc: int = 2
     """Worker processes per node. launcher=slurm with `gpus_per_node` > 0: one per GPU (set to
     `gpus_per_node`); with `gpus_per_node`=0 (CPU nodes): `nproc` per node."""
     nnodes: int = 1
-    """Nodes; launcher=slurm sets it from `nodes`."""
+    """Nodes; launcher=slurm sets it from `nodes` (its check, before the config is saved)."""
     max_restarts: int = 0
     """launcher=local: how often the agent restarts all workers after one fails (they resume)."""
     master_port: int = 0
@@ -291,24 +294,20 @@ class LauncherSection:
     """Extra sbatch options, e.g. ["--qos=high", "--mem=0"]."""
     wait: bool = False
     """launcher=slurm: block until the job ends (`sbatch --wait`), requeues included."""
+    # ---- a launcher of your own -------------------------------------------------------------
+    options: dict[str, Any] = field(default_factory=dict)
+    """The keys of a launcher registered by a plugin, beyond the ones above: on the command line
+    `launcher.options.<key>=<value>`, or `options:` in its `conf/launcher/<name>.yaml`. Each
+    launcher checks them (`launch/base.py:launcher_options`): a key it does not know is refused;
+    the built-in launchers take none."""
 
     def __post_init__(self) -> None:
-        _check(
-            self.name in ("local", "none", "deepspeed", "slurm"),
-            "launcher",
-            self.name,
-            "must be local, none, deepspeed or slurm",
-        )
         _check(self.nproc >= 1, "launcher.nproc", self.nproc, "must be >= 1")
         _check(self.nnodes >= 1, "launcher.nnodes", self.nnodes, "must be >= 1")
         _check(self.max_restarts >= 0, "launcher.max_restarts", self.max_restarts, ">= 0")
         _check(self.nodes >= 1, "launcher.nodes", self.nodes, "must be >= 1")
         _check(self.gpus_per_node >= 0, "launcher.gpus_per_node", self.gpus_per_node, ">= 0")
         _check(self.cpus_per_task >= 0, "launcher.cpus_per_task", self.cpus_per_task, ">= 0")
-        if self.name == "slurm":
-            self.nnodes = self.nodes
-            if self.gpus_per_node:
-                self.nproc = self.gpus_per_node
 
 
 @dataclass(kw_only=True)

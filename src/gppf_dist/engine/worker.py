@@ -118,8 +118,9 @@ def build(cfg: RunConfig, opened: ExitStack) -> Worker:
             flush=True,
         )
     configure_cuda_math(device, tf32=cfg.trainer.tf32, cudnn_benchmark=cfg.trainer.cudnn_benchmark)
-    # The launcher checked the shard files before it started the workers (validate.py).
-    manifest = validate_run(cfg, info.world_size, check_files=False)
+    # The launcher checked the shard files before it started the workers (validate.py); the
+    # decoder is checked here, on the machine that decodes (workers_here).
+    manifest = validate_run(cfg, info.world_size, check_files=False, workers_here=True)
     seed_everything(cfg.trainer.seed)
     preempt = PreemptionFlag().install()
 

@@ -1,2 +1,3 @@
-"""Layer 4 — starting workers: locally (torch elastic), with the DeepSpeed launcher, or under
-Slurm; the resolved config travels to every worker as a file."""
+"""Layer 3 — starting workers: the `Launcher` protocol and its registry (local through torch
+elastic, the DeepSpeed launcher, Slurm, none: in this process; plugins add their own); the
+resolved config travels to every worker as a file; how a worker process leaves."""

@@ -15,6 +15,10 @@ sets for itself (DS_ACCELERATOR=cpu on a machine without GPU) are never forwarde
 node's hardware says nothing about the workers'.
 
 DeepSpeed is started as a program (`python -m deepspeed.launcher.runner`), not imported.
+
+`DeepSpeedLauncher` is this launch behind the `Launcher` protocol (`base.py`): one worker per
+hostfile slot. Its workers count as elsewhere even on one host (they check their GPU decoder at
+the first image).
 """
 
 from __future__ import annotations
@@ -23,13 +27,20 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from gppf_dist.config.hostfile import Host, planned_hosts
-from gppf_dist.config.schema import LauncherSection
+from gppf_dist.config.schema import LauncherSection, RunConfig
 from gppf_dist.dist.env import free_port
+from gppf_dist.launch.base import (
+    Outcome,
+    WorkersFailedError,
+    World,
+    announce_workers,
+    launcher_options,
+)
 from gppf_dist.launch.command import command_name
-from gppf_dist.launch.local import WorkersFailedError
 
 FORWARDED = re.compile(r"^(WANDB_|HYDRA_|WDS_|GPPF_|DS_ACCELERATOR$|OMP_NUM_THREADS$)")
 MULTI_HOST_PORT = 29500
@@ -97,6 +108,33 @@ def launch_deepspeed(launcher: LauncherSection, config_path: Path) -> None:
     code = subprocess.run(cmd, env=env, check=False).returncode
     if code != 0:
         raise WorkersFailedError(f"the DeepSpeed launcher exited with status {code}; see above")
+
+
+class DeepSpeedLauncher:
+    """launcher=deepspeed: DeepSpeed's launcher, one worker per slot of `launcher.hostfile`."""
+
+    name = "deepspeed"
+
+    def check(self, section: LauncherSection) -> LauncherSection:
+        launcher_options(section, {})
+        return section
+
+    def world(self, section: LauncherSection, env_world_size: int | None) -> World:
+        where = section.hostfile or f"launcher.nproc={section.nproc}"
+        size = sum(h.slots for h in planned_hosts(section))  # reads and checks the hostfile
+        return World(size, f"the slots of {where}", here=False)
+
+    def launch(
+        self,
+        cfg: RunConfig,
+        config_path: Path,
+        *,
+        tool: str,
+        worker: Callable[[RunConfig], None],
+    ) -> Outcome:
+        announce_workers(tool, cfg)
+        launch_deepspeed(cfg.launcher, config_path)
+        return Outcome.FINISHED
 
 
 def _has_gpu() -> bool:

@@ -14,6 +14,9 @@ SIGTERM, SIGHUP and SIGQUIT are the agent's: it passes the signal on to the work
 for them (SIGTERM: they checkpoint and exit 0; `health/preempt.py`). SIGINT is ours
 (`interrupts.py`): the first one says so and stops the workers the same way, a second one kills
 them at once. Either way `launch_local` raises `RunInterruptedError` and the caller reports.
+
+`LocalLauncher` is this launch behind the `Launcher` protocol (`base.py`): `nproc` x `nnodes`
+workers, all on this machine.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import os
 import shutil
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -32,9 +35,16 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-from gppf_dist.config.schema import LauncherSection
+from gppf_dist.config.schema import LauncherSection, RunConfig
 from gppf_dist.dist.env import free_port
 from gppf_dist.health.heartbeat import HEARTBEAT_DIR, local_directory
+from gppf_dist.launch.base import (
+    Outcome,
+    WorkersFailedError,
+    World,
+    announce_workers,
+    launcher_options,
+)
 from gppf_dist.launch.interrupts import RunInterruptedError, agent_signals
 
 SHUTDOWN_TIMEOUT_S = 300
@@ -48,10 +58,6 @@ def launch_config(**settings: Any) -> LaunchConfig:
     (`shutdown_timeout` is new in torch 2.13; we support 2.11 on)."""
     known = {f.name for f in fields(LaunchConfig)}
     return LaunchConfig(**{k: v for k, v in settings.items() if k in known})
-
-
-class WorkersFailedError(RuntimeError):
-    pass
 
 
 @contextlib.contextmanager
@@ -98,3 +104,29 @@ def launch_local(launcher: LauncherSection, config_path: Path) -> None:
             ) from None
         except SignalException as err:
             raise RunInterruptedError(err.sigval) from None
+
+
+class LocalLauncher:
+    """launcher=local: the torch elastic agent, `nproc` workers on this machine."""
+
+    name = "local"
+
+    def check(self, section: LauncherSection) -> LauncherSection:
+        launcher_options(section, {})
+        return section
+
+    def world(self, section: LauncherSection, env_world_size: int | None) -> World:
+        origin = f"launcher.nproc={section.nproc} x launcher.nnodes={section.nnodes}"
+        return World(section.nproc * section.nnodes, origin, here=True)
+
+    def launch(
+        self,
+        cfg: RunConfig,
+        config_path: Path,
+        *,
+        tool: str,
+        worker: Callable[[RunConfig], None],
+    ) -> Outcome:
+        announce_workers(tool, cfg)
+        launch_local(cfg.launcher, config_path)
+        return Outcome.FINISHED

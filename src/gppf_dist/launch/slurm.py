@@ -4,22 +4,29 @@ The job's workers read `<run.dir>/config.yaml` (passed as GPPF_CONFIG), so Hydra
 and the run dir is the configured one: a requeued job finds its checkpoints and resumes. The
 sbatch script itself carries `--requeue` and `--signal=B:USR1@120`; this module only adds the
 resource options from `conf/launcher/slurm.yaml` and the job's environment.
+
+`SlurmLauncher` is this submission behind the `Launcher` protocol (`base.py`). Its check sets the
+keys Slurm derives: `nnodes` from `nodes`, and with `gpus_per_node` > 0 one process per GPU
+(`nproc` = `gpus_per_node`); the saved config holds them, so the job's workers plan the same world.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from gppf_dist.config.resources import SBATCH_SCRIPT
-from gppf_dist.config.schema import LauncherSection
+from gppf_dist.config.schema import LauncherSection, RunConfig
+from gppf_dist.launch.base import LaunchError, Outcome, World, launcher_options
 
 
-class SubmitError(RuntimeError):
-    pass
+class SubmitError(LaunchError):
+    """sbatch is missing, or refused the job."""
 
 
 def sbatch_script() -> Path:
@@ -91,3 +98,30 @@ def submit_slurm(launcher: LauncherSection, config_path: Path, job_name: str) ->
             f"sbatch failed (exit {proc.returncode}): {' '.join(cmd)}\n{first}\n{rest}".rstrip()
         )
     return job_id
+
+
+class SlurmLauncher:
+    """launcher=slurm: submit the sbatch script; with `wait`, block until the job ends."""
+
+    name = "slurm"
+
+    def check(self, section: LauncherSection) -> LauncherSection:
+        launcher_options(section, {})
+        nproc = section.gpus_per_node or section.nproc  # one process per GPU on GPU nodes
+        return dataclasses.replace(section, nnodes=section.nodes, nproc=nproc)
+
+    def world(self, section: LauncherSection, env_world_size: int | None) -> World:
+        origin = f"launcher.nproc={section.nproc} x launcher.nnodes={section.nnodes}"
+        return World(section.nproc * section.nnodes, origin, here=False)
+
+    def launch(
+        self,
+        cfg: RunConfig,
+        config_path: Path,
+        *,
+        tool: str,
+        worker: Callable[[RunConfig], None],
+    ) -> Outcome:
+        submit_slurm(cfg.launcher, config_path, f"gppf-{cfg.run.name}")
+        # without `wait` the job trains on the cluster; its table is in the job's log
+        return Outcome.FINISHED if cfg.launcher.wait else Outcome.SUBMITTED

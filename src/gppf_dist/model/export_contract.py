@@ -13,52 +13,19 @@ import json
 from typing import Any
 
 from gppf_dist.tasks.base import TaskSpec
+from gppf_dist.tasks.registry import get_task_type
 
 CONTRACT_NAME = "gppf_contract.json"
 """The name of the contract inside the exported file (`extra_files`) and its version below."""
 VERSION = 1
 
-OUTPUTS: dict[str, dict[str, str]] = {
-    "classification": {
-        "": "logits [B, C] over label_space.classes (softmax for probabilities)",
-    },
-    "attributes": {
-        "": "logits [B, N] one per label_space.attributes (sigmoid > 0.5: present)",
-    },
-    "detection": {
-        "cls": "class logits [B, A, C] per location (score = sqrt(sigmoid(cls) * sigmoid(ctr)))",
-        "reg": "distances [B, A, 4] left, top, right, bottom from the location, input pixels",
-        "ctr": "centerness logit [B, A] per location",
-        "points": "location centres [A, 2] (x, y) in input pixels: box = points -/+ reg",
-        "strides": "pyramid stride [A] of each location",
-        "ranges": "box size range [A, 2] each location was trained for",
-    },
-    "segmentation": {
-        "": "logits [B, C, H, W] per pixel at the input size (argmax: class id)",
-    },
-    "pose": {
-        "heatmaps": "heatmaps [B, K, h, w] at the decoder's stride, one per label_space "
-        "keypoint; pixel (u, v) is input point ((u + 0.5) * W / w - 0.5, (v + 0.5) * H / h - 0.5)",
-    },
-    "reid": {
-        "feat": "pooled feature [B, D] (what the triplet loss sees)",
-        "emb": "embedding [B, D] for retrieval: compare by cosine similarity",
-        "logits": "identity logits [B, N] over the training identities",
-    },
-    "face": {
-        "emb": "embedding [B, D] for verification: compare by cosine similarity",
-        "cos": "cosines [B, N] to the training identities' class centres",
-    },
-}
-"""Per task type, each output key and its meaning; "" for a head that returns one tensor."""
-
 
 def contract(
     spec: TaskSpec, batch: int, *, run: str = "", step: int | None = None
 ) -> dict[str, Any]:
-    """The contract of `spec`'s exported program (`batch`: the size of the exported sample)."""
-    if spec.type not in OUTPUTS:
-        raise ValueError(f"`task type`={spec.type!r} has no output contract ({sorted(OUTPUTS)})")
+    """The contract of `spec`'s exported program (`batch`: the size of the exported sample);
+    its outputs are the task type's `export_outputs`."""
+    outputs = dict(get_task_type(spec.type).export_outputs)
     h, w = (int(v) for v in spec.input_size)
     return {
         "version": VERSION,
@@ -74,7 +41,7 @@ def contract(
             "size": f"fixed: H = {h}, W = {w} (resize or crop to it first)",
             "sample_batch": batch,
         },
-        "outputs": OUTPUTS[spec.type],
+        "outputs": outputs,
         "label_space": spec.label_space,
     }
 

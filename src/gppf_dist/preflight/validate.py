@@ -36,41 +36,27 @@ from gppf_dist.data.load.streams import stream_units
 from gppf_dist.tasks.registry import TASK_TYPES, make_spec
 
 
-def planned_world_size(cfg: RunConfig, env_world_size: int | None) -> int:
-    """launcher=local and slurm start nproc x nnodes workers, deepspeed one per hostfile slot;
-    launcher=none joins the launcher's world."""
-    if cfg.launcher.name in ("local", "slurm"):
-        return cfg.launcher.nproc * cfg.launcher.nnodes
-    if cfg.launcher.name == "deepspeed":
-        from gppf_dist.config.hostfile import planned_hosts
-
-        return sum(h.slots for h in planned_hosts(cfg.launcher))
-    return env_world_size or 1
-
-
-def _world_origin(cfg: RunConfig) -> str:
-    launcher = cfg.launcher
-    if launcher.name == "deepspeed":
-        where = launcher.hostfile or f"launcher.nproc={launcher.nproc}"
-        return f"the slots of {where}"
-    if launcher.name == "none":
-        return "the launcher's WORLD_SIZE"
-    return f"launcher.nproc={launcher.nproc} x launcher.nnodes={launcher.nnodes}"
-
-
 def validate_run(
-    cfg: RunConfig, world_size: int, check_files: bool = True, data: bool = True
+    cfg: RunConfig,
+    world_size: int,
+    check_files: bool = True,
+    data: bool = True,
+    *,
+    world_origin: str = "the workers' WORLD_SIZE",
+    workers_here: bool = False,
 ) -> Manifest | None:
     """Every check; the manifest of the run's tasks, as read for them. `check_files`: also
     `stat` every shard of those tasks (see the module doc for who does). `data=False` (a dry
-    run before the corpus exists) checks everything but the data and returns None."""
+    run before the corpus exists) checks everything but the data and returns None.
+    `world_origin` and `workers_here` are the launcher's word on the world (`launch.base.World`):
+    where `world_size` comes from, for messages, and whether every worker runs on this machine."""
     _validate_tasks(cfg)
-    _validate_parallel(cfg, world_size)
+    _validate_parallel(cfg, world_size, world_origin)
     manifest = _validate_data(cfg, check_files) if data else None
     _validate_resume(cfg, world_size)
     if cfg.trainer.eval_batch_size < 1:  # the evaluation's loaders would refuse it at the end
         raise ValueError(f"`trainer.eval_batch_size`={cfg.trainer.eval_batch_size} must be >= 1")
-    _validate_decoder(cfg)
+    _validate_decoder(cfg, workers_here)
     return manifest
 
 
@@ -97,12 +83,12 @@ def run_label_spaces(cfg: RunConfig, manifest: Manifest | None) -> dict[str, dic
     return spaces
 
 
-def _validate_decoder(cfg: RunConfig) -> None:
+def _validate_decoder(cfg: RunConfig, workers_here: bool) -> None:
     """The image decoder the loaders will use exists and, for `gpu`, works on this machine when
     the workers run here (a Slurm or multi-node launch checks on its nodes, at the first image)."""
     decoder = cfg.data.decoder or default_decoder()
     where = "data.decoder" if cfg.data.decoder else DECODER_ENV
-    if decoder == "gpu" and cfg.launcher.name in ("local", "none"):
+    if decoder == "gpu" and workers_here:
         gpu_decoder(where)
 
 
@@ -149,12 +135,11 @@ def _validate_tasks(cfg: RunConfig) -> None:
             )
 
 
-def _validate_parallel(cfg: RunConfig, world_size: int) -> None:
+def _validate_parallel(cfg: RunConfig, world_size: int, world_origin: str) -> None:
     ep = cfg.parallel.ep_size
     if world_size % ep:
         raise ValueError(
-            f"`parallel.ep_size`={ep} must divide the world size {world_size} "
-            f"({_world_origin(cfg)})"
+            f"`parallel.ep_size`={ep} must divide the world size {world_size} ({world_origin})"
         )
     if cfg.model.num_legos % ep:
         raise ValueError(

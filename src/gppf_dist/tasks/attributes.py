@@ -1,6 +1,7 @@
 """Multi-label attribute task type: linear head, BCE averaged over attributes, mean accuracy mA.
 
-Annotation: `{"attributes": [0/1, ...]}` with one entry per attribute of the label space.
+Label space: `{"attributes": [name, ...]}`. Annotation: `{"attributes": [0/1, ...]}` with one
+entry per attribute of the label space.
 mA = mean over attributes of (TPR + TNR) / 2 (an undefined rate, for an attribute with no
 positives or no negatives, is left out of that attribute's mean).
 """
@@ -16,7 +17,10 @@ from torch import nn
 
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.classification import PooledLinearHead
+from gppf_dist.tasks.common.annotation import annotation_error, label_count
 from gppf_dist.tasks.common.augment import warp_for
+from gppf_dist.tasks.common.drawing import Canvas, label_name
+from gppf_dist.tasks.common.label_space import count_names, generic_names
 from gppf_dist.tasks.common.transforms import (
     check_image,
     plan_geometry,
@@ -59,7 +63,36 @@ class AttributesTask:
     primary_metric = "mA"
     higher_is_better = True
     couples_samples = False
+    label_space_keys = ("attributes",)
+    needs_mask = False
+    export_outputs = {"": "logits [B, N] one per label_space.attributes (sigmoid > 0.5: present)"}
     source_window = staticmethod(whole_image_window)
+
+    def label_counts(self, label_space: dict[str, Any]) -> dict[str, int]:
+        return {"num_attributes": count_names(label_space, "attributes")}
+
+    def placeholder_label_space(self, n: int) -> dict[str, Any]:
+        return {"attributes": generic_names("attribute", n)}
+
+    def check_annotation(
+        self,
+        key: str,
+        ann: dict[str, Any],
+        label_space: dict[str, Any],
+        width: int,
+        height: int,
+        split: str,
+    ) -> None:
+        attrs = ann.get("attributes")
+        n = label_count(label_space, "attributes")
+        ok = isinstance(attrs, list) and len(attrs) == n
+        if not ok or any(isinstance(a, bool) or a not in (0, 1) for a in attrs):  # type: ignore[union-attr]
+            raise annotation_error(key, "attributes", attrs, f"must be a list of {n} values 0/1")
+
+    def draw(self, canvas: Canvas, sample: Sample, label_space: dict[str, Any]) -> list[str]:
+        names = label_space.get("attributes")
+        on = [label_name(names, i) for i, v in enumerate(sample.ann["attributes"]) if v]
+        return on or ["(no positive attributes)"]
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

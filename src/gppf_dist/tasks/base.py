@@ -1,9 +1,11 @@
 """The contract every task type fulfils.
 
 A task type (classification, detection, ...) bundles everything that differs between tasks:
-how a decoded shard sample becomes a fixed-size input and a target, how targets collate, the
-head, the per-sample loss and the evaluation metric. The trainer only ever talks to this
-interface, so adding a task type touches no trainer code.
+its label space, the schema of its shard samples and how `gppf-shards inspect` draws them, how a
+decoded sample becomes a fixed-size input and a target, how targets collate, the head, the
+per-sample loss, the evaluation metric and what its exported program returns. Every other
+package asks `tasks.registry.get_task_type` and never switches on a type's name, so a new task
+type is one file that calls `tasks.registry.register_task_type` (loaded with `plugins=[...]`).
 
 Exactness rule (DESIGN.md §5.1): `loss` returns one value per sample, normalised within that
 sample only. The engine sums these over the task's *global* batch and divides by its size, so the
@@ -15,11 +17,14 @@ share of a step, which always lives on a single rank.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from gppf_dist.tasks.common.drawing import Canvas
 
 
 @dataclass(kw_only=True)
@@ -94,11 +99,17 @@ class Metric(Protocol):
 class TaskType(Protocol):
     """One registry entry; see `gppf_dist.tasks.registry`.
 
-    Optional: `source_window(ann, width, height, spec) -> (w, h)`, the size in source pixels of
-    the window `prepare` resizes to `spec.input_size`, known from the annotation alone. The data
-    layer then decodes JPEGs reduced as far as that window allows (`data.jpeg`), and `prepare`
-    must warp through `transforms.warp_sample` and size-check through `transforms.check_image`
-    (both honour `Sample.scale_eighths`). A task type without it always gets full-size images.
+    Optional members (looked up with `getattr`):
+    - `source_window(ann, width, height, spec) -> (w, h)`, the size in source pixels of the
+      window `prepare` resizes to `spec.input_size`, known from the annotation alone. The data
+      layer then decodes JPEGs reduced as far as that window allows (`data.jpeg`), and `prepare`
+      must warp through `transforms.warp_sample` and size-check through `transforms.check_image`
+      (both honour `Sample.scale_eighths`). A task type without it always gets full-size images.
+    - `check_mask(key, mask, label_space)`, required when `needs_mask`: ValueError naming the
+      sample if the HxW uint8 mask holds an id outside the label space.
+    - `class_label(ann) -> int`, for a type with one class per sample: the sample's class id.
+      `gppf-shards verify` warns about shards whose mix of it is far from their split's, and
+      few-shot subsets (`finetune.shots`) pick samples per class by it.
     """
 
     name: str
@@ -107,6 +118,41 @@ class TaskType(Protocol):
     couples_samples: bool
     """True when `loss` couples the samples of a group (see the module docstring): plans then
     keep each group, one stream's share, on one rank and in one micro-batch."""
+    label_space_keys: tuple[str, ...]
+    """Keys a manifest's label space for this type must hold (checked when it is read)."""
+    needs_mask: bool
+    """Samples carry a `png` class-id mask (`Sample.mask`); a sample without one is skipped."""
+    export_outputs: dict[str, str]
+    """Each key of the head's output and its meaning, for an exported program's contract
+    (`model.export_contract`); "" for a head that returns one tensor."""
+
+    def label_counts(self, label_space: dict[str, Any]) -> dict[str, int]:
+        """The `TaskSpec` counts (`num_classes`, `num_keypoints`, `num_attributes`) the label
+        space gives, {} for none. A bad label space: ValueError starting with the key and value,
+        e.g. "`label_space.classes`=[] must be ..." (the readers of `tasks.common.label_space`
+        do so; `make_spec` puts the task's key path in front)."""
+
+    def placeholder_label_space(self, n: int) -> dict[str, Any]:
+        """A label space with `n` labels and generic names that `label_counts` accepts, to size
+        heads before the data exists (`data.convert.corpus_spec`)."""
+
+    def check_annotation(
+        self,
+        key: str,
+        ann: dict[str, Any],
+        label_space: dict[str, Any],
+        width: int,
+        height: int,
+        split: str,
+    ) -> None:
+        """ValueError naming the sample `key`, the field and its value unless `ann` (the `json`
+        member, a dict whose `width`/`height` are already checked) has this type's schema and
+        bounds (boxes and keypoints inside the width x height image, ids inside the label
+        space). Applied by the converters, `gppf-shards verify` and `inspect`."""
+
+    def draw(self, canvas: Canvas, sample: Sample, label_space: dict[str, Any]) -> list[str]:
+        """Draw a checked sample's annotation on `canvas` (`gppf-shards inspect`); return the
+        words of its caption (class, identity, counts...)."""
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

@@ -1,6 +1,6 @@
 """Classification task type: linear head on the pooled last feature, CE (+ smoothing), top-1.
 
-Annotation: `{"label": int}` in [0, num_classes).
+Label space: `{"classes": [name, ...]}`. Annotation: `{"label": int}` in [0, num_classes).
 """
 
 from __future__ import annotations
@@ -13,7 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from gppf_dist.tasks.base import Sample, TaskSpec
+from gppf_dist.tasks.common.annotation import check_int, label_count
 from gppf_dist.tasks.common.augment import warp_for
+from gppf_dist.tasks.common.drawing import Canvas, label_name
+from gppf_dist.tasks.common.label_space import count_names, generic_names
 from gppf_dist.tasks.common.transforms import (
     check_image,
     plan_geometry,
@@ -70,10 +73,36 @@ class ClassificationTask:
     primary_metric = "top1"
     higher_is_better = True
     couples_samples = False
+    label_space_keys = ("classes",)
+    needs_mask = False
+    export_outputs = {"": "logits [B, C] over label_space.classes (softmax for probabilities)"}
     source_window = staticmethod(whole_image_window)
 
     def __init__(self, label_smoothing: float = 0.0) -> None:
         self.label_smoothing = label_smoothing
+
+    def label_counts(self, label_space: dict[str, Any]) -> dict[str, int]:
+        return {"num_classes": count_names(label_space, "classes")}
+
+    def placeholder_label_space(self, n: int) -> dict[str, Any]:
+        return {"classes": generic_names("class", n)}
+
+    def check_annotation(
+        self,
+        key: str,
+        ann: dict[str, Any],
+        label_space: dict[str, Any],
+        width: int,
+        height: int,
+        split: str,
+    ) -> None:
+        check_int(ann, key, "label", 0, label_count(label_space, "classes"))
+
+    def class_label(self, ann: dict[str, Any]) -> int:
+        return int(ann["label"])
+
+    def draw(self, canvas: Canvas, sample: Sample, label_space: dict[str, Any]) -> list[str]:
+        return [label_name(label_space.get("classes"), sample.ann["label"])]
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

@@ -1,6 +1,7 @@
 """Detection task type: FPN-lite + FCOS-style anchor-free head, focal + GIoU + centerness losses.
 
-Annotation: `{"boxes": [[x1, y1, x2, y2], ...] absolute pixels, "labels": [int, ...]}`.
+Label space: `{"classes": [name, ...]}`. Annotation: `{"boxes": [[x1, y1, x2, y2], ...] absolute
+pixels, "labels": [int, ...]}`.
 Targets collate to `boxes` [B, M, 4] and `labels` [B, M] padded with label -1, plus `keys` (the
 sample keys, which order the records of the COCO evaluation; see `detection_metric`).
 
@@ -28,9 +29,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from gppf_dist.tasks.base import Sample, TaskSpec
+from gppf_dist.tasks.common.annotation import annotation_error, check_box, label_count
 from gppf_dist.tasks.common.augment import warp_for
 from gppf_dist.tasks.common.box_ops import batched_nms, generalized_iou
 from gppf_dist.tasks.common.detection_metric import mean_average_precision
+from gppf_dist.tasks.common.drawing import Canvas, class_colour, label_name
+from gppf_dist.tasks.common.label_space import count_names, generic_names
 from gppf_dist.tasks.common.layers import conv_gn
 from gppf_dist.tasks.common.necks import FPNLite, neck_width
 from gppf_dist.tasks.common.transforms import (
@@ -205,7 +209,54 @@ class DetectionTask:
     primary_metric = "map50"
     higher_is_better = True
     couples_samples = False
+    label_space_keys = ("classes",)
+    needs_mask = False
+    export_outputs = {
+        "cls": "class logits [B, A, C] per location (score = sqrt(sigmoid(cls) * sigmoid(ctr)))",
+        "reg": "distances [B, A, 4] left, top, right, bottom from the location, input pixels",
+        "ctr": "centerness logit [B, A] per location",
+        "points": "location centres [A, 2] (x, y) in input pixels: box = points -/+ reg",
+        "strides": "pyramid stride [A] of each location",
+        "ranges": "box size range [A, 2] each location was trained for",
+    }
     source_window = staticmethod(whole_image_window)
+
+    def label_counts(self, label_space: dict[str, Any]) -> dict[str, int]:
+        return {"num_classes": count_names(label_space, "classes")}
+
+    def placeholder_label_space(self, n: int) -> dict[str, Any]:
+        return {"classes": generic_names("class", n)}
+
+    def check_annotation(
+        self,
+        key: str,
+        ann: dict[str, Any],
+        label_space: dict[str, Any],
+        width: int,
+        height: int,
+        split: str,
+    ) -> None:
+        boxes, labels = ann.get("boxes"), ann.get("labels")
+        if not isinstance(boxes, list):
+            raise annotation_error(key, "boxes", boxes, "must be a list")
+        if not isinstance(labels, list) or len(labels) != len(boxes):
+            raise annotation_error(
+                key, "labels", labels, f"must be a list of {len(boxes)} class ids"
+            )
+        n = label_count(label_space, "classes")
+        for i, box in enumerate(boxes):
+            check_box(key, f"boxes[{i}]", box, width, height)
+            label = labels[i]
+            if isinstance(label, bool) or not isinstance(label, int):
+                raise annotation_error(key, f"labels[{i}]", label, "must be an integer")
+            if not 0 <= label < n:
+                raise annotation_error(key, f"labels[{i}]", label, f"must be in [0, {n})")
+
+    def draw(self, canvas: Canvas, sample: Sample, label_space: dict[str, Any]) -> list[str]:
+        boxes, labels = sample.ann["boxes"], sample.ann["labels"]
+        for box, label in zip(boxes, labels, strict=True):
+            canvas.box(box, class_colour(label), label_name(label_space.get("classes"), label))
+        return [f"{len(boxes)} box" + ("es" if len(boxes) != 1 else "")]
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

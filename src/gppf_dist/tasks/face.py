@@ -1,9 +1,10 @@
 """Face recognition task type: embedding + ArcFace margin softmax, pair verification accuracy.
 
-Annotation: `{"identity": int}`. Identities at or above `num_classes` are allowed in eval mode
-(their loss is 0). Head: pooled last feature → linear → LayerNorm (batch-independent, instead of
-ArcFace's BatchNorm) = embedding; the head also returns the cosines to the L2-normalised class
-centres, and `loss` applies the additive angular margin `cos(θ_y + m)` and scale `s`.
+Label space: `{"num_identities": int}`. Annotation: `{"identity": int}`. Identities at or above
+`num_classes` are allowed in eval mode (their loss is 0). Head: pooled last feature → linear →
+LayerNorm (batch-independent, instead of ArcFace's BatchNorm) = embedding; the head also returns
+the cosines to the L2-normalised class centres, and `loss` applies the additive angular margin
+`cos(θ_y + m)` and scale `s`.
 
 Verification metric: samples are put in a canonical order (by CRC32 of their key, so the result
 does not depend on how evaluation was split over ranks); positive pairs are consecutive samples
@@ -25,7 +26,9 @@ from torch import nn
 
 from gppf_dist.tasks.base import Sample, TaskSpec
 from gppf_dist.tasks.common.augment import warp_for
+from gppf_dist.tasks.common.drawing import Canvas
 from gppf_dist.tasks.common.embedding_metric import EmbeddingMetric
+from gppf_dist.tasks.common.label_space import count_value
 from gppf_dist.tasks.common.transforms import (
     check_image,
     plan_geometry,
@@ -33,7 +36,7 @@ from gppf_dist.tasks.common.transforms import (
     to_chw,
     whole_image_window,
 )
-from gppf_dist.tasks.reid import identity_ce
+from gppf_dist.tasks.reid import check_identity, identity_caption, identity_ce
 
 ARC_SCALE = 30.0
 ARC_MARGIN = 0.3
@@ -119,10 +122,36 @@ class FaceTask:
     primary_metric = "verif_acc"
     higher_is_better = True
     couples_samples = False
+    label_space_keys = ("num_identities",)
+    needs_mask = False
+    export_outputs = {
+        "emb": "embedding [B, D] for verification: compare by cosine similarity",
+        "cos": "cosines [B, N] to the training identities' class centres",
+    }
     source_window = staticmethod(whole_image_window)
 
     def __init__(self, scale: float = ARC_SCALE, margin: float = ARC_MARGIN) -> None:
         self.scale, self.margin = scale, margin
+
+    def label_counts(self, label_space: dict[str, Any]) -> dict[str, int]:
+        return {"num_classes": count_value(label_space, "num_identities")}
+
+    def placeholder_label_space(self, n: int) -> dict[str, Any]:
+        return {"num_identities": n}
+
+    def check_annotation(
+        self,
+        key: str,
+        ann: dict[str, Any],
+        label_space: dict[str, Any],
+        width: int,
+        height: int,
+        split: str,
+    ) -> None:
+        check_identity(key, ann, label_space, split)
+
+    def draw(self, canvas: Canvas, sample: Sample, label_space: dict[str, Any]) -> list[str]:
+        return identity_caption(sample.ann)
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

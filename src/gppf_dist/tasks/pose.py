@@ -1,6 +1,8 @@
 """Pose task type (top-down keypoints): heatmap head, per-sample MSE, PCK@0.2 metric.
 
-Annotation: `{"keypoints": [[x, y, v], ...] one per label-space keypoint, "box": [x1, y1, x2, y2]}`.
+Label space: `{"keypoints": [name, ...], "skeleton": [[a, b], ...]}` (0-based keypoint pairs, for
+drawing). Annotation: `{"keypoints": [[x, y, v], ...] one per label-space keypoint, "box": [x1, y1,
+x2, y2]}`; v: 0 unlabelled, 1 labelled but occluded, 2 visible.
 `prepare` crops the person box enlarged by 1.25 to the input aspect (zero padding outside the
 image); flipping swaps `left_*`/`right_*` keypoints. Visible keypoints that leave the input
 become v=0 (counted in `Sample.dropped`; the sample is kept).
@@ -21,7 +23,15 @@ import torch
 from torch import nn
 
 from gppf_dist.tasks.base import Sample, TaskSpec
+from gppf_dist.tasks.common.annotation import (
+    annotation_error,
+    check_box,
+    is_number,
+    label_count,
+)
 from gppf_dist.tasks.common.augment import warp_for
+from gppf_dist.tasks.common.drawing import Canvas
+from gppf_dist.tasks.common.label_space import count_names, generic_names
 from gppf_dist.tasks.common.necks import DecoderHead
 from gppf_dist.tasks.common.transforms import (
     check_image,
@@ -33,6 +43,31 @@ from gppf_dist.tasks.common.transforms import (
 
 BOX_ENLARGE = 1.25
 PCK_FRACTION = 0.2
+
+COCO_KEYPOINTS = [
+    "nose",
+    "left_eye",
+    "right_eye",
+    "left_ear",
+    "right_ear",
+    "left_shoulder",
+    "right_shoulder",
+    "left_elbow",
+    "right_elbow",
+    "left_wrist",
+    "right_wrist",
+    "left_hip",
+    "right_hip",
+    "left_knee",
+    "right_knee",
+    "left_ankle",
+    "right_ankle",
+]
+COCO_SKELETON = [
+    [15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11], [6, 12], [5, 6], [5, 7], [6, 8],
+    [7, 9], [8, 10], [1, 2], [0, 1], [0, 2], [1, 3], [2, 4], [3, 5], [4, 6],
+]  # fmt: skip
+"""COCO's person skeleton, 0-based (as `coco-keypoints` converts the annotation file's)."""
 
 
 class HeatmapHead(DecoderHead):
@@ -128,6 +163,59 @@ class PoseTask:
     primary_metric = "pck"
     higher_is_better = True
     couples_samples = False
+    label_space_keys = ("keypoints", "skeleton")
+    needs_mask = False
+    export_outputs = {
+        "heatmaps": "heatmaps [B, K, h, w] at the decoder's stride, one per label_space "
+        "keypoint; pixel (u, v) is input point ((u + 0.5) * W / w - 0.5, (v + 0.5) * H / h - 0.5)",
+    }
+
+    def label_counts(self, label_space: dict[str, Any]) -> dict[str, int]:
+        return {"num_keypoints": count_names(label_space, "keypoints")}
+
+    def placeholder_label_space(self, n: int) -> dict[str, Any]:
+        """COCO's keypoints and skeleton for 17, else generic names and no skeleton."""
+        if n == len(COCO_KEYPOINTS):
+            skeleton = [list(edge) for edge in COCO_SKELETON]
+            return {"keypoints": list(COCO_KEYPOINTS), "skeleton": skeleton}
+        return {"keypoints": generic_names("keypoint", n), "skeleton": []}
+
+    def check_annotation(
+        self,
+        key: str,
+        ann: dict[str, Any],
+        label_space: dict[str, Any],
+        width: int,
+        height: int,
+        split: str,
+    ) -> None:
+        kps = ann.get("keypoints")
+        n = label_count(label_space, "keypoints")
+        if not isinstance(kps, list) or len(kps) != n:
+            raise annotation_error(
+                key, "keypoints", kps, f"must be a list of {n} [x, y, v] triples"
+            )
+        for i, kp in enumerate(kps):
+            if not isinstance(kp, list) or len(kp) != 3 or not all(map(is_number, kp[:2])):
+                raise annotation_error(key, f"keypoints[{i}]", kp, "must be [x, y, v]")
+            x, y, v = kp
+            if v not in (0, 1, 2) or isinstance(v, bool):
+                raise annotation_error(
+                    key, f"keypoints[{i}]", kp, "must have visibility v in {0, 1, 2}"
+                )
+            if v > 0 and not (0 <= x <= width and 0 <= y <= height):
+                raise annotation_error(
+                    key, f"keypoints[{i}]", kp, f"is outside the {width}x{height} image"
+                )
+        check_box(key, "box", ann.get("box"), width, height)
+
+    def draw(self, canvas: Canvas, sample: Sample, label_space: dict[str, Any]) -> list[str]:
+        kps = sample.ann["keypoints"]
+        canvas.keypoints(kps, label_space.get("skeleton", []))
+        return [
+            f"{sum(v == 2 for *_, v in kps)} visible",
+            f"{sum(v == 1 for *_, v in kps)} occluded",
+        ]
 
     def source_window(
         self, ann: dict[str, Any], width: int, height: int, spec: TaskSpec

@@ -10,27 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from gppf_dist.tasks.base import TaskSpec
+from gppf_dist.tasks.pose import COCO_KEYPOINTS
 from gppf_dist.tasks.registry import make_spec
-
-COCO_KEYPOINTS = [
-    "nose",
-    "left_eye",
-    "right_eye",
-    "left_ear",
-    "right_ear",
-    "left_shoulder",
-    "right_shoulder",
-    "left_elbow",
-    "right_elbow",
-    "left_wrist",
-    "right_wrist",
-    "left_hip",
-    "right_hip",
-    "left_knee",
-    "right_knee",
-    "left_ankle",
-    "right_ankle",
-]
 
 
 def _names(prefix: str, n: int) -> list[str]:

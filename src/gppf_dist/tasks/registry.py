@@ -1,8 +1,9 @@
 """Task-type registry and `make_spec`, which reads a task's label space into a `TaskSpec`.
 
-Label-space conventions per type: classification/detection/segmentation `{"classes": [...]}`;
-pose `{"keypoints": [...], "skeleton": [...]}`; attributes `{"attributes": [...]}`;
-reid/face `{"num_identities": int}`.
+A task type registers itself once per process with `register_task_type`: the built-in ones
+below, a user's own from the file or module that defines it, imported through `plugins=[...]`
+(`config/plugins.py`) before a run's configuration is checked. Everything else looks a type up
+by name with `get_task_type`.
 """
 
 from __future__ import annotations
@@ -18,32 +19,43 @@ from gppf_dist.tasks.pose import PoseTask
 from gppf_dist.tasks.reid import ReidTask
 from gppf_dist.tasks.segmentation import SegmentationTask
 
-TASK_TYPES: dict[str, TaskType] = {
-    t.name: t
-    for t in (
-        ClassificationTask(),
-        AttributesTask(),
-        DetectionTask(),
-        SegmentationTask(),
-        PoseTask(),
-        ReidTask(),
-        FaceTask(),
-    )
-}
+TASK_TYPES: dict[str, TaskType] = {}
+"""Every registered task type by name; add to it with `register_task_type` only."""
 
-_LIST_KEY = {
-    "classification": "classes",
-    "detection": "classes",
-    "segmentation": "classes",
-    "pose": "keypoints",
-    "attributes": "attributes",
-}
+
+def register_task_type(task_type: TaskType) -> TaskType:
+    """Make `task_type` known under its `name`; ValueError if that name is taken."""
+    name = getattr(task_type, "name", None)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"task type {task_type!r}: `name`={name!r} must be a non-empty string")
+    if name in TASK_TYPES:
+        raise ValueError(
+            f"task type {name!r} is already registered ({type(TASK_TYPES[name]).__qualname__}); "
+            "pick another name"
+        )
+    TASK_TYPES[name] = task_type
+    return task_type
+
+
+for _builtin in (
+    ClassificationTask(),
+    AttributesTask(),
+    DetectionTask(),
+    SegmentationTask(),
+    PoseTask(),
+    ReidTask(),
+    FaceTask(),
+):
+    register_task_type(_builtin)
 
 
 def get_task_type(type_name: str) -> TaskType:
     """The registered task type called `type_name`."""
     if type_name not in TASK_TYPES:
-        raise ValueError(f"task type {type_name!r} is unknown; known types: {sorted(TASK_TYPES)}")
+        raise ValueError(
+            f"task type {type_name!r} is unknown; known types: {sorted(TASK_TYPES)} (a type of "
+            "your own is loaded with `plugins=[path/to/file.py]`)"
+        )
     return TASK_TYPES[type_name]
 
 
@@ -51,31 +63,18 @@ def make_spec(
     name: str, type: str, input_size: tuple[int, int], label_space: dict[str, Any]
 ) -> TaskSpec:
     """A `TaskSpec` with the class/keypoint/attribute/identity count read from `label_space`."""
-    get_task_type(type)
+    task_type = get_task_type(type)
     if "." in name or not name:
         raise ValueError(f"task name {name!r} must be non-empty and contain no dots")
     size = tuple(input_size)
     if len(size) != 2 or any(not isinstance(v, int) or v < 8 for v in size):
         raise ValueError(f"`tasks.{name}.input_size`={input_size!r} must be two ints >= 8 (h, w)")
-    counts = {"num_classes": 0, "num_keypoints": 0, "num_attributes": 0}
-    if type in _LIST_KEY:
-        key = _LIST_KEY[type]
-        values = label_space.get(key)
-        if not isinstance(values, list | tuple) or not values:
-            raise ValueError(
-                f"`tasks.{name}.label_space.{key}`={values!r} must be a non-empty list "
-                f"for task type {type!r}"
-            )
-        field = {"classes": "num_classes", "keypoints": "num_keypoints"}.get(key, "num_attributes")
-        counts[field] = len(values)
-    else:
-        n = label_space.get("num_identities")
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(
-                f"`tasks.{name}.label_space.num_identities`={n!r} must be a positive int "
-                f"for task type {type!r}"
-            )
-        counts["num_classes"] = n
+    try:
+        counts = task_type.label_counts(label_space)
+    except ValueError as err:
+        why = str(err)  # names `label_space.<key>`: made the key path of this task
+        why = f"`tasks.{name}.{why[1:]}" if why.startswith("`label_space.") else why
+        raise ValueError(f"{why} for task type {type!r}") from err
     return TaskSpec(
         name=name,
         type=type,

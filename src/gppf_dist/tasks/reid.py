@@ -1,6 +1,7 @@
 """Person re-identification task type: BNNeck-style embedding, ID CE + batch-hard triplet.
 
-Annotation: `{"identity": int, "camera": int}` (camera optional). Identities at or above
+Label space: `{"num_identities": int}` (the training identities). Annotation: `{"identity": int,
+"camera": int}` (shards need the camera; `prepare` takes it as optional). Identities at or above
 `num_classes` (e.g. unseen test identities) are allowed in eval mode; their ID loss is 0.
 
 Head: pooled last feature `f` → neck → `e`; a bias-free classifier on `e`. The neck of BNNeck is
@@ -23,8 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gppf_dist.tasks.base import Sample, TaskSpec
+from gppf_dist.tasks.common.annotation import check_int
 from gppf_dist.tasks.common.augment import warp_for
+from gppf_dist.tasks.common.drawing import Canvas
 from gppf_dist.tasks.common.embedding_metric import EmbeddingMetric
+from gppf_dist.tasks.common.label_space import count_value
 from gppf_dist.tasks.common.transforms import (
     check_image,
     plan_geometry,
@@ -103,12 +107,51 @@ def retrieval_metrics(
     return {"mAP": float(np.mean(aps)), "rank1": float(np.mean(top1))}
 
 
+def check_identity(key: str, ann: dict[str, Any], label_space: dict[str, Any], split: str) -> None:
+    """`identity` is an int, below `num_identities` in the train split only: eval splits hold
+    unseen identities (compared by equality, never classified)."""
+    bound = label_space.get("num_identities") if split == "train" else None
+    check_int(ann, key, "identity", 0, bound)
+
+
+def identity_caption(ann: dict[str, Any]) -> list[str]:
+    return [f"id {ann['identity']}"] + ([f"cam {ann['camera']}"] if "camera" in ann else [])
+
+
 class ReidTask:
     name = "reid"
     primary_metric = "mAP"
     higher_is_better = True
     couples_samples = True
+    label_space_keys = ("num_identities",)
+    needs_mask = False
+    export_outputs = {
+        "feat": "pooled feature [B, D] (what the triplet loss sees)",
+        "emb": "embedding [B, D] for retrieval: compare by cosine similarity",
+        "logits": "identity logits [B, N] over the training identities",
+    }
     source_window = staticmethod(whole_image_window)
+
+    def label_counts(self, label_space: dict[str, Any]) -> dict[str, int]:
+        return {"num_classes": count_value(label_space, "num_identities")}
+
+    def placeholder_label_space(self, n: int) -> dict[str, Any]:
+        return {"num_identities": n}
+
+    def check_annotation(
+        self,
+        key: str,
+        ann: dict[str, Any],
+        label_space: dict[str, Any],
+        width: int,
+        height: int,
+        split: str,
+    ) -> None:
+        check_identity(key, ann, label_space, split)
+        check_int(ann, key, "camera", 0)
+
+    def draw(self, canvas: Canvas, sample: Sample, label_space: dict[str, Any]) -> list[str]:
+        return identity_caption(sample.ann)
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

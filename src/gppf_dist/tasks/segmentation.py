@@ -1,6 +1,8 @@
 """Semantic segmentation task type: fused FPN decoder, per-pixel CE (ignore 255), mIoU.
 
-The mask comes in `Sample.mask` (HxW uint8 class ids, 255 = ignore). The head returns logits at
+Label space: `{"classes": [name, ...]}`; a class named `background` is not coloured by
+`gppf-shards inspect`. Annotation: none beyond the image size; the `png` member is the mask, which
+comes in `Sample.mask` (HxW uint8 class ids, 255 = ignore). The head returns logits at
 the task's input size. The per-sample loss is the
 mean CE over that sample's non-ignored pixels (0 for a fully ignored sample).
 """
@@ -15,7 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from gppf_dist.tasks.base import Sample, TaskSpec
+from gppf_dist.tasks.common.annotation import annotation_error, label_count
 from gppf_dist.tasks.common.augment import warp_for
+from gppf_dist.tasks.common.drawing import Canvas
+from gppf_dist.tasks.common.label_space import count_names, generic_names
 from gppf_dist.tasks.common.necks import DecoderHead
 from gppf_dist.tasks.common.transforms import (
     check_image,
@@ -85,7 +90,38 @@ class SegmentationTask:
     primary_metric = "mIoU"
     higher_is_better = True
     couples_samples = False
+    label_space_keys = ("classes",)
+    needs_mask = True
+    export_outputs = {"": "logits [B, C, H, W] per pixel at the input size (argmax: class id)"}
     source_window = staticmethod(whole_image_window)
+
+    def label_counts(self, label_space: dict[str, Any]) -> dict[str, int]:
+        return {"num_classes": count_names(label_space, "classes")}
+
+    def placeholder_label_space(self, n: int) -> dict[str, Any]:
+        return {"classes": generic_names("class", n)}
+
+    def check_annotation(
+        self,
+        key: str,
+        ann: dict[str, Any],
+        label_space: dict[str, Any],
+        width: int,
+        height: int,
+        split: str,
+    ) -> None:
+        """Nothing beyond the image size: the labels are the mask (`check_mask`)."""
+
+    def check_mask(self, key: str, mask: np.ndarray, label_space: dict[str, Any]) -> None:
+        n = label_count(label_space, "classes")
+        ids = set(np.unique(mask).tolist()) - {IGNORE}
+        bad = sorted(i for i in ids if i >= n)
+        if bad:
+            raise annotation_error(key, "png", bad, f"mask ids must be < {n} classes or {IGNORE}")
+
+    def draw(self, canvas: Canvas, sample: Sample, label_space: dict[str, Any]) -> list[str]:
+        assert sample.mask is not None, "a checked segmentation sample has a mask"
+        return canvas.mask(sample.mask, label_space)
 
     def prepare(
         self, sample: Sample, spec: TaskSpec, train: bool, rng: np.random.Generator

@@ -20,8 +20,7 @@ import yaml
 
 from gppf_dist.data.convert.readers import LAYOUTS
 from gppf_dist.data.format.manifest import SPLITS
-from gppf_dist.tasks.reference import COCO_KEYPOINTS
-from gppf_dist.tasks.registry import TASK_TYPES
+from gppf_dist.tasks.registry import TASK_TYPES, get_task_type
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 """The specs the package ships, by bare name (`gppf15m` -> `specs/gppf15m.yaml`)."""
@@ -39,12 +38,6 @@ LAYOUT_TYPES = {
     "attr": "attributes",
 }
 """A layout's default task name (`LAYOUTS`) -> the task type its samples have."""
-
-COCO_SKELETON = [
-    [15, 13], [13, 11], [16, 14], [14, 12], [11, 12], [5, 11], [6, 12], [5, 6], [5, 7], [6, 8],
-    [7, 9], [8, 10], [1, 2], [0, 1], [0, 2], [1, 3], [2, 4], [3, 5], [4, 6],
-]  # fmt: skip
-"""COCO's person skeleton, 0-based (as `coco-keypoints` converts the annotation file's)."""
 
 _TOP_KEYS = {"name", "tasks"}
 _TASK_KEYS = {"type", "num_labels", "datasets"}
@@ -83,22 +76,11 @@ class SpecTask:
     datasets: tuple[SpecDataset, ...]
 
     def planning_label_space(self) -> dict[str, Any]:
-        """A label space in the manifest's form with `num_labels` entries and generic names,
-        which `tasks.registry.make_spec` accepts: heads can be sized before the primary
-        dataset is converted (its manifest entry then holds the real names)."""
-        n = self.num_labels
-        if self.type in ("classification", "detection", "segmentation"):
-            return {"classes": [f"class_{i}" for i in range(n)]}
-        if self.type == "pose":
-            if n == len(COCO_KEYPOINTS):
-                skeleton = [list(edge) for edge in COCO_SKELETON]
-                return {"keypoints": list(COCO_KEYPOINTS), "skeleton": skeleton}
-            return {"keypoints": [f"keypoint_{i}" for i in range(n)], "skeleton": []}
-        if self.type == "attributes":
-            return {"attributes": [f"attribute_{i}" for i in range(n)]}
-        if self.type in ("reid", "face"):
-            return {"num_identities": n}
-        raise ValueError(f"task {self.name!r}: no planning label space for type {self.type!r}")
+        """A label space in the manifest's form with `num_labels` entries and generic names
+        (the type's `placeholder_label_space`), which `tasks.registry.make_spec` accepts: heads
+        can be sized before the primary dataset is converted (its manifest entry then holds the
+        real names)."""
+        return get_task_type(self.type).placeholder_label_space(self.num_labels)
 
 
 @dataclass(frozen=True)

@@ -19,23 +19,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from gppf_dist.data.format.offsets import ShardOffsets, SplitIndex, index_name, write_index
+from gppf_dist.tasks.registry import TASK_TYPES
 
 SCHEMA_VERSION = 2
 FORMAT_1 = 1
 """The previous format: offsets inside manifest.json (`gppf-shards upgrade` converts it)."""
 MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val")
-
-LABEL_SPACE_KEYS: dict[str, tuple[str, ...]] = {
-    "classification": ("classes",),
-    "detection": ("classes",),
-    "segmentation": ("classes",),
-    "pose": ("keypoints", "skeleton"),
-    "attributes": ("attributes",),
-    "reid": ("num_identities",),
-    "face": ("num_identities",),
-}
-"""Label-space keys the model side reads, per known task type (other types are not checked)."""
 
 
 log = logging.getLogger(__name__)
@@ -200,7 +190,8 @@ def _parse_task(
         _expect(isinstance(raw.get(key), str), f"{where}.{key}", "must be a string", raw.get(key))
     label_space = raw.get("label_space")
     _expect(isinstance(label_space, dict), f"{where}.label_space", "must be an object", label_space)
-    for key in LABEL_SPACE_KEYS.get(raw["type"], ()):
+    known = TASK_TYPES.get(raw["type"])  # a type not registered here is not checked
+    for key in known.label_space_keys if known is not None else ():
         _expect(
             key in label_space,
             f"{where}.label_space",

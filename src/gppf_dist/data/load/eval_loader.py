@@ -54,7 +54,7 @@ class EvalIterator(Iterator[Batch]):
             task_type=task_type,
             seed=0,
             train=False,
-            needs_mask=tm.type == "segmentation",
+            needs_mask=task_type.needs_mask,
             skips=SkipCounter(task),
             decoder=decoder or default_decoder(),
         )

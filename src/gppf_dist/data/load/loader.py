@@ -111,7 +111,7 @@ class TaskLoader:
             task_type=task_type,
             seed=seed,
             train=train,
-            needs_mask=tm.type == "segmentation",
+            needs_mask=task_type.needs_mask,
             skips=SkipCounter(task),
             decoder=decoder or default_decoder(),
         )

@@ -1,11 +1,12 @@
 """A few-shot (or fractional) training set: a seeded subset of one task's train split, written
 as a shard root of its own whose `val` split is the original one (linked, not copied).
 
-`select_subset` picks global sample indices: `shots` per class (classification: the `label` of
-each sample's annotation) or a `fraction` of the split, with `seed`; `write_subset` copies those
-samples' members, in a seeded order, into new shards with our writer (so the manifest has sample
-offsets and the loaders, streams and exactness are those of any shard root). Samples whose
-annotation cannot be read are not candidates.
+`select_subset` picks global sample indices: `shots` per class (for a task type with one class
+per sample, `TaskType.class_label` of each sample's annotation: classification's `label`) or a
+`fraction` of the split, with `seed`; `write_subset` copies those samples' members, in a seeded
+order, into new shards with our writer (so the manifest has sample offsets and the loaders,
+streams and exactness are those of any shard root). Samples whose annotation cannot be read are
+not candidates.
 """
 
 from __future__ import annotations
@@ -13,26 +14,29 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from gppf_dist.data.decode.sample import read_shard
 from gppf_dist.data.format.manifest import Manifest, TaskManifest, save_manifest
 from gppf_dist.data.format.writer import ShardWriter
+from gppf_dist.tasks.registry import get_task_type
 
 log = logging.getLogger(__name__)
 SUBSET_SHARD = 256
 
 
-def _labels(root: Path, tm: TaskManifest) -> list[int | None]:
+def _labels(root: Path, tm: TaskManifest, class_label: Callable[[Any], int]) -> list[int | None]:
     """Every train sample's class label, in manifest order (None where unreadable)."""
     out: list[int | None] = []
     for shard in tm.shards("train"):
         samples = read_shard(root / shard.path).samples[: shard.samples]
         for raw in samples:
             try:
-                out.append(int(json.loads(raw.members["json"])["label"]))
+                out.append(int(class_label(json.loads(raw.members["json"]))))
             except (KeyError, ValueError, TypeError):
                 out.append(None)
         out.extend([None] * (shard.samples - len(samples)))
@@ -48,13 +52,14 @@ def select_subset(
     if shots <= 0:
         keep = max(1, round(total * fraction))
         return sorted(int(i) for i in rng.permutation(total)[:keep])
-    if tm.type != "classification":
+    class_label = getattr(get_task_type(tm.type), "class_label", None)
+    if class_label is None:
         raise ValueError(
-            f"`finetune.shots`={shots}: shots per class need a classification task; task "
-            f"{tm.name!r} is {tm.type} (use finetune.train_fraction)"
+            f"`finetune.shots`={shots}: shots per class need a task type with one class per "
+            f"sample (classification); task {tm.name!r} is {tm.type} (use finetune.train_fraction)"
         )
     by_class: dict[int, list[int]] = {}
-    for index, label in enumerate(_labels(root, tm)):
+    for index, label in enumerate(_labels(root, tm, class_label)):
         if label is not None:
             by_class.setdefault(label, []).append(index)
     keep = []

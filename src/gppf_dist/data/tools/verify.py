@@ -5,8 +5,9 @@ end, it holds exactly the listed number of samples, and every sample decodes (im
 and its annotation matches its task type's schema (`schema.check_annotation`). Problems are
 collected as `Problem(shard, key, reason)`, never raised, so one run reports them all.
 
-For classification tasks, a shard whose label mix is far from its split's (`label_mix`) is a
-warning, not a problem: the data is valid, but a stream reading it would see few classes.
+For task types with one class per sample (`TaskType.class_label`: classification), a shard whose
+label mix is far from its split's (`label_mix`) is a warning, not a problem: the data is valid,
+but a stream reading it would see few classes.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from gppf_dist.data.format.index import shard_offsets
 from gppf_dist.data.format.label_mix import MixWarning, mix_warnings
 from gppf_dist.data.format.manifest import MANIFEST_NAME, Manifest, ShardInfo, manifest_from_dict
 from gppf_dist.data.format.schema import check_annotation, check_mask
+from gppf_dist.tasks.registry import get_task_type
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class SplitReport:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[MixWarning] = field(default_factory=list)
     labels: dict[str, Counter] = field(default_factory=dict)
-    """Classification label counts of the good samples, per shard path."""
+    """Class label counts of the good samples, per shard path (types with `class_label`)."""
 
 
 def file_sha256(path: Path) -> str:
@@ -79,19 +81,20 @@ def _verify_shard(
     elif shard.offsets and contents.error is None and shard_offsets(path) != shard.offsets:
         problem("-", "sample offsets do not match the tar: rebuild them with "
                 f"`gppf-shards index --root {root} --force`")  # fmt: skip
+    task_type = get_task_type(tm_type)
+    class_label = getattr(task_type, "class_label", None)
     for raw in contents.samples:
         try:
-            sample = decode_sample(raw, needs_mask=tm_type == "segmentation")
+            sample = decode_sample(raw, needs_mask=task_type.needs_mask)
             height, width = sample.image.shape[:2]
             check_annotation(tm_type, raw.key, sample.ann, label_space, width, height, rep.split)
-            if tm_type == "segmentation":
-                check_mask(raw.key, sample.mask, label_space)
+            check_mask(tm_type, raw.key, sample.mask, label_space)
         except SampleError as exc:
             problem(raw.key, f"{exc.reason}: {exc}")
             continue
         rep.good += 1
-        if tm_type == "classification":
-            rep.labels.setdefault(shard.path, Counter())[sample.ann["label"]] += 1
+        if class_label is not None:
+            rep.labels.setdefault(shard.path, Counter())[class_label(sample.ann)] += 1
 
 
 def verify_root(root: Path, manifest: Manifest | None = None) -> list[SplitReport]:
