@@ -230,3 +230,34 @@ def test_no_module_imports_another_modules_private_names() -> None:
         if alias.name.startswith("_") and not alias.name.startswith("__")
     ]
     assert not bad, "\n".join(bad)
+
+
+TASK_TYPE_NAMES = {"classification", "detection", "segmentation", "pose", "reid", "face"}
+TASK_TYPE_NAMES |= {"attributes"}
+LAUNCHER_NAMES = {"local", "deepspeed", "slurm"}
+
+
+def compared_strings(path: Path) -> set[str]:
+    """String constants `path` compares something with (`==`, `!=`, `in`, `not in`)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            for side in [node.left, *node.comparators]:
+                for leaf in ast.walk(side):
+                    if isinstance(leaf, ast.Constant) and isinstance(leaf.value, str):
+                        found.add(leaf.value)
+    return found
+
+
+def test_only_a_task_type_or_a_launcher_knows_its_own_name() -> None:
+    """A switch on a task type's name belongs in tasks/ (the type's own file), on a launcher's
+    name in launch/: elsewhere a new one would need an edit (one file plus one registration)."""
+    bad = []
+    for path in SRC.rglob("*.py"):
+        package = path.relative_to(SRC).parts[0]
+        names = compared_strings(path)
+        if package != "tasks" and names & TASK_TYPE_NAMES:
+            bad.append(f"{path.relative_to(SRC)}: {sorted(names & TASK_TYPE_NAMES)}")
+        if package != "launch" and names & LAUNCHER_NAMES:
+            bad.append(f"{path.relative_to(SRC)}: {sorted(names & LAUNCHER_NAMES)}")
+    assert not bad, "\n".join(bad)
