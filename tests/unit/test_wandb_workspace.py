@@ -24,7 +24,7 @@ from gppf_dist.config.load import save_run_config
 from gppf_dist.config.schema import RunConfig
 from gppf_dist.engine import worker
 from gppf_dist.engine.step import StepResult
-from gppf_dist.logging.metrics import MetricsFile
+from gppf_dist.logging.metrics import MetricsFile, read_metrics
 from gppf_dist.logging.record import step_record
 from gppf_dist.logging.run_keys import HEATMAP_KEY, STEP_METRIC, logged_keys, run_keys
 from gppf_dist.logging.workspace import Section, build_workspace, workspace_sections
@@ -52,9 +52,11 @@ class RecordingRun:
 
     def __init__(self) -> None:
         self.keys: dict[str, None] = {}
+        self.steps: list[int] = []
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self.keys.update(dict.fromkeys(metrics))
+        self.steps.append(step)
 
     def log_heatmap(self, key: str, image: np.ndarray, step: int) -> None:
         assert image.ndim == 3
@@ -81,7 +83,9 @@ def _result(step: int) -> StepResult:
     )
 
 
-def _run(run_dir: Path, monkeypatch: pytest.MonkeyPatch, steps: int = 4) -> RecordingRun:
+def _run(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, steps: int = 4, log_every: int = 1
+) -> RecordingRun:
     """A run's logs through `worker.log_step` and `worker.finish`, rank 0 of two."""
     run, usage = RecordingRun(), torch.rand(len(TASKS), 2, 4)
     w = SimpleNamespace(
@@ -90,7 +94,7 @@ def _run(run_dir: Path, monkeypatch: pytest.MonkeyPatch, steps: int = 4) -> Reco
         run_dir=run_dir,
         info=SimpleNamespace(is_main=True),
         cfg=SimpleNamespace(
-            trainer=SimpleNamespace(log_every=1, max_steps=steps),
+            trainer=SimpleNamespace(log_every=log_every, max_steps=steps),
             logger=SimpleNamespace(heatmap_every=2),
         ),
         model=SimpleNamespace(lego_usage=lambda: usage),
@@ -101,7 +105,7 @@ def _run(run_dir: Path, monkeypatch: pytest.MonkeyPatch, steps: int = 4) -> Reco
     for done in range(1, steps + 1):
         record = step_record(done, _result(done), batch, dict.fromkeys(TASKS, 1.0), set(TASKS),
                              0.25, 1e-3)  # fmt: skip
-        worker.log_step(w, done, record)  # type: ignore[arg-type]
+        worker.log_step(w, done, record, done == steps)  # type: ignore[arg-type]
     w.metrics.close()
     final = {t: dict.fromkeys(m, 0.5) for t, m in wandb_cli.eval_metrics(TYPES).items()}
     monkeypatch.setattr(worker, "run_eval", lambda _: final)
@@ -112,6 +116,15 @@ def _run(run_dir: Path, monkeypatch: pytest.MonkeyPatch, steps: int = 4) -> Reco
 @pytest.fixture
 def logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, RecordingRun]:
     return tmp_path / "metrics.jsonl", _run(tmp_path, monkeypatch)
+
+
+def test_the_last_step_is_logged_whatever_log_every(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = _run(tmp_path, monkeypatch, steps=7, log_every=3)
+    steps = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")]
+    assert steps == [3, 6, 7]
+    assert run.steps[:3] == [3, 6, 7]  # W&B too (the final evaluation follows)
 
 
 def _panels(sections: list[Section]) -> list[Any]:

@@ -222,9 +222,9 @@ def train(w: Worker) -> int | None:
             )  # fmt: skip
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}")
-            log_step(w, done, record)
-            guard.check(done, record, announce=w.info.is_main)
             last = result.stop or done == bar.total
+            log_step(w, done, record, last)
+            guard.check(done, record, announce=w.info.is_main)
             if last or done % cfg.trainer.checkpoint_every == 0:
                 # periodic saves in the background; the last (and a preemption's) waits
                 save(w, done, background=cfg.trainer.checkpoint_async and not last)
@@ -248,8 +248,10 @@ def replan(w: Worker) -> bool:
     return False
 
 
-def log_step(w: Worker, done: int, record: dict[str, object]) -> None:
-    if w.metrics is not None and done % w.cfg.trainer.log_every == 0:
+def log_step(w: Worker, done: int, record: dict[str, object], last: bool) -> None:
+    """Every `trainer.log_every` steps, and the run's last step (or the one a preemption stops
+    at), so metrics.jsonl and W&B end where the run ends."""
+    if w.metrics is not None and (last or done % w.cfg.trainer.log_every == 0):
         w.metrics.write(record)
         w.run.log(record, done)
     if w.info.is_main and done % w.cfg.logger.heatmap_every == 0:
