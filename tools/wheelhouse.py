@@ -11,8 +11,8 @@ x86_64 come from the package index; a package published only as a source archive
 once, and must give a pure-Python wheel (DeepSpeed: built without ops, which it compiles at run
 time). `<out>/requirements.txt` pins the set; `--set gpu-check` leaves out what `gppf-bench
 gpu-check` never imports (W&B and its workspace API, which only `gppf-wandb` uses; SciPy, which
-only the pedestrian `.mat` layout reads) or runs without (OpenCV: `tasks/common/pixels.py` has a torch
-path; its 61 MiB wheel alone is over the set's 48 MiB).
+only the pedestrian `.mat` layout reads) or runs without (OpenCV: `tasks/common/pixels.py` has a
+torch path; its 61 MiB wheel alone is over the set's 48 MiB).
 """
 
 from __future__ import annotations
