@@ -54,11 +54,20 @@ def test_train_completes_and_leaves_a_run_dir(
     tmp_path: Path, tiny_shards: Path, nproc: int
 ) -> None:
     run_dir = tmp_path / "run"
-    proc = run_train(run_dir, tiny_shards, f"launcher.nproc={nproc}", "trainer.max_steps=3")
+    proc = run_train(
+        run_dir,
+        tiny_shards,
+        f"launcher.nproc={nproc}",
+        "trainer.max_steps=3",
+        "trainer.log_every=2",  # and the last step
+        "trainer.peak_tflops=0.5",  # a peak: rank 0 counts the model's FLOPs and logs MFU
+    )
     records = read_metrics(run_dir / "metrics.jsonl")
-    assert [r["step"] for r in records] == [1, 2, 3]
-    for key in ["loss", "lr", "samples_per_s", *[f"loss/{t}" for t in TASKS]]:
+    assert [r["step"] for r in records] == [2, 3]
+    for key in ["loss", "lr", "samples_per_s", "mfu", *[f"loss/{t}" for t in TASKS]]:
         assert all(key in r for r in records), key
+    assert all(r["mfu"] == pytest.approx(r["model_tflops"] / (0.5 * nproc)) for r in records)
+    assert "training GFLOP per sample: " in proc.stdout
     assert (run_dir / "config.yaml").is_file()
     tag = checkpoints_dir(run_dir) / tag_for_step(3)
     assert (tag / COMPLETE).is_file()

@@ -25,7 +25,7 @@ from gppf_dist.config.schema import RunConfig
 from gppf_dist.engine import worker
 from gppf_dist.engine.step import StepResult
 from gppf_dist.logging.metrics import MetricsFile, read_metrics
-from gppf_dist.logging.record import step_record
+from gppf_dist.logging.record import ModelFlops, step_record
 from gppf_dist.logging.run_keys import HEATMAP_KEY, STEP_METRIC, logged_keys, run_keys
 from gppf_dist.logging.workspace import Section, build_workspace, workspace_sections
 from gppf_dist.tasks.demo import DEMO_TASKS
@@ -66,6 +66,10 @@ class RecordingRun:
         pass
 
 
+FLOPS = ModelFlops({"det": 2.0, "pose": 1.0, "seg": 4.0}, world_peak_tflops=0.5)
+"""Rank 0 of a run whose device peak is known: `model_tflops` and `mfu` in every step."""
+
+
 def _result(step: int) -> StepResult:
     """Step 1 has no timings yet (they are the previous step's); step 3 is non-finite."""
     n = len(TASKS)
@@ -104,7 +108,7 @@ def _run(
     batch = {"det": 8, "pose": 8, "seg": 8}
     for done in range(1, steps + 1):
         record = step_record(done, _result(done), batch, dict.fromkeys(TASKS, 1.0), set(TASKS),
-                             0.25, 1e-3)  # fmt: skip
+                             0.25, 1e-3, FLOPS)  # fmt: skip
         worker.log_step(w, done, record, done == steps)  # type: ignore[arg-type]
     w.metrics.close()
     final = {t: dict.fromkeys(m, 0.5) for t, m in wandb_cli.eval_metrics(TYPES).items()}
@@ -125,6 +129,16 @@ def test_the_last_step_is_logged_whatever_log_every(
     steps = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")]
     assert steps == [3, 6, 7]
     assert run.steps[:3] == [3, 6, 7]  # W&B too (the final evaluation follows)
+
+
+def test_mfu_is_the_steps_model_flops_over_the_worlds_peak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(tmp_path, monkeypatch, steps=2)
+    record = read_metrics(tmp_path / "metrics.jsonl")[-1]
+    gflop = 8 * 2.0 + 8 * 1.0 + 8 * 4.0  # batch 8 of each task, GFLOP per sample
+    assert math.isclose(record["model_tflops"], gflop / 0.25 / 1e3)  # over a 0.25 s step
+    assert math.isclose(record["mfu"], record["model_tflops"] / 0.5)
 
 
 def _panels(sections: list[Section]) -> list[Any]:
@@ -155,7 +169,7 @@ def test_the_expected_keys_are_the_ones_the_worker_logs(
     expected = run_keys(wandb_cli.eval_metrics(TYPES))
     assert set(expected.all()) <= set(run.keys)
     assert set(run.keys) - set(expected.all()) == {"busy_s/rank1"}  # expected: one rank
-    assert set(expected.occasional) == {f"nonfinite/{t}" for t in TASKS}
+    assert set(expected.occasional) == {f"nonfinite/{t}" for t in TASKS} | {"model_tflops", "mfu"}
     keys, missing = expected.restrict(logged_keys(path))
     assert missing == [] and set(keys) == set(run.keys)
     first_step_only = logged_keys(path)

@@ -43,8 +43,8 @@ from typing import Any
 
 import torch
 
-# Dense bf16 tensor-core peaks (TFLOPS), matched against the device name, first match wins.
-PEAK_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("H200", 989.0))
+from gppf_dist.dist.peak import named_peak_tflops
+
 BUDGET_S = 450.0  # the whole check stays under 8 minutes, start-up included
 BF16 = ["--precision", "bf16"]
 MODULE = "gppf_dist.bench.gpu_check"
@@ -358,7 +358,7 @@ def _environment(peak_tflops: float | None, smoke: bool) -> dict[str, Any]:
     cuda = torch.cuda.is_available()
     if cuda:
         device = torch.cuda.get_device_name(0)
-        peak = peak_tflops or next((p for key, p in PEAK_TFLOPS if key in device), None)
+        peak = peak_tflops or named_peak_tflops(device)
     else:
         device, peak = f"cpu: {_cpu_name()}", peak_tflops
     return {

@@ -72,6 +72,11 @@ class TrainerSection:
     set false for bit-level comparisons across world sizes on a GPU)."""
     cudnn_benchmark: bool = True
     """CUDA only: let cuDNN time its convolution algorithms per input shape on first use."""
+    peak_tflops: float | None = None
+    """One device's peak TFLOP/s at the training precision, for `mfu` in the step logs. None:
+    a known GPU's dense bf16 peak in a bf16 run (H100 SXM 989, H100 PCIe 756, H100 NVL 835,
+    H200 989, A100 312: `dist/peak.py`); otherwise no `mfu` and no `model_tflops` (counting the
+    model's FLOPs costs rank 0 a few seconds at start, spent only where MFU is logged)."""
     device_memory_gib: float = 0.0
     """Memory of one device (e.g. 80 for an H100): before launch, each task's activation and the
     state are predicted without a GPU, and every task's `max_local_batch` is set to the largest
@@ -104,6 +109,12 @@ class TrainerSection:
             0 <= self.memory_margin < 1, "trainer.memory_margin", self.memory_margin, "in [0, 1)"
         )
         _check(self.log_every >= 1, "trainer.log_every", self.log_every, "must be >= 1")
+        _check(
+            self.peak_tflops is None or self.peak_tflops > 0,
+            "trainer.peak_tflops",
+            self.peak_tflops,
+            "must be > 0 (or null: a known GPU's)",
+        )
         _check(
             self.checkpoint_every >= 1,
             "trainer.checkpoint_every",

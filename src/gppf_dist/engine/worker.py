@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from gppf_dist.checkpoint.client_state import (
@@ -37,6 +38,7 @@ from gppf_dist.dist.env import (
     pick_device,
     rank_info_from_env,
 )
+from gppf_dist.dist.peak import device_peak_tflops
 from gppf_dist.dist.threads import configure_threads
 from gppf_dist.engine.assemble import AssembledStep, assemble_step
 from gppf_dist.engine.deepspeed import destroy_groups
@@ -49,10 +51,11 @@ from gppf_dist.health.preempt import PreemptionFlag
 from gppf_dist.health.watchdog import phase, watch
 from gppf_dist.logging.heatmap import render_usage
 from gppf_dist.logging.metrics import MetricsFile
-from gppf_dist.logging.record import step_record
+from gppf_dist.logging.record import ModelFlops, step_record
 from gppf_dist.logging.run_files import read_json, write_json_atomic
 from gppf_dist.logging.wandb_run import Run, open_run
 from gppf_dist.model.build import GppfModel, build_model
+from gppf_dist.model.memory import training_gflop
 from gppf_dist.preflight.validate import validate_run
 from gppf_dist.simt.costs import CostTable
 from gppf_dist.simt.objective import TaskWeights
@@ -79,6 +82,8 @@ class Worker:
     run: Run
     metrics: MetricsFile | None
     preempt: PreemptionFlag
+    flops: ModelFlops | None
+    """Rank 0, where a peak is known: for `model_tflops` and `mfu` in the step logs."""
 
     @property
     def run_dir(self) -> Path:
@@ -175,12 +180,27 @@ def build(cfg: RunConfig, opened: ExitStack) -> Worker:
         saved_id=resumed.wandb_run_id,
     )
     opened.callback(run.finish)
-    metrics = None
+    metrics, flops = None, None
     if info.is_main:
         metrics = MetricsFile(Path(cfg.run.dir) / "metrics.jsonl", resumed.step)
         opened.callback(metrics.close)
+        flops = model_flops(cfg, taskset, device, info.world_size)
     return Worker(cfg, info, manifest, taskset, model, step, checkpointer, loaders, resumed,
-                  costs, plan, run, metrics, preempt)  # fmt: skip
+                  costs, plan, run, metrics, preempt, flops)  # fmt: skip
+
+
+def model_flops(
+    cfg: RunConfig, taskset: TaskSet, device: torch.device, world_size: int
+) -> ModelFlops | None:
+    """What rank 0 needs to log MFU: each task's training FLOPs per sample, counted on fake
+    tensors, and the world's peak; None where no peak is known (`trainer.peak_tflops`)."""
+    peak = device_peak_tflops(device, cfg.trainer.precision, cfg.trainer.peak_tflops)
+    if peak is None:
+        return None
+    gflop = training_gflop(cfg.model, taskset.specs)
+    print("training GFLOP per sample: " + ", ".join(f"{t} {g:.3g}" for t, g in gflop.items())
+          + f"; MFU against {peak:g} TFLOP/s per device", flush=True)  # fmt: skip
+    return ModelFlops(gflop, peak * world_size)
 
 
 # ---- act 2: train ---------------------------------------------------------------------------
@@ -218,7 +238,7 @@ def train(w: Worker) -> int | None:
             record = step_record(
                 done, result, w.taskset.batch_sizes,
                 {n: t.weight for n, t in w.taskset.active.items()}, present, step_s,
-                w.step.engine.lr(),
+                w.step.engine.lr(), w.flops,
             )  # fmt: skip
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}")

@@ -4,6 +4,7 @@ statistics: the objective and per-task losses, throughput, costs, balance and lo
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -22,6 +23,15 @@ class StepStats(Protocol):
     lego_calls: tuple[float, float]
 
 
+@dataclass(frozen=True)
+class ModelFlops:
+    """What MFU needs: each task's training FLOPs per sample (x1e-9) and the peak TFLOP/s of
+    the whole world (one device's peak times the world size)."""
+
+    train_gflop: dict[str, float]
+    world_peak_tflops: float
+
+
 def step_record(
     done: int,
     stats: StepStats,
@@ -30,8 +40,11 @@ def step_record(
     present: set[str],
     step_s: float,
     lr: float,
+    flops: ModelFlops | None = None,
 ) -> dict[str, Any]:
-    """`batch_sizes` and `weights`: per task, in task-index order (the order of the stats)."""
+    """`batch_sizes` and `weights`: per task, in task-index order (the order of the stats).
+    With `flops`: `model_tflops`, the model FLOPs of the step's samples over its wall time,
+    and `mfu`, that over the world's peak."""
     names = list(batch_sizes)
     batch = torch.tensor([batch_sizes[n] for n in names], dtype=torch.float64)
     weight = torch.tensor([weights[n] for n in names], dtype=torch.float64)
@@ -68,6 +81,11 @@ def step_record(
     if record["update_skipped"]:  # which tasks' losses were not finite (none: gradients only)
         record.update({f"nonfinite/{n}": int(not math.isfinite(float(means[i])))
                        for i, n in enumerate(names) if n in present})  # fmt: skip
+    if flops is not None:
+        gflop = sum(flops.train_gflop[n] * float(batch[i]) for i, n in enumerate(names)
+                    if n in present)  # fmt: skip
+        record["model_tflops"] = gflop / step_s / 1e3
+        record["mfu"] = record["model_tflops"] / flops.world_peak_tflops
     local, remote = stats.lego_calls
     if local + remote > 0:  # expert parallelism: share of lego calls the requesting rank served
         record["ep/local_fraction"] = local / (local + remote)

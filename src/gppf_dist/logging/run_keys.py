@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from gppf_dist.logging.record import step_record
+from gppf_dist.logging.record import ModelFlops, step_record
 
 STEP_METRIC = "global_step"
 """W&B's step metric (`wandb_run.WandbRun.log` adds it to every log): every line plot's x axis."""
@@ -37,7 +37,8 @@ class RunKeys:
     step: tuple[str, ...]
     """In every metrics.jsonl line (and W&B log) from the second step on."""
     occasional: tuple[str, ...]
-    """In metrics.jsonl only on some steps: `nonfinite/<task>` when an update was skipped."""
+    """In metrics.jsonl only on some steps or runs: `nonfinite/<task>` when an update was
+    skipped; `model_tflops` and `mfu` where the device's peak is known (`dist/peak.py`)."""
     wandb_only: tuple[str, ...]
     """Never in metrics.jsonl: the final evaluation and the heatmap."""
 
@@ -71,7 +72,7 @@ class _StandInStep:
     lego_calls: tuple[float, float]
 
 
-def _record_keys(tasks: list[str], grad_norm: float) -> list[str]:
+def _record_keys(tasks: list[str], grad_norm: float, flops: bool = False) -> list[str]:
     n = len(tasks)
     stats = _StandInStep(
         task_loss_sums=torch.ones(n, dtype=torch.float64),
@@ -86,7 +87,8 @@ def _record_keys(tasks: list[str], grad_norm: float) -> list[str]:
     )
     ones = dict.fromkeys(tasks, 1)
     weights = dict.fromkeys(tasks, 1.0)
-    return list(step_record(2, stats, ones, weights, set(tasks), 1.0, 0.0))
+    model_flops = ModelFlops(dict.fromkeys(tasks, 1.0), 1.0) if flops else None
+    return list(step_record(2, stats, ones, weights, set(tasks), 1.0, 0.0, model_flops))
 
 
 def run_keys(eval_metrics: dict[str, list[str]]) -> RunKeys:
@@ -97,7 +99,8 @@ def run_keys(eval_metrics: dict[str, list[str]]) -> RunKeys:
         raise ValueError("`tasks`=[] must name at least one task")
     step = _record_keys(tasks, grad_norm=1.0)
     skipped_update = _record_keys(tasks, grad_norm=math.nan)
-    occasional = [k for k in skipped_update if k not in set(step)]
+    with_peak = _record_keys(tasks, grad_norm=1.0, flops=True)
+    occasional = [k for k in [*skipped_update, *with_peak] if k not in set(step)]
     wandb_only = [eval_key(t, m) for t, names in eval_metrics.items() for m in names]
     return RunKeys(tuple(step), tuple(occasional), (*wandb_only, HEATMAP_KEY))
 

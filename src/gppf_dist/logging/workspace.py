@@ -5,7 +5,7 @@ saves.
 The layout is plain data (`Section`, `Panel`), so it is tested, printed (`--dry-run`) and
 restricted to a run's keys without W&B. Each panel keeps only the keys it is given: a key no run
 logs would make a panel that stays empty without saying why, so a panel none of whose keys is
-given is left out (MFU, for one, is measured by `gppf-bench throughput`, never by a run).
+given is left out (an expert-parallel panel for a run without expert parallelism).
 `wandb_workspaces` is imported in `build_workspace` only: the gpu-check install set has no W&B.
 """
 
@@ -88,6 +88,8 @@ def workspace_sections(keys: Iterable[str], tasks: list[str]) -> list[Section]:
             "Throughput",
             panel("samples/s, all tasks", "line", ["samples_per_s"]),
             panel("samples/s per task", "line", per_task("samples_per_s/{}")),
+            panel("model TFLOP/s, all ranks", "line", ["model_tflops"]),
+            panel("MFU (model FLOPs over the devices' peak)", "line", ["mfu"]),
             panel("ms per sample per task (compute)", "line", per_task("cost_ms/{}")),
         ),
         *_section(

@@ -34,6 +34,7 @@ from gppf_dist.config.model import ModelConfig
 from gppf_dist.model.build import build_model
 from gppf_dist.model.lego import Route, set_activation_checkpointing
 from gppf_dist.model.meta_count import META, twin_forward
+from gppf_dist.model.summary import gmacs_of
 from gppf_dist.tasks.base import TaskSpec
 
 GIB = 2**30
@@ -168,18 +169,11 @@ class FakeModel:
         """Bytes alive at the peak of one forward + backward of `task` at `batch`, above the
         parameters and gradients."""
         dtype = {"fp32": None, "bf16": torch.bfloat16}[precision]
-        spec, cfg = self.specs[task], self.cfg
-        h, w = spec.input_size
+        h, w = self.specs[task].input_size
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         with self.mode, LiveBytes(grads) as live:
             images = torch.zeros(batch, 3, h, w, dtype=torch.uint8)
-            # A fixed route: which legos a task selects does not change their sizes (and the
-            # router's own selection reads values, which fake tensors do not have).
-            logits = self.model.router.logits[task]
-            route = Route(
-                indices=[list(range(cfg.top_k))] * logits.shape[0],
-                gates=torch.softmax(logits[:, : cfg.top_k], dim=-1),
-            )
+            route = self._route(task)
             with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
                 out = twin_forward(self.model, task, images, route)
                 total = sum(t.float().sum() for t in float_tensors(out))
@@ -187,6 +181,28 @@ class FakeModel:
             total.backward()
             del out, total, route
         return live.peak_above_start
+
+    def _route(self, task: str) -> Route:
+        """A fixed route (call inside `self.mode`): which legos a task selects does not change
+        their sizes or FLOPs (and the router's own selection reads values, which fake tensors
+        do not have)."""
+        logits = self.model.router.logits[task]
+        top_k = self.cfg.top_k
+        return Route(
+            indices=[list(range(top_k))] * logits.shape[0],
+            gates=torch.softmax(logits[:, :top_k], dim=-1),
+        )
+
+    def training_gflop(self, task: str) -> float:
+        """FLOPs (x1e-9) of training on one sample of `task`: 3x its forward (the backward
+        computes the gradients of both activations and weights), counted on fake tensors by
+        torch's FLOP counter, without activation checkpointing's recomputation."""
+        h, w = self.specs[task].input_size
+        with self.mode, torch.no_grad():
+            images = torch.zeros(1, 3, h, w, dtype=torch.uint8)
+            route = self._route(task)  # without autograd, like everything the counter sees
+            gmacs = gmacs_of(lambda: twin_forward(self.model, task, images, route))
+        return 3 * 2 * gmacs
 
     def activation_memory(self, task: str, precision: str = "fp32") -> ActivationMemory:
         """The line through the peaks at batch 1 and `SLOPE_BATCH` (see the module doc)."""
@@ -201,3 +217,11 @@ def activation_memory(
 ) -> ActivationMemory:
     """One task's activation line, on a model built for it alone."""
     return FakeModel(cfg, {spec.name: spec}, checkpointing).activation_memory(spec.name, precision)
+
+
+def training_gflop(cfg: ModelConfig, specs: dict[str, TaskSpec]) -> dict[str, float]:
+    """Per task, FLOPs (x1e-9) of training on one sample (`FakeModel.training_gflop`): the
+    numerator of a run's MFU. No real tensor is made and no random number drawn."""
+    with torch.random.fork_rng(devices=[]):
+        fake = FakeModel(cfg, specs, checkpointing=False)
+        return {task: fake.training_gflop(task) for task in specs}
