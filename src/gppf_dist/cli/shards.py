@@ -284,7 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", required=True, help="shard root (manifest merged if present)")
     convert.add_argument("--task", help="task name (default: per layout, e.g. det)")
     convert.add_argument("--split", choices=["train", "val"], default="train")
-    convert.add_argument("--images", help="image folder for coco-*/attr-csv (default: beside)")
+    convert.add_argument(
+        "--images",
+        help="image folder for coco-*, aic-keypoints and attr-csv (default: found beside)",
+    )
     convert.add_argument("--samples-per-shard", type=int, default=DEFAULT_SAMPLES_PER_SHARD)
     convert.add_argument(
         "--shard-mb",

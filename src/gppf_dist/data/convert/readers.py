@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from gppf_dist.data.convert.layouts.aic import read_aic_keypoints
 from gppf_dist.data.convert.layouts.attributes import read_attr_csv
 from gppf_dist.data.convert.layouts.base import Converted
 from gppf_dist.data.convert.layouts.coco import read_coco_det, read_coco_keypoints
+from gppf_dist.data.convert.layouts.coco_stuff import read_coco_stuff
 from gppf_dist.data.convert.layouts.face_rec import read_face_rec
 from gppf_dist.data.convert.layouts.folders import read_face_folders, read_imagefolder
 from gppf_dist.data.convert.layouts.msmt17 import read_msmt17
@@ -25,8 +27,10 @@ LAYOUTS: dict[str, tuple[Callable[..., Converted], str]] = {
     "imagefolder": (read_imagefolder, "cls"),
     "coco-det": (read_coco_det, "det"),
     "coco-keypoints": (read_coco_keypoints, "pose"),
+    "aic-keypoints": (read_aic_keypoints, "pose"),
     "seg-png": (read_seg_png, "seg"),
     "ade20k": (read_ade20k, "seg"),
+    "coco-stuff": (read_coco_stuff, "seg"),
     "reid": (read_reid, "reid"),
     "msmt17": (read_msmt17, "reid"),
     "face-folders": (read_face_folders, "face"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from gppf_dist.data.convert.layouts.base import (
     Converted,
@@ -48,7 +49,8 @@ def dataset_name(ann_file: Path) -> str:
     return "objects365" if name.startswith("zhiyuan_objv") or "objects365" in name else "coco"
 
 
-def _image_path(name: str, dirs: list[Path]) -> Path:
+def require_image(name: str, dirs: list[Path]) -> Path:
+    """`name` in the first of `dirs` that has it; ItemError("missing_image") if none does."""
     path = find_image(name, dirs)
     if path is None:
         raise ItemError("missing_image", f"{name} is in none of {[str(d) for d in dirs]}")
@@ -82,7 +84,7 @@ def read_coco_det(src: Path, images: Path | None = None, split: str = "train") -
 
     def load(item: tuple[str, int, int]) -> Members:
         name, a, b = item
-        jpg, w, h = jpeg_member(_image_path(name, dirs))
+        jpg, w, h = jpeg_member(require_image(name, dirs))
         xyxy = boxes[a:b].copy()
         xyxy[:, 2:] += xyxy[:, :2]
         xyxy[:, 0::2] = xyxy[:, 0::2].clip(0.0, float(w))
@@ -98,6 +100,31 @@ def read_coco_det(src: Path, images: Path | None = None, split: str = "train") -
 
     space = {"classes": [c["name"] for c in cats]}
     return Converted("detection", dataset_name(ann_file), space, items, load, skipped)
+
+
+def person_sample(
+    full: Image.Image, where: str, box: list[float], flat: list[float], num: int
+) -> Members:
+    """One person's sample: `full` cropped to the COCO xywh `box` grown by KEYPOINT_MARGIN
+    (clipped to the image) with the box and the first `num` of the flat COCO `[x, y, v]`
+    triples `flat` moved into the crop; a keypoint unlabelled (v = 0) or outside the crop
+    becomes [0, 0, 0]. ItemError("empty_box") naming `where` if the crop is under 2 pixels."""
+    x, y, bw, bh = box
+    mx, my = bw * KEYPOINT_MARGIN, bh * KEYPOINT_MARGIN
+    x0, y0 = max(0, int(x - mx)), max(0, int(y - my))
+    x1 = min(full.width, int(np.ceil(x + bw + mx)))
+    y1 = min(full.height, int(np.ceil(y + bh + my)))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise ItemError("empty_box", f"{where}: person box {box}")
+    w, h = x1 - x0, y1 - y0
+    points = []
+    for k in range(num):
+        kx, ky, v = flat[3 * k] - x0, flat[3 * k + 1] - y0, int(flat[3 * k + 2])
+        inside = v > 0 and 0 <= kx <= w and 0 <= ky <= h
+        points.append([float(kx), float(ky), v] if inside else [0.0, 0.0, 0])
+    clipped = [max(0.0, x - x0), max(0.0, y - y0), min(w, x + bw - x0), min(h, y + bh - y0)]
+    ann = {"keypoints": points, "box": [float(v) for v in clipped]}
+    return image_sample(full.crop((x0, y0, x1, y1)), ann)
 
 
 def read_coco_keypoints(src: Path, images: Path | None = None, split: str = "train") -> Converted:
@@ -124,24 +151,8 @@ def read_coco_keypoints(src: Path, images: Path | None = None, split: str = "tra
 
     def load(item: tuple[str, int]) -> Members:
         name, row = item
-        full = open_rgb(_image_path(name, dirs))
-        x, y, bw, bh = boxes[row].tolist()
-        mx, my = bw * KEYPOINT_MARGIN, bh * KEYPOINT_MARGIN
-        x0, y0 = max(0, int(x - mx)), max(0, int(y - my))
-        x1 = min(full.width, int(np.ceil(x + bw + mx)))
-        y1 = min(full.height, int(np.ceil(y + bh + my)))
-        if x1 - x0 < 2 or y1 - y0 < 2:
-            raise ItemError("empty_box", f"{name}: person box {boxes[row].tolist()}")
-        w, h = x1 - x0, y1 - y0
-        flat = kps[row].tolist()
-        points = []
-        for k in range(len(names)):
-            kx, ky, v = flat[3 * k] - x0, flat[3 * k + 1] - y0, int(flat[3 * k + 2])
-            inside = v > 0 and 0 <= kx <= w and 0 <= ky <= h
-            points.append([float(kx), float(ky), v] if inside else [0.0, 0.0, 0])
-        box = [max(0.0, x - x0), max(0.0, y - y0), min(w, x + bw - x0), min(h, y + bh - y0)]
-        ann = {"keypoints": points, "box": [float(v) for v in box]}
-        return image_sample(full.crop((x0, y0, x1, y1)), ann)
+        full = open_rgb(require_image(name, dirs))
+        return person_sample(full, name, boxes[row].tolist(), kps[row].tolist(), len(names))
 
     space = {"keypoints": names, "skeleton": skeleton}
     return Converted("pose", "coco", space, items, load, skipped)

@@ -29,9 +29,15 @@ def _max_id(mask_file: Path) -> int:
     return int(ids.max()) if ids.size else 0
 
 
-def mask_png(path: Path, size: tuple[int, int], lut: np.ndarray | None = None) -> bytes:
+def mask_png(
+    path: Path,
+    size: tuple[int, int],
+    lut: np.ndarray | None = None,
+    num_classes: int | None = None,
+) -> bytes:
     """The mask at `path` as an 8-bit `L` PNG, ids mapped through `lut` if given; ItemError if
-    it does not decode or its size is not the image's (width, height)."""
+    it does not decode or its size is not the image's (width, height), and with `num_classes`
+    ItemError("bad_mask_id") if an id (after `lut`) is neither below it nor IGNORE."""
     try:
         with Image.open(path) as m:
             mask = np.array(m if m.mode in ("L", "P") else m.convert("L"), dtype=np.uint8)
@@ -41,6 +47,13 @@ def mask_png(path: Path, size: tuple[int, int], lut: np.ndarray | None = None) -
         raise ItemError("mask_size", f"{path}: {mask.shape[::-1]} != image {size}")
     if lut is not None:
         mask = lut[mask]
+    if num_classes is not None:
+        bad = (mask >= num_classes) & (mask != IGNORE)
+        if bad.any():
+            ids = np.unique(mask[bad]).tolist()
+            raise ItemError(
+                "bad_mask_id", f"{path}: ids {ids} outside 0..{num_classes - 1} and not {IGNORE}"
+            )
     out = io.BytesIO()
     Image.fromarray(mask, mode="L").save(out, format="PNG")
     return out.getvalue()
@@ -58,12 +71,15 @@ def paired_items(image_dir: Path, mask_dir: Path) -> tuple[list[tuple[str, str]]
     return items, missing
 
 
-def seg_loader(lut: np.ndarray | None = None) -> Callable[[tuple[str, str]], Members]:
-    """The loader of `(image, mask)` items: the image's jpg, its size and the mask's png."""
+def seg_loader(
+    lut: np.ndarray | None = None, num_classes: int | None = None
+) -> Callable[[tuple[str, str]], Members]:
+    """The loader of `(image, mask)` items: the image's jpg, its size and the mask's png
+    (`lut` and `num_classes` as `mask_png` takes them)."""
 
     def load(item: tuple[str, str]) -> Members:
         jpg, w, h = jpeg_member(Path(item[0]))
-        png = mask_png(Path(item[1]), (w, h), lut)
+        png = mask_png(Path(item[1]), (w, h), lut, num_classes)
         return {"jpg": jpg, "json": json_member({"width": w, "height": h}), "png": png}
 
     return load
